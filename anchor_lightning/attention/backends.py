@@ -1,0 +1,207 @@
+"""Attention backends, registered with transformers' ``AttentionInterface`` (no modeling code is copied).
+
+The model is called with one extra keyword, ``anchor_attention`` (an :class:`AttentionInputs` built
+once per batch by :func:`prepare`); transformers hands it, untouched, to the registered function of
+every layer. With a custom implementation name transformers builds no mask of its own
+(``attention_mask`` is ``None``) and never infers documents from ``position_ids``.
+
+* ``sdpa``: ``scaled_dot_product_attention`` with a dense boolean mask (plain causal for ``full``);
+  CPU and small GPU runs; the numerical reference.
+* ``varlen``: FlashAttention-2 over ``cu_seqlens`` (flash-attn when importable, else PyTorch's
+  ``varlen_attn``); per_doc layout only. On CPU a per-segment SDPA loop computes the same function
+  (slow; it exists so the CPU tests exercise the varlen path).
+* ``flex``: ``flex_attention`` with a ``BlockMask`` built once per batch (compiled on CUDA).
+
+All three keep grouped-query attention native: K/V heads are never repeated.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+
+from anchor_lightning.attention import masks
+
+BACKENDS = ("sdpa", "varlen", "flex")
+IMPLEMENTATION_NAMES = {b: f"anchor_{b}" for b in BACKENDS}
+KWARG = "anchor_attention"
+
+
+def default_layout(backend: str) -> str:
+    """varlen can only express per-document segments; sdpa/flex express the shared anchor column."""
+    return "per_doc" if backend == "varlen" else "shared"
+
+
+def check_backend_layout(backend: str, layout: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if backend == "varlen" and layout != "per_doc":
+        raise ValueError("backend 'varlen' needs layout 'per_doc' (segments cannot share an anchor column)")
+
+
+@dataclass
+class AttentionInputs:
+    """Per-batch attention metadata, shared by every layer of one forward pass."""
+
+    backend: str
+    mode: str
+    layout: str
+    seq_len: int
+    mask: Any = None  # dense bool mask [B, 1, T, T] (sdpa) or BlockMask (flex); None: plain causal
+    cu_seqlens: torch.Tensor | None = None
+    max_seqlen: int | None = None
+
+
+@functools.cache
+def _compiled(fn):
+    return torch.compile(fn, dynamic=False)
+
+
+def prepare(batch: dict, backend: str) -> AttentionInputs:
+    """Build the backend's mask or boundaries from a batch (on the batch's device)."""
+    mode, layout = batch["mode"], batch["layout"]
+    check_backend_layout(backend, layout)
+    doc_ids = batch["doc_ids"]
+    bsz, seq_len = doc_ids.shape
+    inputs = AttentionInputs(backend, mode, layout, seq_len)
+    if backend == "varlen":
+        inputs.cu_seqlens = batch["cu_seqlens"]
+        inputs.max_seqlen = int(batch["max_seqlen"])
+    elif backend == "sdpa" and mode != "full":
+        inputs.mask = masks.dense_mask(doc_ids, mode, layout)
+    elif backend == "flex":
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        build = _compiled(create_block_mask) if doc_ids.is_cuda else create_block_mask
+        inputs.mask = build(masks.mask_mod(doc_ids, mode, layout), bsz, None, seq_len, seq_len, device=doc_ids.device)
+    return inputs
+
+
+def _inputs(kwargs: dict) -> AttentionInputs:
+    inputs = kwargs.get(KWARG)
+    if inputs is None:
+        raise RuntimeError(
+            f"the anchor attention backends need the batch's boundaries: call the model with {KWARG}=prepare(batch, backend)"
+        )
+    return inputs
+
+
+def _check_window(sliding_window: int | None, seq_len: int) -> None:
+    if sliding_window is not None and sliding_window < seq_len:
+        raise ValueError(
+            f"the model uses a sliding window of {sliding_window} tokens, shorter than the row length {seq_len}; "
+            "AnchorAttention does not implement sliding windows: disable it in the model config or use shorter rows"
+        )
+
+
+def _kernel_dtype(t: torch.Tensor) -> torch.dtype:
+    """FlashAttention kernels take 16-bit inputs: under autocast, its dtype; otherwise bf16."""
+    if t.dtype in (torch.float16, torch.bfloat16):
+        return t.dtype
+    if torch.is_autocast_enabled(t.device.type):
+        return torch.get_autocast_dtype(t.device.type)
+    return torch.bfloat16
+
+
+def sdpa_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, sliding_window=None, **kwargs):
+    inputs = _inputs(kwargs)
+    _check_window(sliding_window, inputs.seq_len)
+    out = F.scaled_dot_product_attention(
+        query,
+        key,
+        value,
+        attn_mask=inputs.mask,
+        dropout_p=dropout,
+        is_causal=inputs.mask is None,
+        scale=scaling,
+        enable_gqa=key.shape[1] != query.shape[1],
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+@functools.cache
+def _varlen_kernel():
+    """The fastest importable FlashAttention-2 varlen function, called as f(q, k, v, cu, max, scale)."""
+    if importlib.util.find_spec("flash_attn") is not None:
+        from flash_attn import flash_attn_varlen_func
+
+        def flash(q, k, v, cu, max_len, scale):
+            return flash_attn_varlen_func(q, k, v, cu, cu, max_len, max_len, softmax_scale=scale, causal=True)
+
+        return flash
+    from torch.nn.attention.varlen import varlen_attn
+
+    params = inspect.signature(varlen_attn).parameters
+    extra = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    gqa = "enable_gqa" in params
+
+    def torch_varlen(q, k, v, cu, max_len, scale):
+        opts = dict(extra, enable_gqa=True) if gqa and k.shape[1] != q.shape[1] else extra
+        return varlen_attn(q, k, v, cu, cu, max_len, max_len, scale=scale, **opts)
+
+    return torch_varlen
+
+
+def _varlen_reference(q, k, v, cu_seqlens, scale):
+    """Causal attention per segment, on any device and dtype: the varlen function's definition."""
+    out = torch.empty_like(q)
+    bounds = cu_seqlens.tolist()
+    gqa = k.shape[1] != q.shape[1]
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        seg = [x[start:end].transpose(0, 1) for x in (q, k, v)]
+        o = F.scaled_dot_product_attention(*seg, is_causal=True, scale=scale, enable_gqa=gqa)
+        out[start:end] = o.transpose(0, 1)
+    return out
+
+
+def varlen_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, sliding_window=None, **kwargs):
+    inputs = _inputs(kwargs)
+    _check_window(sliding_window, inputs.seq_len)
+    if dropout:
+        raise ValueError("the varlen backend does not implement attention dropout")
+    bsz, _, seq_len, head_dim = query.shape
+    q, k, v = (x.transpose(1, 2).reshape(bsz * seq_len, x.shape[1], head_dim) for x in (query, key, value))
+    if q.is_cuda:
+        dtype = _kernel_dtype(q)
+        out = _varlen_kernel()(q.to(dtype), k.to(dtype), v.to(dtype), inputs.cu_seqlens, inputs.max_seqlen, scaling)
+        out = out.to(query.dtype)
+    else:
+        out = _varlen_reference(q, k, v, inputs.cu_seqlens, scaling)
+    return out.view(bsz, seq_len, -1, head_dim), None
+
+
+def flex_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, sliding_window=None, **kwargs):
+    from torch.nn.attention.flex_attention import flex_attention as flex
+
+    inputs = _inputs(kwargs)
+    _check_window(sliding_window, inputs.seq_len)
+    if dropout:
+        raise ValueError("the flex backend does not implement attention dropout")
+    gqa = key.shape[1] != query.shape[1]
+    if query.is_cuda:
+        dtype = _kernel_dtype(query)
+        out = _compiled(flex)(
+            query.to(dtype), key.to(dtype), value.to(dtype), block_mask=inputs.mask, scale=scaling, enable_gqa=gqa
+        ).to(query.dtype)
+    else:
+        out = flex(query, key, value, block_mask=inputs.mask, scale=scaling, enable_gqa=gqa)
+    return out.transpose(1, 2).contiguous(), None
+
+
+_FUNCTIONS = {"sdpa": sdpa_attention, "varlen": varlen_attention, "flex": flex_attention}
+
+
+def register() -> None:
+    """Make ``anchor_sdpa``, ``anchor_varlen`` and ``anchor_flex`` known to transformers (idempotent)."""
+    for backend, fn in _FUNCTIONS.items():
+        AttentionInterface.register(IMPLEMENTATION_NAMES[backend], fn)
+
+
+register()

@@ -1,0 +1,84 @@
+"""Rows to a batch: the one contract every attention backend consumes (DESIGN.md section 2).
+
+A batch is a dict:
+
+=================  =====================  ==========================================================
+key                type                   meaning
+=================  =====================  ==========================================================
+input_ids          int64 [B, T]           token ids
+labels             int64 [B, T]           pre-shifted targets, -100 where nothing is learned
+position_ids       int64 [B, T]           RoPE positions (depend on the mode)
+doc_ids            int32 [B, T]           packed-document index per slot (-1 shared anchor, -2 pad)
+is_first           bool [B, T]            first-token (anchor / BOS) slots
+cu_seqlens         int32 [S + 1]          attention segment boundaries over the flattened B*T slots
+max_seqlen         int                    longest segment (computed here, never by a device sync)
+row_ids            int64 [B]              index of each row in the packed data set
+num_targets        int                    labelled slots in this batch
+num_tokens         int                    non-padding slots in this batch
+num_docs           int                    packed documents in this batch
+step_targets       int                    labelled slots of the whole optimizer step, all ranks
+step_tokens        int                    non-padding slots of the whole optimizer step, all ranks
+mode, layout       str                    how the rows were packed
+=================  =====================  ==========================================================
+
+``step_targets`` is the loss normaliser: the sampler knows every rank's rows of a step in advance, so
+the global count needs no communication (see :mod:`anchor_lightning.data.sampler`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from anchor_lightning.data.packing import (
+    IGNORE_INDEX,
+    PAD_DOC,
+    PackedRow,
+    check_mode_layout,
+    position_ids,
+    segment_lengths,
+    shifted_labels,
+)
+
+
+def collate_rows(
+    rows: Sequence[PackedRow],
+    mode: str,
+    layout: str,
+    row_ids: Sequence[int] | None = None,
+    step_targets: int | None = None,
+    step_tokens: int | None = None,
+) -> dict:
+    """Stack rows into a batch. Without ``step_targets``/``step_tokens`` the batch is its own step."""
+    check_mode_layout(mode, layout)
+    if not rows:
+        raise ValueError("cannot collate an empty list of rows")
+    input_ids = np.stack([r.input_ids for r in rows]).astype(np.int64)
+    doc_ids = np.stack([r.doc_ids for r in rows])
+    is_first = np.stack([r.is_first for r in rows])
+    labels = np.stack([shifted_labels(r.input_ids, r.doc_ids, r.is_first) for r in rows])
+    positions = np.stack([position_ids(r.doc_ids, r.is_first, mode) for r in rows])
+    segments = np.concatenate([segment_lengths(r.doc_ids, mode) for r in rows])
+    cu_seqlens = np.zeros(len(segments) + 1, dtype=np.int32)
+    np.cumsum(segments, out=cu_seqlens[1:])
+    num_targets = int((labels != IGNORE_INDEX).sum())
+    num_tokens = int((doc_ids != PAD_DOC).sum())
+    return {
+        "input_ids": torch.from_numpy(input_ids),
+        "labels": torch.from_numpy(labels),
+        "position_ids": torch.from_numpy(positions),
+        "doc_ids": torch.from_numpy(doc_ids.astype(np.int32)),
+        "is_first": torch.from_numpy(is_first),
+        "cu_seqlens": torch.from_numpy(cu_seqlens),
+        "max_seqlen": int(segments.max()),
+        "row_ids": torch.as_tensor(list(row_ids) if row_ids is not None else range(len(rows)), dtype=torch.int64),
+        "num_targets": num_targets,
+        "num_tokens": num_tokens,
+        "num_docs": sum(len(r.chunk_sources) for r in rows),
+        "step_targets": num_targets if step_targets is None else int(step_targets),
+        "step_tokens": num_tokens if step_tokens is None else int(step_tokens),
+        "mode": mode,
+        "layout": layout,
+    }

@@ -1,0 +1,131 @@
+"""Packed rows on disk: written once per key (everything that changes them), memory-mapped after.
+
+A cache entry is a directory ``<cache_dir>/<key>/`` with raw arrays (``input_ids.bin``, ``doc_ids.bin``,
+``is_first.bin``, ``chunk_sources.bin``), per-row ``chunk_offsets``, ``targets`` and ``tokens``,
+and ``meta.json`` (shapes, packing statistics, the key's parts). It is written under a temporary
+name and renamed, so an interrupted write never leaves a half entry behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from anchor_lightning.data.packing import IGNORE_INDEX, PAD_DOC, PackedRow, PackStats, shifted_labels
+
+FORMAT_VERSION = 1
+
+
+def cache_key(parts: dict) -> str:
+    blob = json.dumps({"format": FORMAT_VERSION, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+@dataclass
+class PackedRows:
+    """All rows of one packed data set, memory-mapped; ``row(i)`` gives a :class:`PackedRow`."""
+
+    input_ids: np.ndarray  # int32 [R, T]
+    doc_ids: np.ndarray  # int32 [R, T]
+    is_first: np.ndarray  # bool [R, T]
+    chunk_sources: np.ndarray  # int64 [C, 2]
+    chunk_offsets: np.ndarray  # int64 [R + 1]
+    targets: np.ndarray  # int64 [R] labelled slots per row
+    tokens: np.ndarray  # int64 [R] non-padding slots per row
+    stats: dict
+    max_token_id: int = -1
+    directory: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def row(self, i: int) -> PackedRow:
+        lo, hi = self.chunk_offsets[i], self.chunk_offsets[i + 1]
+        return PackedRow(
+            np.asarray(self.input_ids[i]),
+            np.asarray(self.doc_ids[i]),
+            np.asarray(self.is_first[i]),
+            np.asarray(self.chunk_sources[lo:hi]),
+        )
+
+
+_ARRAYS = {
+    "input_ids": np.int32,
+    "doc_ids": np.int32,
+    "is_first": np.bool_,
+    "chunk_sources": np.int64,
+    "chunk_offsets": np.int64,
+    "targets": np.int64,
+    "tokens": np.int64,
+}
+
+
+def write_rows(directory: Path, rows: Iterable[PackedRow], stats: PackStats, parts: dict) -> PackedRows:
+    """Stream rows to ``directory`` (atomically) and return them memory-mapped."""
+    directory = Path(directory)
+    tmp = directory.with_name(f".{directory.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir(parents=True)
+    try:
+        files = {name: open(tmp / f"{name}.bin", "wb") for name in _ARRAYS}
+        offsets, targets, tokens, seq_len, max_id = [0], [], [], 0, -1
+        for row in rows:
+            seq_len = len(row.input_ids)
+            max_id = max(max_id, int(row.input_ids.max()))
+            files["input_ids"].write(row.input_ids.astype(np.int32).tobytes())
+            files["doc_ids"].write(row.doc_ids.astype(np.int32).tobytes())
+            files["is_first"].write(row.is_first.astype(np.bool_).tobytes())
+            files["chunk_sources"].write(row.chunk_sources.astype(np.int64).tobytes())
+            offsets.append(offsets[-1] + len(row.chunk_sources))
+            labels = shifted_labels(row.input_ids, row.doc_ids, row.is_first)
+            targets.append(int((labels != IGNORE_INDEX).sum()))
+            tokens.append(int((row.doc_ids != PAD_DOC).sum()))
+        for name, values in (("chunk_offsets", offsets), ("targets", targets), ("tokens", tokens)):
+            files[name].write(np.asarray(values, dtype=np.int64).tobytes())
+        for f in files.values():
+            f.close()
+        meta = {
+            "rows": len(targets),
+            "seq_len": seq_len,
+            "chunks": offsets[-1],
+            "max_token_id": max_id,
+            "stats": stats.as_dict(),
+            "key": parts,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+        if directory.exists():  # another process finished the same entry first: keep theirs
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_rows(directory)
+
+
+def load_rows(directory: Path) -> PackedRows:
+    directory = Path(directory)
+    meta = json.loads((directory / "meta.json").read_text())
+    r, t, c = meta["rows"], meta["seq_len"], meta["chunks"]
+    shapes = {
+        "input_ids": (r, t),
+        "doc_ids": (r, t),
+        "is_first": (r, t),
+        "chunk_sources": (c, 2),
+        "chunk_offsets": (r + 1,),
+        "targets": (r,),
+        "tokens": (r,),
+    }
+    arrays = {}
+    for name, dtype in _ARRAYS.items():
+        path = directory / f"{name}.bin"
+        empty = int(np.prod(shapes[name])) == 0
+        arrays[name] = np.zeros(shapes[name], dtype) if empty else np.memmap(path, dtype=dtype, mode="r", shape=shapes[name])
+    return PackedRows(**arrays, stats=meta["stats"], max_token_id=meta["max_token_id"], directory=directory)

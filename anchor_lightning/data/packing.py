@@ -1,0 +1,295 @@
+"""Packing documents into rows of a fixed number of slots: pure functions, no I/O.
+
+Every packed document opens with one *first token* F (the anchor id: the tokenizer's BOS, or a
+configured id such as Qwen's ``<|endoftext|>``). A source document's own leading BOS (or anchor id)
+is stripped and replaced by F; EOS stays as content. A document longer than the space left in a row
+is split; each chunk becomes its own packed document with its own F.
+
+Two row layouts carry the same documents:
+
+``per_doc`` (varlen backend; also the only layout of ``intra_doc``, ``intra_doc_reset``, ``full``)::
+
+    slot        0  1  2  3  4  5  6  7  8  9
+    token       F  a1 a2 a3 F  b1 b2 F  c1 .      (. = padding)
+    doc_ids     0  0  0  0  1  1  1  2  2  -2
+
+``shared`` (sdpa / flex backends, ``anchor`` mode only): one F at slot 0 serves every document::
+
+    slot        0  1  2  3  4  5  6  7  8  9
+    token       F  a1 a2 a3 b1 b2 c1 c2 c3 .
+    doc_ids     -1 0  0  0  1  1  2  2  2  -2
+
+Positions (RoPE) and attention per mode, shown on the per_doc row above (x = may attend)::
+
+    anchor (per_doc)       anchor (shared)       intra_doc            intra_doc_reset      full
+    pos 0 1 2 3 0 4 5 0 6  pos 0 1 2 3 4 5 6 ..  pos 0 1 2 3 4 5 6..  pos 0 1 2 3 0 1 2..  pos 0 1 2 ..
+        F a a a F b b F c      F a a a b b c         F a a a F b b        F a a a F b b        F a a a F b
+    F   x                  F   x                 F   x                F   x                F   x
+    a   x x                a   x x               a   x x              a   x x              a   x x
+    a   x x x              a   x x x             a   x x x            a   x x x            a   x x x
+    a   x x x x            a   x x x x           a   x x x x          a   x x x x          a   x x x x
+    F           x          b   x       x         F           x        F           x        F   x x x x x
+    b           x x        b   x       x x       b           x x      b           x x      b   x x x x x x
+
+In ``anchor`` mode every F sits at position 0 and content is numbered 1, 2, 3 ... over content slots
+only, never reset, so both layouts give every content token the same position and the same
+attention: a per_doc F sees only itself, exactly like the shared one (DESIGN.md section 2).
+
+Labels are pre-shifted (``labels[i]`` is the target predicted at slot i) and follow one rule in every
+mode: -100 where the query slot is an F, where the target slot is an F, and where the target lies in
+another document (or in padding). All modes and layouts therefore train on the same
+(document, offset) targets.
+
+Drop rule: no content token is ever dropped. What leaves the count of source tokens is (a) the one
+leading BOS/anchor id stripped from each document (replaced by F) and (b) documents that are empty
+after stripping. A per_doc row whose last free slot cannot hold F plus one content token is padded.
+The last row is padded, not dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MODES = ("anchor", "intra_doc", "intra_doc_reset", "full")
+LAYOUTS = ("per_doc", "shared")
+IGNORE_INDEX = -100
+PAD_DOC = -2  # doc id of padding slots
+SHARED_ANCHOR_DOC = -1  # doc id of the shared layout's anchor at slot 0
+MIN_SEQ_LEN = 3  # F + two content tokens: the smallest row that holds one training target
+
+
+def check_mode_layout(mode: str, layout: str) -> None:
+    """Raise ValueError for an unknown mode/layout or a combination the contract does not define."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
+    if layout == "shared" and mode != "anchor":
+        raise ValueError(f"layout 'shared' exists only for mode 'anchor', not {mode!r}")
+
+
+@dataclass(frozen=True)
+class PackingSpec:
+    """Everything that decides how documents become rows (and so part of the cache key)."""
+
+    seq_len: int
+    layout: str
+    first_token_id: int
+    strip_ids: tuple[int, ...] = ()
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {self.layout!r} (choose from {', '.join(LAYOUTS)})")
+        if self.seq_len < MIN_SEQ_LEN:
+            raise ValueError(
+                f"row length {self.seq_len} is too small: a row needs at least {MIN_SEQ_LEN} slots "
+                "(the first token and two content tokens)"
+            )
+
+
+@dataclass
+class PackStats:
+    """Counts that account for every source token: see :meth:`balanced`."""
+
+    documents: int = 0  # source documents seen
+    source_tokens: int = 0  # tokens in the source documents
+    stripped_tokens: int = 0  # leading BOS / anchor ids replaced by F
+    empty_documents: int = 0  # documents with no content after stripping (dropped)
+    content_tokens: int = 0  # source tokens placed in rows
+    chunks: int = 0  # packed documents (each with its own F, or sharing the shared anchor)
+    split_documents: int = 0  # source documents split over more than one chunk
+    first_tokens: int = 0  # F slots
+    padding: int = 0  # padding slots
+    rows: int = 0
+    slots: int = 0  # slots per row (the row length)
+
+    def balanced(self) -> bool:
+        """Every source token is in a row or stripped, and every slot is content, F or padding."""
+        return (
+            self.source_tokens == self.content_tokens + self.stripped_tokens
+            and self.content_tokens + self.first_tokens + self.padding == self.rows * self.slots
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class PackedRow:
+    """One row. ``chunk_sources[c] = (source document index, offset of chunk c's first content token
+    in the stripped document)``; chunk c is the packed document with ``doc_ids == c``."""
+
+    input_ids: np.ndarray  # int32 [T]
+    doc_ids: np.ndarray  # int32 [T]
+    is_first: np.ndarray  # bool [T]
+    chunk_sources: np.ndarray  # int64 [n_chunks, 2]
+
+
+@dataclass
+class _RowBuilder:
+    spec: PackingSpec
+    input_ids: np.ndarray = field(init=False)
+    doc_ids: np.ndarray = field(init=False)
+    is_first: np.ndarray = field(init=False)
+    used: int = field(init=False, default=0)
+    sources: list[tuple[int, int]] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        t = self.spec.seq_len
+        self.input_ids = np.full(t, self.spec.pad_id, dtype=np.int32)
+        self.doc_ids = np.full(t, PAD_DOC, dtype=np.int32)
+        self.is_first = np.zeros(t, dtype=bool)
+        if self.spec.layout == "shared":
+            self._put_first(SHARED_ANCHOR_DOC)
+
+    def _put_first(self, doc: int) -> None:
+        self.input_ids[self.used] = self.spec.first_token_id
+        self.doc_ids[self.used] = doc
+        self.is_first[self.used] = True
+        self.used += 1
+
+    @property
+    def room(self) -> int:
+        """Content tokens the next chunk can take in this row."""
+        free = self.spec.seq_len - self.used
+        return free - 1 if self.spec.layout == "per_doc" else free
+
+    @property
+    def has_content(self) -> bool:
+        return bool(self.sources)
+
+    def add_chunk(self, tokens: np.ndarray, source: int, offset: int) -> None:
+        chunk = len(self.sources)
+        if self.spec.layout == "per_doc":
+            self._put_first(chunk)
+        end = self.used + len(tokens)
+        self.input_ids[self.used : end] = tokens
+        self.doc_ids[self.used : end] = chunk
+        self.used = end
+        self.sources.append((source, offset))
+
+    def finish(self) -> PackedRow:
+        return PackedRow(
+            self.input_ids,
+            self.doc_ids,
+            self.is_first,
+            np.asarray(self.sources, dtype=np.int64).reshape(-1, 2),
+        )
+
+
+def strip_leading(document: Sequence[int], strip_ids: Iterable[int]) -> Sequence[int]:
+    """Drop one leading BOS / anchor id: the packer puts its own first token there."""
+    return document[1:] if len(document) and int(document[0]) in set(strip_ids) else document
+
+
+def iter_packed_rows(
+    documents: Iterable[Sequence[int]], spec: PackingSpec, stats: PackStats | None = None
+) -> Iterator[PackedRow]:
+    """Pack documents in order, greedily filling rows and splitting documents at row ends.
+
+    ``stats`` (if given) is updated as rows are produced; it is balanced once the iterator is exhausted.
+    """
+    stats = stats if stats is not None else PackStats()
+    stats.slots = spec.seq_len
+    strip = frozenset(spec.strip_ids)
+    row = _RowBuilder(spec)
+
+    def close(r: _RowBuilder) -> PackedRow:
+        stats.rows += 1
+        stats.first_tokens += int(r.is_first.sum())
+        stats.padding += spec.seq_len - r.used
+        return r.finish()
+
+    for index, document in enumerate(documents):
+        tokens = np.asarray(document, dtype=np.int64)
+        stats.documents += 1
+        stats.source_tokens += len(tokens)
+        content = strip_leading(tokens, strip)
+        stats.stripped_tokens += len(tokens) - len(content)
+        if len(content) == 0:
+            stats.empty_documents += 1
+            continue
+        offset, pieces = 0, 0
+        while offset < len(content):
+            if row.room < 1:
+                yield close(row)
+                row = _RowBuilder(spec)
+            take = min(row.room, len(content) - offset)
+            row.add_chunk(content[offset : offset + take], index, offset)
+            offset += take
+            pieces += 1
+        stats.chunks += pieces
+        stats.content_tokens += len(content)
+        stats.split_documents += pieces > 1
+    if row.has_content:
+        yield close(row)
+
+
+def pack_documents(documents: Iterable[Sequence[int]], spec: PackingSpec) -> tuple[list[PackedRow], PackStats]:
+    """All rows at once, with their balanced statistics."""
+    stats = PackStats()
+    rows = list(iter_packed_rows(documents, spec, stats))
+    return rows, stats
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-row fields derived from (input_ids, doc_ids, is_first): the mode decides positions and segments.
+
+
+def _run_starts(doc_ids: np.ndarray) -> np.ndarray:
+    """Index of the first slot of each run of equal doc ids."""
+    change = np.ones(len(doc_ids), dtype=bool)
+    change[1:] = doc_ids[1:] != doc_ids[:-1]
+    return np.flatnonzero(change)
+
+
+def position_ids(doc_ids: np.ndarray, is_first: np.ndarray, mode: str) -> np.ndarray:
+    """RoPE positions of one row (see the module docstring's table)."""
+    t = len(doc_ids)
+    if mode in ("full", "intra_doc"):
+        return np.arange(t, dtype=np.int64)
+    if mode == "intra_doc_reset":
+        starts = _run_starts(doc_ids)
+        lengths = np.diff(np.append(starts, t))
+        return np.arange(t, dtype=np.int64) - np.repeat(starts, lengths)
+    if mode == "anchor":
+        content = (doc_ids >= 0) & ~is_first
+        return np.where(content, np.cumsum(content), 0).astype(np.int64)
+    raise ValueError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+
+
+def shifted_labels(input_ids: np.ndarray, doc_ids: np.ndarray, is_first: np.ndarray) -> np.ndarray:
+    """``labels[i]`` = the token at slot i+1 when both slots hold content of the same document."""
+    labels = np.full(len(input_ids), IGNORE_INDEX, dtype=np.int64)
+    valid = (doc_ids[:-1] == doc_ids[1:]) & (doc_ids[:-1] >= 0) & ~is_first[:-1] & ~is_first[1:]
+    labels[:-1][valid] = input_ids[1:][valid]
+    return labels
+
+
+def segment_lengths(doc_ids: np.ndarray, mode: str) -> np.ndarray:
+    """Lengths of the row's attention segments, in slot order (varlen's ``cu_seqlens`` per row):
+    the whole row for ``full``, each run of one doc id (a packed document, or the padding) otherwise."""
+    if mode == "full":
+        return np.array([len(doc_ids)], dtype=np.int64)
+    starts = _run_starts(doc_ids)
+    return np.diff(np.append(starts, len(doc_ids)))
+
+
+def target_keys(row: PackedRow) -> list[tuple[int, int]]:
+    """(source document, offset in the stripped document) of the target at every labelled slot, in slot
+    order: the key for comparing per-target losses across modes and layouts."""
+    labels = shifted_labels(row.input_ids, row.doc_ids, row.is_first)
+    content = (row.doc_ids >= 0) & ~row.is_first
+    keys = []
+    chunk_start: dict[int, int] = {}
+    for slot in np.flatnonzero(content):
+        chunk_start.setdefault(int(row.doc_ids[slot]), int(slot))
+    for slot in np.flatnonzero(labels != IGNORE_INDEX):
+        chunk = int(row.doc_ids[slot + 1])
+        source, offset = row.chunk_sources[chunk]
+        keys.append((int(source), int(offset) + int(slot + 1 - chunk_start[chunk])))
+    return keys

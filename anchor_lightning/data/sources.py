@@ -1,0 +1,208 @@
+"""Reading documents: JSONL text, pre-tokenized JSONL (the paper's data-release format), a saved
+``datasets`` directory or hub name, or the embedded default. Bad input raises a :class:`UserError`
+naming the file, the line and the field.
+
+Pre-tokenized rows look like ``{"input_ids": [...], "source": [{"start": s, "end": e, "domain": d}]}``:
+each ``source`` entry is one document ``input_ids[start:end]`` (``start`` defaults to the previous
+end); without ``source`` the whole row is one document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from anchor_lightning.data.default_corpus import generate_documents
+from anchor_lightning.data.tokenizer import Tokenizer
+from anchor_lightning.errors import UserError
+
+FORMATS = ("auto", "text", "tokenized", "datasets")
+DEFAULT_SOURCE = "default"
+
+
+@dataclass
+class DocumentSource:
+    """Where documents come from: a fingerprint of everything that decides their token ids (the key of
+    the packed-row cache), known before any tokenization, and ``load()`` to read them."""
+
+    fingerprint: str
+    description: str
+    load: Callable[[], list[np.ndarray]]
+
+
+def _iter_json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    if not path.is_file():
+        raise UserError("no such file", file=str(path))
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise UserError(f"malformed JSON ({err.msg if hasattr(err, 'msg') else err})", file=str(path), line=number) from None
+            if not isinstance(record, dict):
+                raise UserError("each line must be a JSON object", file=str(path), line=number)
+            yield number, record
+
+
+def detect_format(path: Path) -> str:
+    """``tokenized`` if the first record has ``input_ids``, ``text`` otherwise; ``datasets`` for a directory."""
+    if path.is_dir():
+        return "datasets"
+    for _, record in _iter_json_lines(path):
+        return "tokenized" if "input_ids" in record else "text"
+    raise UserError("the data set is empty", file=str(path))
+
+
+def read_texts(path: Path, field: str = "text") -> list[str]:
+    texts = []
+    for number, record in _iter_json_lines(path):
+        value = record.get(field)
+        if not isinstance(value, str):
+            problem = "missing" if field not in record else f"not a string ({type(value).__name__})"
+            raise UserError(f"{problem}", file=str(path), line=number, field=field)
+        texts.append(value)
+    if not texts:
+        raise UserError("the data set is empty", file=str(path))
+    return texts
+
+
+def _split_sources(ids: np.ndarray, sources, path: Path, number: int) -> list[np.ndarray]:
+    if not isinstance(sources, list):
+        raise UserError("must be a list of {start, end} objects", file=str(path), line=number, field="source")
+    docs, previous = [], 0
+    for k, entry in enumerate(sources):
+        end = entry.get("end") if isinstance(entry, dict) else None
+        start = entry.get("start", previous) if isinstance(entry, dict) else None
+        if not isinstance(end, int) or not isinstance(start, int) or not previous <= start <= end <= len(ids):
+            raise UserError(
+                f"entry {k} needs integer start <= end within 0..{len(ids)}, in order", file=str(path), line=number, field="source"
+            )
+        docs.append(ids[start:end])
+        previous = end
+    return docs
+
+
+def read_token_documents(path: Path) -> list[np.ndarray]:
+    docs = []
+    for number, record in _iter_json_lines(path):
+        ids = record.get("input_ids")
+        if not isinstance(ids, list) or not all(isinstance(i, int) and i >= 0 for i in ids):
+            problem = "missing" if "input_ids" not in record else "must be a list of non-negative integers"
+            raise UserError(problem, file=str(path), line=number, field="input_ids")
+        array = np.asarray(ids, dtype=np.int64)
+        docs.extend(_split_sources(array, record["source"], path, number) if "source" in record else [array])
+    if not docs:
+        raise UserError("the data set is empty", file=str(path))
+    return docs
+
+
+def tokenize(texts: list[str], tokenizer: Tokenizer, append_eos: bool, num_proc: int) -> list[np.ndarray]:
+    """Tokenize with ``datasets.map`` (parallel over ``num_proc`` processes for large inputs)."""
+    from datasets import Dataset, disable_progress_bars, enable_progress_bars
+
+    eos = [tokenizer.eos_token_id] if append_eos and tokenizer.eos_token_id is not None else []
+
+    def encode(batch):
+        return {"input_ids": [ids + eos for ids in tokenizer.encode_batch(batch["text"])]}
+
+    parallel = num_proc if len(texts) >= 1000 * num_proc else None
+    quiet = len(texts) < 10_000
+    if quiet:
+        disable_progress_bars()
+    try:
+        dataset = Dataset.from_dict({"text": texts}).map(
+            encode, batched=True, num_proc=parallel, remove_columns=["text"], desc="tokenizing"
+        )
+    finally:
+        if quiet:
+            enable_progress_bars()
+    return [np.asarray(ids, dtype=np.int64) for ids in dataset["input_ids"]]
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _datasets_records(name: str, split: str):
+    import datasets
+
+    if Path(name).is_dir():
+        loaded = datasets.load_from_disk(name)
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise UserError(f"no split {split!r} (has {', '.join(loaded)})", file=name)
+            loaded = loaded[split]
+        return loaded
+    try:
+        return datasets.load_dataset(name, split=split)
+    except (FileNotFoundError, ConnectionError, ValueError) as err:
+        raise UserError(f"cannot load data set {name!r}: {str(err).splitlines()[0]}", field="data.train") from None
+
+
+def open_source(
+    source: str,
+    tokenizer: Tokenizer,
+    *,
+    data_format: str = "auto",
+    text_field: str = "text",
+    append_eos: bool = True,
+    num_proc: int = 1,
+    split: str = "train",
+) -> DocumentSource:
+    """Documents as token-id arrays from ``source`` (a path, a hub name, or ``"default"``)."""
+    if data_format not in FORMATS:
+        raise UserError(f"unknown format {data_format!r} (choose from {', '.join(FORMATS)})", field="data.format")
+    text_key = f"{tokenizer.fingerprint}/eos={append_eos}"
+    if source == DEFAULT_SOURCE:
+        return DocumentSource(
+            f"default-v1/{text_key}",
+            "embedded default corpus",
+            lambda: tokenize(generate_documents(), tokenizer, append_eos, num_proc),
+        )
+    path = Path(source)
+    if data_format == "auto":
+        if path.exists():
+            data_format = detect_format(path)
+        elif "/" in source and not source.endswith((".jsonl", ".json")):
+            data_format = "datasets"  # a hub name such as org/name
+        else:
+            raise UserError("no such file", file=source)
+    if data_format in ("tokenized", "text") and not path.is_file():
+        raise UserError("no such file", file=source)
+    if data_format == "tokenized":
+        return DocumentSource(f"tokenized/{_file_digest(path)}", f"pre-tokenized {path}", lambda: read_token_documents(path))
+    if data_format == "text":
+        return DocumentSource(
+            f"text/{_file_digest(path)}/{text_field}/{text_key}",
+            f"text {path}",
+            lambda: tokenize(read_texts(path, text_field), tokenizer, append_eos, num_proc),
+        )
+    records = _datasets_records(source, split)
+    if len(records) == 0:
+        raise UserError("the data set is empty", file=source)
+    if "input_ids" in records.column_names:
+        return DocumentSource(
+            f"datasets/{records._fingerprint}",
+            f"datasets {source}",
+            lambda: [np.asarray(ids, dtype=np.int64) for ids in records["input_ids"]],
+        )
+    if text_field not in records.column_names:
+        raise UserError(
+            f"no column {text_field!r} or 'input_ids' (has {', '.join(records.column_names)})", file=source, field=text_field
+        )
+    return DocumentSource(
+        f"datasets/{records._fingerprint}/{text_field}/{text_key}",
+        f"datasets {source}",
+        lambda: tokenize(list(records[text_field]), tokenizer, append_eos, num_proc),
+    )

@@ -1,0 +1,22 @@
+"""User-facing errors: one line naming where the problem is, printed by the CLI without a traceback."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem with the user's input (data, config, tokenizer), not a bug.
+
+    Rendered as ``file:line: field: message`` with the parts that are known.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None, field: str | None = None):
+        self.message, self.file, self.line, self.field = message, file, line, field
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        where = []
+        if self.file is not None:
+            where.append(f"{self.file}:{self.line}" if self.line is not None else str(self.file))
+        if self.field is not None:
+            where.append(f"field {self.field!r}")
+        return ": ".join([*where, self.message])

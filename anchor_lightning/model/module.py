@@ -1,0 +1,194 @@
+"""The LightningModule: a Hugging Face causal LM trained on packed rows with an anchor backend."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torchmetrics import SumMetric
+
+from anchor_lightning.attention.backends import check_backend_layout, default_layout, prepare
+from anchor_lightning.data.packing import check_mode_layout
+from anchor_lightning.errors import UserError
+from anchor_lightning.model.build import build_model, configure, enable_activation_checkpointing, load_config
+from anchor_lightning.model.loss import LOSS_IMPLEMENTATIONS, chunked_token_losses, summed_loss
+from anchor_lightning.model.schedule import parameter_groups, warmup_cosine_scheduler
+
+OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
+
+
+def default_optimizer(params: Iterable) -> torch.optim.Optimizer:
+    """The paper's AdamW: lr 2e-5, betas (0.9, 0.95), weight decay 0.1."""
+    return torch.optim.AdamW(params, lr=2e-5, betas=(0.9, 0.95), weight_decay=0.1)
+
+
+class AnchorLM(L.LightningModule):
+    """Continued pre-training of a HF causal LM with AnchorAttention (or a baseline mode).
+
+    Args:
+        config: HF config for random init: a dict with ``model_type`` (e.g. ``llama``) and fields, or a
+            path to a config file/directory. Ignored when ``pretrained`` is set.
+        pretrained: a local HF checkpoint directory to load weights (and config) from.
+        mode: ``anchor`` | ``intra_doc`` | ``intra_doc_reset`` | ``full`` (DESIGN.md section 2).
+        backend: ``sdpa`` (dense mask; CPU, small rows) | ``varlen`` (FlashAttention-2, CUDA) |
+            ``flex`` (compiled flex attention, CUDA for training).
+        layout: ``per_doc`` | ``shared``; None picks per_doc for varlen and shared otherwise.
+        seq_len: slots per row (linked from the top-level ``seq_len``).
+        rope_theta: RoPE base written to ``config.rope_parameters`` (5e6 at 64K, 1e7 at 128K in the paper).
+        rope_scaling: extra ``rope_parameters`` (e.g. ``{rope_type: linear, factor: 4.0}``).
+        activation_checkpointing: recompute decoder layers in backward (less memory, ~30% more compute).
+        loss: ``auto`` (Liger on CUDA when installed, else chunked) | ``liger`` | ``chunked``.
+        loss_chunk_size: rows of logits alive at once in the chunked loss.
+        optimizer: a callable building the optimizer from parameter groups (AdamW by default).
+        warmup_steps: linear warm-up steps of the LR schedule.
+        min_lr_ratio: the cosine schedule ends at ``lr * min_lr_ratio``.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any] | str | None = None,
+        pretrained: str | None = None,
+        mode: Literal["anchor", "intra_doc", "intra_doc_reset", "full"] = "anchor",
+        backend: Literal["sdpa", "varlen", "flex"] = "sdpa",
+        layout: Literal["per_doc", "shared"] | None = None,
+        seq_len: int = 512,
+        rope_theta: float | None = None,
+        rope_scaling: dict[str, Any] | None = None,
+        activation_checkpointing: bool = False,
+        loss: Literal["auto", "liger", "chunked"] = "auto",
+        loss_chunk_size: int = 4096,
+        optimizer: OptimizerFactory = default_optimizer,
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.1,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.layout = layout or default_layout(backend)
+        try:
+            check_mode_layout(mode, self.layout)
+            check_backend_layout(backend, self.layout)
+        except ValueError as err:
+            raise UserError(str(err), field="model.mode / model.backend / model.layout") from None
+        if loss not in LOSS_IMPLEMENTATIONS:
+            raise UserError(f"unknown loss {loss!r} (choose from {', '.join(LOSS_IMPLEMENTATIONS)})", field="model.loss")
+        self.mode, self.backend, self.seq_len = mode, backend, seq_len
+        self.pretrained = pretrained
+        self.hf_config = configure(load_config(pretrained, config), seq_len, rope_theta, rope_scaling)
+        self.activation_checkpointing = activation_checkpointing
+        self.loss_implementation, self.loss_chunk_size = loss, loss_chunk_size
+        self.optimizer_factory = optimizer
+        self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
+        self.model = None
+        self.val_loss_sum, self.val_targets = SumMetric(), SumMetric()
+        self._step_loss: torch.Tensor | None = None
+        self.tokens_seen = 0
+
+    # ------------------------------------------------------------------ model
+    def configure_model(self) -> None:
+        """Build the HF model (Lightning calls this under the strategy's device/sharding context)."""
+        if self.model is not None:
+            return
+        self.model = build_model(self.hf_config, self.backend, self.pretrained)
+        if self.activation_checkpointing:
+            enable_activation_checkpointing(self.model)
+
+    def setup(self, stage: str) -> None:
+        """Refuse data the model cannot embed (before any weights are built)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return
+        model_vocab = self.hf_config.vocab_size
+        tokenizer_vocab = len(datamodule.tokenizer)
+        if tokenizer_vocab > model_vocab:
+            raise UserError(
+                f"the tokenizer's vocabulary ({tokenizer_vocab}) is larger than the model's embedding ({model_vocab})",
+                field="data.tokenizer / model.config.vocab_size",
+            )
+        if datamodule.max_token_id >= model_vocab:
+            raise UserError(
+                f"the data holds token id {datamodule.max_token_id}, outside the model's embedding ({model_vocab})",
+                field="data.train",
+            )
+        if (datamodule.mode, datamodule.layout, datamodule.seq_len) != (self.mode, self.layout, self.seq_len):
+            raise UserError(
+                f"data packs (mode={datamodule.mode}, layout={datamodule.layout}, seq_len={datamodule.seq_len}) but the model "
+                f"expects (mode={self.mode}, layout={self.layout}, seq_len={self.seq_len})",
+                field="data",
+            )
+
+    def hidden_states(self, batch: dict) -> torch.Tensor:
+        """Last hidden states [B, T, D] of the packed batch."""
+        outputs = self.model.base_model(
+            input_ids=batch["input_ids"],
+            position_ids=batch["position_ids"],
+            use_cache=False,
+            anchor_attention=prepare(batch, self.backend),
+        )
+        return outputs.last_hidden_state
+
+    def summed_loss(self, batch: dict) -> torch.Tensor:
+        head = self.model.get_output_embeddings().weight
+        return summed_loss(
+            self.hidden_states(batch), head, batch["labels"], self.loss_implementation, self.loss_chunk_size
+        )
+
+    def token_losses(self, batch: dict) -> torch.Tensor:
+        """Per-slot losses [B, T] (0 where unlabelled), in the model's dtype of computation."""
+        hidden = self.hidden_states(batch)
+        head = self.model.get_output_embeddings().weight
+        losses = chunked_token_losses(hidden.flatten(0, 1), head, batch["labels"].flatten(), self.loss_chunk_size)
+        return losses.view(batch["labels"].shape)
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        total = self.summed_loss(batch)
+        if (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0:
+            self.tokens_seen += batch["step_tokens"]
+        share = total.detach() / batch["step_targets"]
+        self._step_loss = share if self._step_loss is None else self._step_loss + share
+        # Lightning divides by accumulate_grad_batches and DDP/FSDP average over ranks: undo both, so the
+        # gradient is that of (sum of losses over the whole step) / (labelled slots of the whole step).
+        return total * (self.trainer.accumulate_grad_batches * self.trainer.world_size / batch["step_targets"])
+
+    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+        if (batch_idx + 1) % self.trainer.accumulate_grad_batches:
+            return
+        loss = self._step_loss
+        self._step_loss = None
+        sync = self.trainer.world_size > 1
+        self.log("train/loss", loss, prog_bar=True, sync_dist=sync, reduce_fx="sum")
+        self.log("train/ppl", torch.exp(loss), sync_dist=sync, reduce_fx="sum")
+        self.log("train/tokens_seen", float(self.tokens_seen))
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads:
+            norm = torch.nn.utils.get_total_norm(grads)
+            self.log("train/grad_norm", norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.val_loss_sum.update(self.summed_loss(batch))
+        self.val_targets.update(batch["num_targets"])
+
+    def on_validation_epoch_end(self) -> None:
+        targets = self.val_targets.compute()
+        if targets > 0:
+            loss = self.val_loss_sum.compute() / targets
+            self.log("val/loss", loss, prog_bar=True)
+            self.log("val/ppl", torch.exp(loss))
+        self.val_loss_sum.reset()
+        self.val_targets.reset()
+
+    # ------------------------------------------------------------------ optimizer
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(parameter_groups(self.model))
+        total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise UserError("set trainer.max_steps (or max_epochs) so the LR schedule knows its length", field="trainer.max_steps")
+        scheduler = warmup_cosine_scheduler(optimizer, self.warmup_steps, int(total), self.min_lr_ratio)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
