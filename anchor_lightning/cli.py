@@ -8,7 +8,10 @@ one line and exit with status 2, without a traceback.
 from __future__ import annotations
 
 import sys
+from argparse import ArgumentError
+from pathlib import Path
 
+import yaml
 from lightning.pytorch.cli import LightningCLI
 
 from anchor_lightning.attention.backends import default_layout
@@ -22,13 +25,63 @@ def resolve_layout(backend: str, layout: str | None) -> str:
     return layout or default_layout(backend)
 
 
+def _config_files(args: list[str]) -> list[str]:
+    """The ``--config``/``-c`` files named on the command line, in order."""
+    files = []
+    for i, arg in enumerate(args):
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            files.append(args[i + 1])
+        elif arg.startswith("--config="):
+            files.append(arg.split("=", 1)[1])
+    return files
+
+
+def _file_setting(files: list[str], key: str) -> str | None:
+    """The last config file that sets the dotted ``key``, if any."""
+    found = None
+    for name in files:
+        try:
+            node = yaml.safe_load(Path(name).read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            found = name
+    return found
+
+
+def config_error_line(message: str, args: list[str]) -> str:
+    """A jsonargparse error as one line, naming the config file (or the command line) that set the key."""
+    text = " ".join(str(message).split())
+    key = text.split('"')[1] if text.startswith("Parser key") and text.count('"') >= 2 else None
+    if key is None:
+        source = None
+    elif any(a.startswith(f"--{key}") for a in args):
+        source = "command line"
+    else:
+        source = _file_setting(_config_files(args), key)
+    return f"{source}: {text}" if source else text
+
+
 class AnchorCLI(LightningCLI):
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Only what the module implements: training and validation."""
+        return {name: keys for name, keys in LightningCLI.subcommands().items() if name in ("fit", "validate")}
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--seq_len", type=int, default=512, help="Slots per packed row (linked to model and data).")
         parser.link_arguments("seq_len", "model.seq_len")
         parser.link_arguments("seq_len", "data.seq_len")
         parser.link_arguments("model.mode", "data.mode")
         parser.link_arguments(("model.backend", "model.layout"), "data.layout", compute_fn=resolve_layout)
+
+    def before_instantiate_classes(self) -> None:
+        """A pretrained checkpoint directory brings its tokenizer unless one is named."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.data.tokenizer is None and config.model.pretrained is not None:
+            config.data.tokenizer = config.model.pretrained
 
 
 TRAINER_DEFAULTS = {
@@ -39,15 +92,24 @@ TRAINER_DEFAULTS = {
 }
 
 
-def main(args: list[str] | None = None) -> AnchorCLI | None:
+def main(args: list[str] | None = None, run: bool = True) -> AnchorCLI:
+    """Run the CLI (``run=False``: parse and instantiate only, for tests and tools)."""
     try:
         return AnchorCLI(
             AnchorLM,
             PackedDataModule,
             args=args,
+            run=run,
             trainer_defaults=TRAINER_DEFAULTS,
             save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,  # the module builds its optimizer and per-step schedule
+            # raise instead of printing the whole usage: main() prints one line
+            parser_kwargs={"exit_on_error": False},
         )
+    except ArgumentError as err:
+        given = list(sys.argv[1:] if args is None else args)
+        print(f"error: {config_error_line(str(err), given)} (see --help)", file=sys.stderr)
+        sys.exit(2)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -84,12 +84,14 @@ def prepare(batch: dict, backend: str) -> AttentionInputs:
     return inputs
 
 
-def _inputs(kwargs: dict) -> AttentionInputs:
+def _inputs(kwargs: dict, backend: str) -> AttentionInputs:
     inputs = kwargs.get(KWARG)
     if inputs is None:
         raise RuntimeError(
             f"the anchor attention backends need the batch's boundaries: call the model with {KWARG}=prepare(batch, backend)"
         )
+    if inputs.backend != backend:
+        raise RuntimeError(f"inputs prepared for backend {inputs.backend!r} reached the {backend!r} attention function")
     return inputs
 
 
@@ -111,7 +113,7 @@ def _kernel_dtype(t: torch.Tensor) -> torch.dtype:
 
 
 def sdpa_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, sliding_window=None, **kwargs):
-    inputs = _inputs(kwargs)
+    inputs = _inputs(kwargs, "sdpa")
     _check_window(sliding_window, inputs.seq_len)
     out = F.scaled_dot_product_attention(
         query,
@@ -162,7 +164,7 @@ def _varlen_reference(q, k, v, cu_seqlens, scale):
 
 
 def varlen_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, sliding_window=None, **kwargs):
-    inputs = _inputs(kwargs)
+    inputs = _inputs(kwargs, "varlen")
     _check_window(sliding_window, inputs.seq_len)
     if dropout:
         raise ValueError("the varlen backend does not implement attention dropout")
@@ -180,7 +182,7 @@ def varlen_attention(module, query, key, value, attention_mask=None, scaling=Non
 def flex_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, sliding_window=None, **kwargs):
     from torch.nn.attention.flex_attention import flex_attention as flex
 
-    inputs = _inputs(kwargs)
+    inputs = _inputs(kwargs, "flex")
     _check_window(sliding_window, inputs.seq_len)
     if dropout:
         raise ValueError("the flex backend does not implement attention dropout")

@@ -41,13 +41,14 @@ def resolve_implementation(name: str, device: torch.device) -> str:
 
 def _chunk_losses(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     logits = hidden @ weight.t()
-    return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="none")
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32; fp64 stays fp64
+    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none")
 
 
 def chunked_token_losses(
     hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_size: int = 4096
 ) -> torch.Tensor:
-    """Per-slot fp32 losses [N] (0 where the label is -100) of ``hidden [N, D] @ weight[V, D]^T``."""
+    """Per-slot losses [N] (at least fp32) (0 where the label is -100) of ``hidden [N, D] @ weight[V, D]^T``."""
     pieces = []
     for start in range(0, hidden.shape[0], chunk_size):
         h, y = hidden[start : start + chunk_size], labels[start : start + chunk_size]

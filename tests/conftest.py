@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny random Llama / Mistral / Qwen2 configs and a packed-batch helper."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+
+from anchor_lightning.data.batch import collate_rows
+from anchor_lightning.data.packing import PackingSpec, pack_documents
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+FIRST = 1  # the tests' anchor / BOS id
+VOCAB = 97
+
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
+
+
+def tiny_config(family: str, **overrides):
+    common = dict(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+    )
+    common.update(overrides)
+    if family == "llama":
+        return LlamaConfig(**common)
+    if family == "mistral":
+        return MistralConfig(**common, sliding_window=None)
+    if family == "qwen2":
+        return Qwen2Config(**common)
+    if family == "qwen3":
+        return Qwen3Config(**common, head_dim=8)
+    raise ValueError(family)
+
+
+def packed_batch(documents, seq_len: int, mode: str, layout: str, rows: int | None = None):
+    """Pack ``documents`` and collate the first ``rows`` rows (all by default)."""
+    packed, _ = pack_documents(documents, PackingSpec(seq_len, layout, FIRST, (FIRST,)))
+    packed = packed[:rows] if rows else packed
+    return collate_rows(packed, mode, layout), packed
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """GPU tests are skipped without CUDA (run them on the GPU machine)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
