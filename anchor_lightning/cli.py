@@ -21,8 +21,8 @@ from anchor_lightning.errors import UserError
 from anchor_lightning.model.module import AnchorLM
 
 
-def resolve_layout(backend: str, layout: str | None) -> str:
-    return layout or default_layout(backend)
+def resolve_layout(mode: str, backend: str, layout: str | None) -> str:
+    return layout or default_layout(backend, mode)
 
 
 def _config_files(args: list[str]) -> list[str]:
@@ -75,7 +75,7 @@ class AnchorCLI(LightningCLI):
         parser.link_arguments("seq_len", "model.seq_len")
         parser.link_arguments("seq_len", "data.seq_len")
         parser.link_arguments("model.mode", "data.mode")
-        parser.link_arguments(("model.backend", "model.layout"), "data.layout", compute_fn=resolve_layout)
+        parser.link_arguments(("model.mode", "model.backend", "model.layout"), "data.layout", compute_fn=resolve_layout)
 
     def before_instantiate_classes(self) -> None:
         """A pretrained checkpoint directory brings its tokenizer unless one is named."""

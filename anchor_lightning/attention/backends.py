@@ -34,9 +34,10 @@ IMPLEMENTATION_NAMES = {b: f"anchor_{b}" for b in BACKENDS}
 KWARG = "anchor_attention"
 
 
-def default_layout(backend: str) -> str:
-    """varlen can only express per-document segments; sdpa/flex express the shared anchor column."""
-    return "per_doc" if backend == "varlen" else "shared"
+def default_layout(backend: str, mode: str) -> str:
+    """``shared`` (one anchor column) where it exists: anchor mode on sdpa/flex; varlen can only
+    express per-document segments, and the baselines have no shared anchor."""
+    return "shared" if mode == "anchor" and backend != "varlen" else "per_doc"
 
 
 def check_backend_layout(backend: str, layout: str) -> None:

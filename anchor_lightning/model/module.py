@@ -35,7 +35,7 @@ class AnchorLM(L.LightningModule):
         mode: ``anchor`` | ``intra_doc`` | ``intra_doc_reset`` | ``full`` (DESIGN.md section 2).
         backend: ``sdpa`` (dense mask; CPU, small rows) | ``varlen`` (FlashAttention-2, CUDA) |
             ``flex`` (compiled flex attention, CUDA for training).
-        layout: ``per_doc`` | ``shared``; None picks per_doc for varlen and shared otherwise.
+        layout: ``per_doc`` | ``shared``; None picks shared for anchor mode on sdpa/flex, else per_doc.
         seq_len: slots per row (linked from the top-level ``seq_len``).
         rope_theta: RoPE base written to ``config.rope_parameters`` (5e6 at 64K, 1e7 at 128K in the paper).
         rope_scaling: extra ``rope_parameters`` (e.g. ``{rope_type: linear, factor: 4.0}``).
@@ -66,7 +66,7 @@ class AnchorLM(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.layout = layout or default_layout(backend)
+        self.layout = layout or default_layout(backend, mode)
         try:
             check_mode_layout(mode, self.layout)
             check_backend_layout(backend, self.layout)
