@@ -12,7 +12,8 @@ from transformers import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 from anchor_lightning.data.batch import collate_rows
 from anchor_lightning.data.packing import PackingSpec, pack_documents
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# the project's real test inputs (../shared/data); ANCHOR_SHARED_DATA points elsewhere (the GPU machine)
+SHARED_DATA = Path(os.environ.get("ANCHOR_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 FIRST = 1  # the tests' anchor / BOS id
 VOCAB = 97
 

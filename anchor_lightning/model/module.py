@@ -97,6 +97,8 @@ class AnchorLM(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Refuse data the model cannot embed (before any weights are built)."""
+        if str(self.trainer.precision).startswith("16"):
+            raise UserError("fp16 needs loss scaling, which this module does not do: use bf16-mixed", field="trainer.precision")
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None:
             return
@@ -164,11 +166,17 @@ class AnchorLM(L.LightningModule):
         self.log("train/tokens_seen", float(self.tokens_seen))
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if grads:
-            norm = torch.nn.utils.get_total_norm(grads)
-            self.log("train/grad_norm", norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip by the global gradient norm (``trainer.gradient_clip_val``; none if unset) and log the norm.
+
+        Done here with torch rather than by Lightning's precision plugin, which refuses fused optimizers
+        under mixed precision even for bf16, where no gradient scaler exists.
+        """
+        if gradient_clip_algorithm is not None and str(getattr(gradient_clip_algorithm, "value", gradient_clip_algorithm)) != "norm":
+            raise UserError("only norm clipping is supported", field="trainer.gradient_clip_algorithm")
+        max_norm = float(gradient_clip_val) if gradient_clip_val else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_([p for p in self.parameters() if p.grad is not None], max_norm)
+        self.log("train/grad_norm", norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: dict, batch_idx: int) -> None:

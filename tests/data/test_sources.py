@@ -1,0 +1,104 @@
+"""Readers, tokenization and the packed-row cache, on the real WikiText-2 files in ../shared/data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from anchor_lightning.data import sources
+from anchor_lightning.data.datamodule import PackedDataModule
+from anchor_lightning.data.default_corpus import generate_documents
+from anchor_lightning.data.tokenizer import ByteTokenizer
+from tests.conftest import SHARED_DATA
+
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data")
+
+
+@pytest.fixture(scope="module")
+def llama_tokenizer_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("llama-tokenizer")
+    shutil.copy(SHARED_DATA / "llama2-tokenizer.model", folder / "tokenizer.model")
+    return str(folder)
+
+
+@needs_shared
+def test_pre_tokenized_rows_split_into_their_source_documents():
+    docs = sources.read_token_documents(SHARED_DATA / "wikitext2-valid.tokenized.jsonl")
+    assert len(docs) == 60
+    assert sum(len(d) for d in docs) == 297_743
+    assert all(d[0] == 1 and d[-1] == 2 for d in docs)  # BOS + pieces + EOS
+    assert min(map(len, docs)) == 1_059 and max(map(len, docs)) == 26_356
+
+
+@needs_shared
+def test_text_and_pre_tokenized_paths_pack_identical_rows(tmp_path, llama_tokenizer_dir):
+    """The text reader + HF tokenizer + EOS reproduces the paper-format file token for token."""
+    rows = {}
+    for name in ("wikitext2-valid.jsonl", "wikitext2-valid.tokenized.jsonl"):
+        data = PackedDataModule(
+            str(SHARED_DATA / name), tokenizer=llama_tokenizer_dir, seq_len=4096, layout="per_doc",
+            val_fraction=0.0, cache_dir=str(tmp_path / name), tokenize_workers=2,
+        )
+        data.setup("fit")
+        rows[name] = data.train_rows
+        stats = data.train_rows.stats
+        assert stats["documents"] == 60 and stats["empty_documents"] == 0
+    text, tokenized = rows.values()
+    assert len(text) == len(tokenized) > 70
+    assert np.array_equal(np.asarray(text.input_ids), np.asarray(tokenized.input_ids))
+    assert np.array_equal(np.asarray(text.doc_ids), np.asarray(tokenized.doc_ids))
+
+
+def test_packed_rows_are_cached_and_reused(tmp_path, monkeypatch):
+    first = PackedDataModule(seq_len=256, cache_dir=str(tmp_path))
+    first.setup("fit")
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("a cache hit must not tokenize again")
+
+    monkeypatch.setattr(sources, "tokenize", no_tokenizing)
+    again = PackedDataModule(seq_len=256, cache_dir=str(tmp_path))
+    again.setup("fit")
+    assert np.array_equal(np.asarray(first.train_rows.input_ids), np.asarray(again.train_rows.input_ids))
+    assert again.train_rows.directory == first.train_rows.directory
+    # anything that changes the rows changes the key
+    other = PackedDataModule(seq_len=256, cache_dir=str(tmp_path), layout="per_doc", mode="anchor")
+    monkeypatch.undo()
+    other.setup("fit")
+    assert other.train_rows.directory != first.train_rows.directory
+
+
+def test_embedded_default_is_fixed_text():
+    docs = generate_documents()
+    assert len(docs) == 400
+    assert docs[0].startswith("Pavel and the bridge\n\nThe bell by the bridge was narrow, and Pavel knew it.")
+    assert sum(map(len, docs)) == 378_932
+
+
+def test_datasets_directory_with_text_column(tmp_path):
+    from datasets import Dataset
+
+    Dataset.from_dict({"text": ["one document", "another one", "a third"]}).save_to_disk(str(tmp_path / "ds"))
+    source = sources.open_source(str(tmp_path / "ds"), ByteTokenizer())
+    docs = source.load()
+    assert [bytes(d[:-1].tolist()).decode() for d in docs] == ["one document", "another one", "a third"]
+    assert all(d[-1] == ByteTokenizer.eos_token_id for d in docs)
+
+
+def test_datasets_directory_with_token_ids(tmp_path):
+    from datasets import Dataset
+
+    Dataset.from_dict({"input_ids": [[256, 5, 6, 257], [256, 7, 257]]}).save_to_disk(str(tmp_path / "ds"))
+    docs = sources.open_source(str(tmp_path / "ds"), ByteTokenizer()).load()
+    assert [d.tolist() for d in docs] == [[256, 5, 6, 257], [256, 7, 257]]
+
+
+def test_pre_tokenized_without_source_is_one_document(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"input_ids": [1, 5, 6, 2, 1, 7, 2]}) + "\n")
+    assert [d.tolist() for d in sources.read_token_documents(path)] == [[1, 5, 6, 2, 1, 7, 2]]
+    path.write_text(json.dumps({"input_ids": [1, 5, 6, 2, 1, 7, 2], "source": [{"end": 4}, {"start": 4, "end": 7}]}) + "\n")
+    assert [d.tolist() for d in sources.read_token_documents(path)] == [[1, 5, 6, 2], [1, 7, 2]]
