@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import transformers
 
 from anchor_lightning.data import sources
 from anchor_lightning.data.datamodule import PackedDataModule
@@ -34,6 +35,10 @@ def test_pre_tokenized_rows_split_into_their_source_documents():
 
 
 @needs_shared
+@pytest.mark.skipif(
+    tuple(int(x) for x in transformers.__version__.split(".")[:2]) < (5, 24),
+    reason="the Llama tokenizer encodes a leading space differently before transformers 5.24 (seen on 5.17)",
+)
 def test_text_and_pre_tokenized_paths_pack_identical_rows(tmp_path, llama_tokenizer_dir):
     """The text reader + HF tokenizer + EOS reproduces the paper-format file token for token."""
     rows = {}
