@@ -58,7 +58,7 @@ def collate_rows(
     input_ids = np.stack([r.input_ids for r in rows]).astype(np.int64)
     doc_ids = np.stack([r.doc_ids for r in rows])
     is_first = np.stack([r.is_first for r in rows])
-    labels = np.stack([shifted_labels(r.input_ids, r.doc_ids, r.is_first) for r in rows])
+    labels = np.stack([shifted_labels(r.input_ids, r.doc_ids, r.is_prefix) for r in rows])
     positions = np.stack([position_ids(r.doc_ids, r.is_first, mode) for r in rows])
     segments = np.concatenate([segment_lengths(r.doc_ids, mode) for r in rows])
     cu_seqlens = np.zeros(len(segments) + 1, dtype=np.int32)

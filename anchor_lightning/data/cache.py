@@ -1,7 +1,7 @@
 """Packed rows on disk: written once per key (everything that changes them), memory-mapped after.
 
 A cache entry is a directory ``<cache_dir>/<key>/`` with raw arrays (``input_ids.bin``, ``doc_ids.bin``,
-``is_first.bin``, ``chunk_sources.bin``), per-row ``chunk_offsets``, ``targets`` and ``tokens``,
+``is_first.bin``, ``is_tag.bin``, ``chunk_sources.bin``), per-row ``chunk_offsets``, ``targets`` and ``tokens``,
 and ``meta.json`` (shapes, packing statistics, the key's parts). It is written under a temporary
 name and renamed, so an interrupted write never leaves a half entry behind.
 """
@@ -21,7 +21,7 @@ import numpy as np
 
 from anchor_lightning.data.packing import IGNORE_INDEX, PAD_DOC, PackedRow, PackStats, shifted_labels
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def cache_key(parts: dict) -> str:
@@ -36,6 +36,7 @@ class PackedRows:
     input_ids: np.ndarray  # int32 [R, T]
     doc_ids: np.ndarray  # int32 [R, T]
     is_first: np.ndarray  # bool [R, T]
+    is_tag: np.ndarray  # bool [R, T]
     chunk_sources: np.ndarray  # int64 [C, 2]
     chunk_offsets: np.ndarray  # int64 [R + 1]
     targets: np.ndarray  # int64 [R] labelled slots per row
@@ -49,11 +50,13 @@ class PackedRows:
 
     def row(self, i: int) -> PackedRow:
         lo, hi = self.chunk_offsets[i], self.chunk_offsets[i + 1]
+        is_tag = np.asarray(self.is_tag[i])
         return PackedRow(
             np.asarray(self.input_ids[i]),
             np.asarray(self.doc_ids[i]),
             np.asarray(self.is_first[i]),
             np.asarray(self.chunk_sources[lo:hi]),
+            is_tag if is_tag.any() else None,
         )
 
 
@@ -61,6 +64,7 @@ _ARRAYS = {
     "input_ids": np.int32,
     "doc_ids": np.int32,
     "is_first": np.bool_,
+    "is_tag": np.bool_,
     "chunk_sources": np.int64,
     "chunk_offsets": np.int64,
     "targets": np.int64,
@@ -82,9 +86,11 @@ def write_rows(directory: Path, rows: Iterable[PackedRow], stats: PackStats, par
             files["input_ids"].write(row.input_ids.astype(np.int32).tobytes())
             files["doc_ids"].write(row.doc_ids.astype(np.int32).tobytes())
             files["is_first"].write(row.is_first.astype(np.bool_).tobytes())
+            is_tag = row.is_tag if row.is_tag is not None else np.zeros_like(row.is_first)
+            files["is_tag"].write(is_tag.astype(np.bool_).tobytes())
             files["chunk_sources"].write(row.chunk_sources.astype(np.int64).tobytes())
             offsets.append(offsets[-1] + len(row.chunk_sources))
-            labels = shifted_labels(row.input_ids, row.doc_ids, row.is_first)
+            labels = shifted_labels(row.input_ids, row.doc_ids, row.is_prefix)
             targets.append(int((labels != IGNORE_INDEX).sum()))
             tokens.append(int((row.doc_ids != PAD_DOC).sum()))
         for name, values in (("chunk_offsets", offsets), ("targets", targets), ("tokens", tokens)):
@@ -118,6 +124,7 @@ def load_rows(directory: Path) -> PackedRows:
         "input_ids": (r, t),
         "doc_ids": (r, t),
         "is_first": (r, t),
+        "is_tag": (r, t),
         "chunk_sources": (c, 2),
         "chunk_offsets": (r + 1,),
         "targets": (r,),

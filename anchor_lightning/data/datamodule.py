@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -14,7 +16,7 @@ from anchor_lightning.data import cache as row_cache
 from anchor_lightning.data.batch import collate_rows
 from anchor_lightning.data.packing import MIN_SEQ_LEN, PackingSpec, PackStats, check_mode_layout, iter_packed_rows
 from anchor_lightning.data.sampler import EvalBatchSampler, RowRef, StepBatchSampler
-from anchor_lightning.data.sources import DEFAULT_SOURCE, DocumentSource, open_source
+from anchor_lightning.data.sources import DEFAULT_SOURCE, Documents, DocumentSource, open_source
 from anchor_lightning.data.tokenizer import Tokenizer, load_tokenizer, resolve_anchor_id
 from anchor_lightning.errors import UserError
 
@@ -61,12 +63,20 @@ class PackedDataModule(L.LightningDataModule):
             ``val`` is None; 0 disables validation.
         format: ``auto`` (from the file), ``text``, ``tokenized`` or ``datasets``.
         text_field: the JSON / column field holding the text.
-        tokenizer: a tokenizer directory or hub name; None uses the built-in byte tokenizer.
+        tokenizer: a tokenizer directory or hub name; None uses the built-in byte tokenizer (or, from
+            the CLI, the directory of ``model.pretrained``).
         anchor_id: the first-token id F; None uses the tokenizer's BOS (required when it has none).
         append_eos: end every tokenized text document with the tokenizer's EOS.
+        tag_field: the paper's +Tag variant: the field naming each document's domain (``domain`` in
+            the pre-tokenized ``source`` entries, or a JSON field / column); its tokens open every
+            packed document and are excluded from the loss. None: no tags.
+        interleave_pieces: the paper's interleaved-chunks variant: cut each document into 1 to this
+            many pieces at random points and shuffle the pieces (order kept within a document).
         seq_len: slots per row (linked from the top-level ``seq_len``).
-        mode, layout: how rows are packed (linked from ``model.attention``).
+        mode, layout: how rows are packed (linked from the model).
         micro_batch_size: rows per micro-batch on each device.
+        global_batch_size: rows per optimizer step over all devices; the CLI derives gradient
+            accumulation from it. None: whatever micro-batch x devices x accumulation gives.
         seed: shuffling seed (the order also depends on the epoch).
         num_workers: data-loader worker processes.
         tokenize_workers: processes for ``datasets.map`` tokenization of large inputs.
@@ -83,10 +93,13 @@ class PackedDataModule(L.LightningDataModule):
         tokenizer: str | None = None,
         anchor_id: int | None = None,
         append_eos: bool = True,
+        tag_field: str | None = None,
+        interleave_pieces: int | None = None,
         seq_len: int = 512,
         mode: str = "anchor",
         layout: str = "shared",
         micro_batch_size: int = 1,
+        global_batch_size: int | None = None,
         seed: int = 0,
         num_workers: int = 0,
         tokenize_workers: int = 4,
@@ -100,16 +113,21 @@ class PackedDataModule(L.LightningDataModule):
             raise UserError(f"row length {seq_len} is too small (at least {MIN_SEQ_LEN} slots)", field="seq_len")
         if not 0.0 <= val_fraction < 1.0:
             raise UserError(f"must be in [0, 1), got {val_fraction}", field="data.val_fraction")
+        if interleave_pieces is not None and interleave_pieces < 1:
+            raise UserError(f"must be at least 1, got {interleave_pieces}", field="data.interleave_pieces")
         self.train_source, self.val_source, self.val_fraction = train, val, val_fraction
         self.format, self.text_field, self.append_eos = format, text_field, append_eos
+        self.tag_field, self.interleave_pieces = tag_field, interleave_pieces
         self.tokenizer_name, self.anchor_id_config = tokenizer, anchor_id
         self.seq_len, self.mode, self.layout = seq_len, mode, layout
-        self.micro_batch_size, self.seed, self.num_workers = micro_batch_size, seed, num_workers
+        self.micro_batch_size, self.global_batch_size = micro_batch_size, global_batch_size
+        self.seed, self.num_workers = seed, num_workers
         self.tokenize_workers, self.cache_dir = tokenize_workers, Path(cache_dir)
         self._tokenizer: Tokenizer | None = None
         self.train_rows: row_cache.PackedRows | None = None
         self.val_rows: row_cache.PackedRows | None = None
         self.train_sampler: StepBatchSampler | None = None
+        self.max_token_id = -1
 
     # ------------------------------------------------------------------ tokenizer and packing
     @property
@@ -134,17 +152,35 @@ class PackedDataModule(L.LightningDataModule):
             text_field=self.text_field,
             append_eos=self.append_eos,
             num_proc=self.tokenize_workers,
+            tag_field=self.tag_field,
         )
 
-    def _cached(self, fingerprint: str, part: str, documents) -> row_cache.PackedRows:
+    def _pack(self, documents: Documents, spec: PackingSpec, stats: PackStats):
+        tags = None
+        if documents.tags is not None:
+            unique = sorted(set(documents.tags))
+            encoded = dict(zip(unique, self.tokenizer.encode_batch(unique)))
+            tags = [encoded[t] for t in documents.tags]
+        interleave = (self.interleave_pieces, self.seed) if self.interleave_pieces else None
+        try:
+            yield from iter_packed_rows(documents.token_ids, spec, stats, tags, interleave)
+        except ValueError as err:
+            raise UserError(str(err), field="data.tag_field") from None
+
+    def _cached(self, fingerprint: str, part: str, documents: Callable[[], Documents]) -> row_cache.PackedRows:
         """The packed rows of ``documents()`` under this spec, from the cache or packed now."""
         spec = self.packing_spec()
-        parts = {"documents": fingerprint, "part": part, "spec": spec.__dict__}
+        parts = {
+            "documents": fingerprint,
+            "part": part,
+            "spec": spec.__dict__,
+            "interleave": [self.interleave_pieces, self.seed] if self.interleave_pieces else None,
+        }
         directory = self.cache_dir / row_cache.cache_key(parts)
         if (directory / "meta.json").is_file():
             return row_cache.load_rows(directory)
         stats = PackStats()
-        rows = row_cache.write_rows(directory, iter_packed_rows(documents(), spec, stats), stats, parts)
+        rows = row_cache.write_rows(directory, self._pack(documents(), spec, stats), stats, parts)
         log.info("packed %s rows of %s: %s", part, fingerprint, stats.as_dict())
         return rows
 
@@ -158,25 +194,25 @@ class PackedDataModule(L.LightningDataModule):
 
     def _build(self) -> None:
         train = self._source(self.train_source)
-        loaded: dict[str, list[np.ndarray]] = {}
-
-        def train_documents() -> list[np.ndarray]:
-            if "train" not in loaded:
-                loaded["train"] = train.load()
-                if not loaded["train"]:
-                    raise UserError("the data set is empty", field="data.train")
-            return loaded["train"]
-
         held_out = self.val_source is None and self.val_fraction > 0
 
-        def split(part: str) -> list[np.ndarray]:
-            docs = train_documents()
+        @functools.cache
+        def train_documents() -> Documents:
+            documents = train.load()
+            if not documents.token_ids:
+                raise UserError("the data set is empty", field="data.train")
+            return documents
+
+        def split(part: str) -> Documents:
+            documents = train_documents()
             if not held_out:
-                return docs
-            held = max(1, math.floor(len(docs) * self.val_fraction))
-            if held >= len(docs):
+                return documents
+            n = len(documents.token_ids)
+            held = max(1, math.floor(n * self.val_fraction))
+            if held >= n:
                 raise UserError("too few documents to hold out a validation share", field="data.val_fraction")
-            return docs[-held:] if part == "val" else docs[:-held]
+            keep = slice(n - held, n) if part == "val" else slice(0, n - held)
+            return Documents(documents.token_ids[keep], documents.tags[keep] if documents.tags is not None else None)
 
         split_key = f"{train.fingerprint}/holdout={self.val_fraction if held_out else 0}"
         self.train_rows = self._cached(split_key, "train", lambda: split("train"))
@@ -198,9 +234,9 @@ class PackedDataModule(L.LightningDataModule):
             return 1, 0, 1
         return trainer.world_size, trainer.global_rank, trainer.accumulate_grad_batches
 
-    def _loader(self, sampler) -> DataLoader:
+    def _loader(self, rows: row_cache.PackedRows, sampler) -> DataLoader:
         return DataLoader(
-            RowDataset(self.train_rows if isinstance(sampler, StepBatchSampler) else self.val_rows),
+            RowDataset(rows),
             batch_sampler=sampler,
             collate_fn=Collator(self.mode, self.layout),
             num_workers=self.num_workers,
@@ -222,10 +258,51 @@ class PackedDataModule(L.LightningDataModule):
             )
         except ValueError as err:
             raise UserError(str(err), field="data.train") from None
-        return self._loader(self.train_sampler)
+        if self.global_batch_size is not None and self.train_sampler.rows_per_step != self.global_batch_size:
+            raise UserError(
+                f"{world} ranks x {self.micro_batch_size} rows x {accumulation} accumulation = "
+                f"{self.train_sampler.rows_per_step} rows per step, not the configured {self.global_batch_size}",
+                field="data.global_batch_size",
+            )
+        self._resume_position()
+        return self._loader(self.train_rows, self.train_sampler)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_rows is None or len(self.val_rows) == 0:
             return []
         world, rank, _ = self._distributed()
-        return self._loader(EvalBatchSampler(len(self.val_rows), self.micro_batch_size, world, rank))
+        return self._loader(self.val_rows, EvalBatchSampler(len(self.val_rows), self.micro_batch_size, world, rank))
+
+    # ------------------------------------------------------------------ resuming
+    def _layout_fingerprint(self) -> dict:
+        return {"rows": len(self.train_rows), "rows_per_step": self.train_sampler.rows_per_step, "seed": self.seed}
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: what the data position depends on (checked on resume)."""
+        if self.train_sampler is None:
+            return {}
+        return self._layout_fingerprint()
+
+    def load_state_dict(self, state: dict) -> None:
+        self._restored = state
+
+    def _resume_position(self) -> None:
+        """Place the sampler after the last trained micro-batch.
+
+        Lightning restores ``global_step`` and ``current_epoch`` before it asks for the loader, and
+        every epoch holds the same number of optimizer steps, so the position follows from them (the
+        sampler's own counter runs ahead of training by the loader's prefetch)."""
+        trainer, restored = self.trainer, getattr(self, "_restored", None)
+        if trainer is None or not restored:
+            return
+        current = self._layout_fingerprint()
+        if restored != current:
+            raise UserError(
+                f"the checkpoint was written with data {restored}, this run has {current}: resuming would "
+                "repeat or skip rows (use the same data, batch layout and seed)",
+                field="data",
+            )
+        done_in_epoch = trainer.global_step - trainer.current_epoch * self.train_sampler.steps_per_epoch
+        self.train_sampler.epoch = trainer.current_epoch
+        self.train_sampler.consumed = done_in_epoch * self.train_sampler.accumulation
+        self._restored = None

@@ -40,6 +40,18 @@ mode: -100 where the query slot is an F, where the target slot is an F, and wher
 another document (or in padding). All modes and layouts therefore train on the same
 (document, offset) targets.
 
+Two optional variants from the paper (section 3):
+
+* ``+Tag``: a short token sequence (e.g. the tokenized domain "Wikipedia") opens every packed
+  document, after its F; tag slots are never targets and never queries of a target (like F), so the
+  same (document, offset) targets are trained with and without tags::
+
+      slot   0  1  2  3  4  5  6  7  8  9
+      token  F  t  a1 a2 a3 F  t  b1 b2 b3     (t = tag token)
+
+* interleaved chunks: each document is cut at random points and the pieces of all documents are
+  shuffled, keeping each document's pieces in order; every piece is its own packed document.
+
 Drop rule: no content token is ever dropped. What leaves the count of source tokens is (a) the one
 leading BOS/anchor id stripped from each document (replaced by F) and (b) documents that are empty
 after stripping. A per_doc row whose last free slot cannot hold F plus one content token is padded.
@@ -103,6 +115,7 @@ class PackStats:
     chunks: int = 0  # packed documents (each with its own F, or sharing the shared anchor)
     split_documents: int = 0  # source documents split over more than one chunk
     first_tokens: int = 0  # F slots
+    tag_tokens: int = 0  # +Tag slots
     padding: int = 0  # padding slots
     rows: int = 0
     slots: int = 0  # slots per row (the row length)
@@ -111,7 +124,7 @@ class PackStats:
         """Every source token is in a row or stripped, and every slot is content, F or padding."""
         return (
             self.source_tokens == self.content_tokens + self.stripped_tokens
-            and self.content_tokens + self.first_tokens + self.padding == self.rows * self.slots
+            and self.content_tokens + self.first_tokens + self.tag_tokens + self.padding == self.rows * self.slots
         )
 
     def as_dict(self) -> dict[str, int]:
@@ -127,6 +140,12 @@ class PackedRow:
     doc_ids: np.ndarray  # int32 [T]
     is_first: np.ndarray  # bool [T]
     chunk_sources: np.ndarray  # int64 [n_chunks, 2]
+    is_tag: np.ndarray | None = None  # bool [T]; None: no tags
+
+    @property
+    def is_prefix(self) -> np.ndarray:
+        """Slots that are never a target nor the query of one: first tokens and tags."""
+        return self.is_first if self.is_tag is None else self.is_first | self.is_tag
 
 
 @dataclass
@@ -135,6 +154,7 @@ class _RowBuilder:
     input_ids: np.ndarray = field(init=False)
     doc_ids: np.ndarray = field(init=False)
     is_first: np.ndarray = field(init=False)
+    is_tag: np.ndarray = field(init=False)
     used: int = field(init=False, default=0)
     sources: list[tuple[int, int]] = field(init=False, default_factory=list)
 
@@ -143,6 +163,7 @@ class _RowBuilder:
         self.input_ids = np.full(t, self.spec.pad_id, dtype=np.int32)
         self.doc_ids = np.full(t, PAD_DOC, dtype=np.int32)
         self.is_first = np.zeros(t, dtype=bool)
+        self.is_tag = np.zeros(t, dtype=bool)
         if self.spec.layout == "shared":
             self._put_first(SHARED_ANCHOR_DOC)
 
@@ -152,24 +173,25 @@ class _RowBuilder:
         self.is_first[self.used] = True
         self.used += 1
 
-    @property
-    def room(self) -> int:
-        """Content tokens the next chunk can take in this row."""
-        free = self.spec.seq_len - self.used
+    def room(self, tag_len: int = 0) -> int:
+        """Content tokens the next chunk (opened by F in per_doc rows, then its tag) can take."""
+        free = self.spec.seq_len - self.used - tag_len
         return free - 1 if self.spec.layout == "per_doc" else free
 
     @property
     def has_content(self) -> bool:
         return bool(self.sources)
 
-    def add_chunk(self, tokens: np.ndarray, source: int, offset: int) -> None:
+    def add_chunk(self, tokens: np.ndarray, source: int, offset: int, tag: np.ndarray) -> None:
         chunk = len(self.sources)
         if self.spec.layout == "per_doc":
             self._put_first(chunk)
-        end = self.used + len(tokens)
-        self.input_ids[self.used : end] = tokens
-        self.doc_ids[self.used : end] = chunk
-        self.used = end
+        for values, is_tag in ((tag, True), (tokens, False)):
+            end = self.used + len(values)
+            self.input_ids[self.used : end] = values
+            self.doc_ids[self.used : end] = chunk
+            self.is_tag[self.used : end] = is_tag
+            self.used = end
         self.sources.append((source, offset))
 
     def finish(self) -> PackedRow:
@@ -178,7 +200,17 @@ class _RowBuilder:
             self.doc_ids,
             self.is_first,
             np.asarray(self.sources, dtype=np.int64).reshape(-1, 2),
+            self.is_tag if self.is_tag.any() else None,
         )
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A run of one document's content to place: ``tokens`` start at ``offset`` of document ``source``."""
+
+    source: int
+    offset: int
+    tokens: np.ndarray
 
 
 def strip_leading(document: Sequence[int], strip_ids: Iterable[int]) -> Sequence[int]:
@@ -186,58 +218,102 @@ def strip_leading(document: Sequence[int], strip_ids: Iterable[int]) -> Sequence
     return document[1:] if len(document) and int(document[0]) in set(strip_ids) else document
 
 
-def iter_packed_rows(
-    documents: Iterable[Sequence[int]], spec: PackingSpec, stats: PackStats | None = None
-) -> Iterator[PackedRow]:
-    """Pack documents in order, greedily filling rows and splitting documents at row ends.
+def interleave_pieces(pieces: Iterable[Piece], max_pieces: int, seed: int) -> list[Piece]:
+    """The paper's interleaved chunks: cut every document at random points into 1 to ``max_pieces``
+    pieces, then shuffle all pieces while keeping each document's pieces in order."""
+    rng = np.random.default_rng(seed)
+    queues: list[list[Piece]] = []
+    for piece in pieces:
+        n = len(piece.tokens)
+        count = min(n, int(rng.integers(1, max_pieces + 1)))
+        cuts = np.sort(rng.choice(np.arange(1, n), size=count - 1, replace=False)) if count > 1 else []
+        bounds = [0, *(int(c) for c in cuts), n]
+        queues.append([Piece(piece.source, piece.offset + a, piece.tokens[a:b]) for a, b in zip(bounds[:-1], bounds[1:])])
+    order = np.repeat(np.arange(len(queues)), [len(q) for q in queues])
+    rng.shuffle(order)
+    heads = [0] * len(queues)
+    out = []
+    for i in order:
+        out.append(queues[i][heads[i]])
+        heads[i] += 1
+    return out
 
-    ``stats`` (if given) is updated as rows are produced; it is balanced once the iterator is exhausted.
+
+def iter_packed_rows(
+    documents: Iterable[Sequence[int]],
+    spec: PackingSpec,
+    stats: PackStats | None = None,
+    tags: Sequence[Sequence[int]] | None = None,
+    interleave: tuple[int, int] | None = None,
+) -> Iterator[PackedRow]:
+    """Pack documents greedily into rows, splitting them at row ends.
+
+    ``tags[i]`` (the +Tag variant) opens every chunk of document i. ``interleave = (max_pieces, seed)``
+    cuts and shuffles documents first (the interleaved-chunks variant); it needs all documents at
+    once. ``stats`` (if given) is updated as rows are produced and balances once the iterator ends.
     """
     stats = stats if stats is not None else PackStats()
     stats.slots = spec.seq_len
     strip = frozenset(spec.strip_ids)
-    row = _RowBuilder(spec)
+    no_tag = np.zeros(0, dtype=np.int64)
+    chunks_of: dict[int, int] = {}
+
+    def pieces() -> Iterator[Piece]:
+        for index, document in enumerate(documents):
+            tokens = np.asarray(document, dtype=np.int64)
+            stats.documents += 1
+            stats.source_tokens += len(tokens)
+            content = strip_leading(tokens, strip)
+            stats.stripped_tokens += len(tokens) - len(content)
+            if len(content) == 0:
+                stats.empty_documents += 1
+                continue
+            stats.content_tokens += len(content)
+            yield Piece(index, 0, np.asarray(content))
 
     def close(r: _RowBuilder) -> PackedRow:
         stats.rows += 1
         stats.first_tokens += int(r.is_first.sum())
+        stats.tag_tokens += int(r.is_tag.sum())
         stats.padding += spec.seq_len - r.used
         return r.finish()
 
-    for index, document in enumerate(documents):
-        tokens = np.asarray(document, dtype=np.int64)
-        stats.documents += 1
-        stats.source_tokens += len(tokens)
-        content = strip_leading(tokens, strip)
-        stats.stripped_tokens += len(tokens) - len(content)
-        if len(content) == 0:
-            stats.empty_documents += 1
-            continue
-        offset, pieces = 0, 0
-        while offset < len(content):
-            if row.room < 1:
+    stream = interleave_pieces(pieces(), *interleave) if interleave else pieces()
+    row = _RowBuilder(spec)
+    for piece in stream:
+        tag = np.asarray(tags[piece.source], dtype=np.int64) if tags is not None else no_tag
+        if spec.seq_len - 1 - len(tag) < 1:  # an empty row: F, the tag, and at least one token
+            raise ValueError(f"the tag of document {piece.source} ({len(tag)} tokens) leaves no room in a {spec.seq_len}-slot row")
+        offset = 0
+        while offset < len(piece.tokens):
+            if row.room(len(tag)) < 1:
                 yield close(row)
                 row = _RowBuilder(spec)
-            take = min(row.room, len(content) - offset)
-            row.add_chunk(content[offset : offset + take], index, offset)
+            take = min(row.room(len(tag)), len(piece.tokens) - offset)
+            row.add_chunk(piece.tokens[offset : offset + take], piece.source, piece.offset + offset, tag)
             offset += take
-            pieces += 1
-        stats.chunks += pieces
-        stats.content_tokens += len(content)
-        stats.split_documents += pieces > 1
+            chunks_of[piece.source] = chunks_of.get(piece.source, 0) + 1
+            stats.chunks += 1
     if row.has_content:
         yield close(row)
+    stats.split_documents = sum(1 for n in chunks_of.values() if n > 1)
 
 
-def pack_documents(documents: Iterable[Sequence[int]], spec: PackingSpec) -> tuple[list[PackedRow], PackStats]:
+def pack_documents(
+    documents: Iterable[Sequence[int]],
+    spec: PackingSpec,
+    tags: Sequence[Sequence[int]] | None = None,
+    interleave: tuple[int, int] | None = None,
+) -> tuple[list[PackedRow], PackStats]:
     """All rows at once, with their balanced statistics."""
     stats = PackStats()
-    rows = list(iter_packed_rows(documents, spec, stats))
+    rows = list(iter_packed_rows(documents, spec, stats, tags, interleave))
     return rows, stats
 
 
 # ----------------------------------------------------------------------------------------------
-# Per-row fields derived from (input_ids, doc_ids, is_first): the mode decides positions and segments.
+# Per-row fields derived from (input_ids, doc_ids, is_first, is_tag): the mode decides positions and
+# segments. Tag tokens are numbered like content (they are tokens of the document).
 
 
 def _run_starts(doc_ids: np.ndarray) -> np.ndarray:
@@ -262,10 +338,11 @@ def position_ids(doc_ids: np.ndarray, is_first: np.ndarray, mode: str) -> np.nda
     raise ValueError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
 
 
-def shifted_labels(input_ids: np.ndarray, doc_ids: np.ndarray, is_first: np.ndarray) -> np.ndarray:
-    """``labels[i]`` = the token at slot i+1 when both slots hold content of the same document."""
+def shifted_labels(input_ids: np.ndarray, doc_ids: np.ndarray, is_prefix: np.ndarray) -> np.ndarray:
+    """``labels[i]`` = the token at slot i+1 when both slots hold content (not F, not a tag) of the
+    same document."""
     labels = np.full(len(input_ids), IGNORE_INDEX, dtype=np.int64)
-    valid = (doc_ids[:-1] == doc_ids[1:]) & (doc_ids[:-1] >= 0) & ~is_first[:-1] & ~is_first[1:]
+    valid = (doc_ids[:-1] == doc_ids[1:]) & (doc_ids[:-1] >= 0) & ~is_prefix[:-1] & ~is_prefix[1:]
     labels[:-1][valid] = input_ids[1:][valid]
     return labels
 
@@ -282,8 +359,8 @@ def segment_lengths(doc_ids: np.ndarray, mode: str) -> np.ndarray:
 def target_keys(row: PackedRow) -> list[tuple[int, int]]:
     """(source document, offset in the stripped document) of the target at every labelled slot, in slot
     order: the key for comparing per-target losses across modes and layouts."""
-    labels = shifted_labels(row.input_ids, row.doc_ids, row.is_first)
-    content = (row.doc_ids >= 0) & ~row.is_first
+    labels = shifted_labels(row.input_ids, row.doc_ids, row.is_prefix)
+    content = (row.doc_ids >= 0) & ~row.is_prefix
     keys = []
     chunk_start: dict[int, int] = {}
     for slot in np.flatnonzero(content):

@@ -26,13 +26,21 @@ DEFAULT_SOURCE = "default"
 
 
 @dataclass
+class Documents:
+    """Token-id documents, and each one's tag text (the +Tag variant) when a tag field is configured."""
+
+    token_ids: list[np.ndarray]
+    tags: list[str] | None = None
+
+
+@dataclass
 class DocumentSource:
     """Where documents come from: a fingerprint of everything that decides their token ids (the key of
     the packed-row cache), known before any tokenization, and ``load()`` to read them."""
 
     fingerprint: str
     description: str
-    load: Callable[[], list[np.ndarray]]
+    load: Callable[[], Documents]
 
 
 def _iter_json_lines(path: Path) -> Iterator[tuple[int, dict]]:
@@ -60,23 +68,33 @@ def detect_format(path: Path) -> str:
     raise UserError("the data set is empty", file=str(path))
 
 
-def read_texts(path: Path, field: str = "text") -> list[str]:
-    texts = []
+def _tag(record: dict, tag_field: str, path: Path, number: int, where: str) -> str:
+    value = record.get(tag_field)
+    if not isinstance(value, str):
+        raise UserError("missing or not a string (needed for tags)", file=str(path), line=number, field=where)
+    return value
+
+
+def read_texts(path: Path, field: str = "text", tag_field: str | None = None) -> tuple[list[str], list[str] | None]:
+    """Texts (and tags, when ``tag_field`` is set) of a JSONL file, one document per line."""
+    texts, tags = [], []
     for number, record in _iter_json_lines(path):
         value = record.get(field)
         if not isinstance(value, str):
             problem = "missing" if field not in record else f"not a string ({type(value).__name__})"
             raise UserError(f"{problem}", file=str(path), line=number, field=field)
         texts.append(value)
+        if tag_field is not None:
+            tags.append(_tag(record, tag_field, path, number, tag_field))
     if not texts:
         raise UserError("the data set is empty", file=str(path))
-    return texts
+    return texts, tags if tag_field is not None else None
 
 
-def _split_sources(ids: np.ndarray, sources, path: Path, number: int) -> list[np.ndarray]:
+def _split_sources(ids: np.ndarray, sources, path: Path, number: int, tag_field: str | None):
     if not isinstance(sources, list):
         raise UserError("must be a list of {start, end} objects", file=str(path), line=number, field="source")
-    docs, previous = [], 0
+    docs, tags, previous = [], [], 0
     for k, entry in enumerate(sources):
         end = entry.get("end") if isinstance(entry, dict) else None
         start = entry.get("start", previous) if isinstance(entry, dict) else None
@@ -85,22 +103,31 @@ def _split_sources(ids: np.ndarray, sources, path: Path, number: int) -> list[np
                 f"entry {k} needs integer start <= end within 0..{len(ids)}, in order", file=str(path), line=number, field="source"
             )
         docs.append(ids[start:end])
+        if tag_field is not None:
+            tags.append(_tag(entry, tag_field, path, number, f"source[{k}].{tag_field}"))
         previous = end
-    return docs
+    return docs, tags
 
 
-def read_token_documents(path: Path) -> list[np.ndarray]:
-    docs = []
+def read_token_documents(path: Path, tag_field: str | None = None) -> Documents:
+    """Pre-tokenized documents (one per ``source`` entry, else one per line) and their tags."""
+    docs, tags = [], []
     for number, record in _iter_json_lines(path):
         ids = record.get("input_ids")
         if not isinstance(ids, list) or not all(isinstance(i, int) and i >= 0 for i in ids):
             problem = "missing" if "input_ids" not in record else "must be a list of non-negative integers"
             raise UserError(problem, file=str(path), line=number, field="input_ids")
         array = np.asarray(ids, dtype=np.int64)
-        docs.extend(_split_sources(array, record["source"], path, number) if "source" in record else [array])
+        if "source" in record:
+            more_docs, more_tags = _split_sources(array, record["source"], path, number, tag_field)
+        else:
+            more_docs = [array]
+            more_tags = [_tag(record, tag_field, path, number, tag_field)] if tag_field is not None else []
+        docs.extend(more_docs)
+        tags.extend(more_tags)
     if not docs:
         raise UserError("the data set is empty", file=str(path))
-    return docs
+    return Documents(docs, tags if tag_field is not None else None)
 
 
 def tokenize(texts: list[str], tokenizer: Tokenizer, append_eos: bool, num_proc: int) -> list[np.ndarray]:
@@ -159,16 +186,19 @@ def open_source(
     append_eos: bool = True,
     num_proc: int = 1,
     split: str = "train",
+    tag_field: str | None = None,
 ) -> DocumentSource:
     """Documents as token-id arrays from ``source`` (a path, a hub name, or ``"default"``)."""
     if data_format not in FORMATS:
         raise UserError(f"unknown format {data_format!r} (choose from {', '.join(FORMATS)})", field="data.format")
-    text_key = f"{tokenizer.fingerprint}/eos={append_eos}"
+    text_key = f"{tokenizer.fingerprint}/eos={append_eos}/tags={tag_field}"
     if source == DEFAULT_SOURCE:
+        if tag_field is not None:
+            raise UserError("the embedded default corpus has no tags", field="data.tag_field")
         return DocumentSource(
             f"default-v1/{text_key}",
             "embedded default corpus",
-            lambda: tokenize(generate_documents(), tokenizer, append_eos, num_proc),
+            lambda: Documents(tokenize(generate_documents(), tokenizer, append_eos, num_proc)),
         )
     path = Path(source)
     if data_format == "auto":
@@ -181,21 +211,29 @@ def open_source(
     if data_format in ("tokenized", "text") and not path.is_file():
         raise UserError("no such file", file=source)
     if data_format == "tokenized":
-        return DocumentSource(f"tokenized/{_file_digest(path)}", f"pre-tokenized {path}", lambda: read_token_documents(path))
-    if data_format == "text":
         return DocumentSource(
-            f"text/{_file_digest(path)}/{text_field}/{text_key}",
-            f"text {path}",
-            lambda: tokenize(read_texts(path, text_field), tokenizer, append_eos, num_proc),
+            f"tokenized/{_file_digest(path)}/tags={tag_field}",
+            f"pre-tokenized {path}",
+            lambda: read_token_documents(path, tag_field),
         )
+    if data_format == "text":
+
+        def load_text() -> Documents:
+            texts, tags = read_texts(path, text_field, tag_field)
+            return Documents(tokenize(texts, tokenizer, append_eos, num_proc), tags)
+
+        return DocumentSource(f"text/{_file_digest(path)}/{text_field}/{text_key}", f"text {path}", load_text)
     records = _datasets_records(source, split)
     if len(records) == 0:
         raise UserError("the data set is empty", file=source)
+    if tag_field is not None and tag_field not in records.column_names:
+        raise UserError(f"no column {tag_field!r} for tags", file=source, field="data.tag_field")
+    tags = (lambda: list(records[tag_field])) if tag_field is not None else (lambda: None)
     if "input_ids" in records.column_names:
         return DocumentSource(
-            f"datasets/{records._fingerprint}",
+            f"datasets/{records._fingerprint}/tags={tag_field}",
             f"datasets {source}",
-            lambda: [np.asarray(ids, dtype=np.int64) for ids in records["input_ids"]],
+            lambda: Documents([np.asarray(ids, dtype=np.int64) for ids in records["input_ids"]], tags()),
         )
     if text_field not in records.column_names:
         raise UserError(
@@ -204,5 +242,5 @@ def open_source(
     return DocumentSource(
         f"datasets/{records._fingerprint}/{text_field}/{text_key}",
         f"datasets {source}",
-        lambda: tokenize(list(records[text_field]), tokenizer, append_eos, num_proc),
+        lambda: Documents(tokenize(list(records[text_field]), tokenizer, append_eos, num_proc), tags()),
     )

@@ -183,3 +183,73 @@ def test_unknown_mode_and_bad_combinations_are_refused():
     with pytest.raises(ValueError, match="too small"):
         PackingSpec(2, "per_doc", FIRST)
     assert set(MODES) == {m for m, _ in MODE_LAYOUTS}
+
+
+# ---------------------------------------------------------------------------------------------- variants
+tags_for = st.lists(st.integers(60, 70), min_size=1, max_size=3)
+
+
+@settings(max_examples=120, deadline=None)
+@given(docs=documents, seq_len=st.integers(8, 64), layout=st.sampled_from(["per_doc", "shared"]), data=st.data())
+def test_tags_open_every_packed_document_and_are_never_targets(docs, seq_len, layout, data):
+    tags = [data.draw(tags_for) for _ in docs]
+    rows, stats = pack_documents(docs, PackingSpec(seq_len, layout, FIRST, (FIRST,)), tags=tags)
+    assert stats.balanced()
+    rebuilt = {i: [] for i in range(len(docs))}
+    for row in rows:
+        prefix = row.is_prefix
+        labels = collate_rows([row], "anchor", layout)["labels"][0].numpy()
+        for chunk, (source, offset) in enumerate(row.chunk_sources):
+            slots = np.flatnonzero(row.doc_ids == chunk)
+            tag_slots = slots[row.is_tag[slots]] if row.is_tag is not None else slots[:0]
+            assert row.input_ids[tag_slots].tolist() == tags[source]
+            assert tag_slots[0] == slots[0] + (1 if layout == "per_doc" else 0)  # right after F
+            rebuilt[source].extend(row.input_ids[slots[~prefix[slots]]].tolist())
+        # no label is a tag token, no tag slot carries a label
+        shifted_prefix = np.append(prefix[1:], False)
+        assert (labels[prefix | shifted_prefix] == IGNORE_INDEX).all()
+        assert stats.tag_tokens >= 0
+    for i, doc in enumerate(docs):
+        assert rebuilt[i] == stripped(doc)
+
+
+def test_tags_leave_the_targets_unchanged_when_nothing_is_split():
+    docs = [[FIRST, 10, 11, 12, 13], [14, 15, 16], [FIRST, 17, 18, 19, 20, 21]]
+    spec = PackingSpec(64, "shared", FIRST, (FIRST,))
+    plain, _ = pack_documents(docs, spec)
+    tagged, stats = pack_documents(docs, spec, tags=[[60, 61], [62], [60, 61]])
+    assert stats.tag_tokens == 5
+    assert target_keys(plain[0]) == target_keys(tagged[0])
+    assert tagged[0].input_ids[:8].tolist() == [1, 60, 61, 10, 11, 12, 13, 62]
+    batch = collate_rows(tagged, "anchor", "shared")
+    assert batch["position_ids"][0, :8].tolist() == list(range(8))  # tags are numbered like content
+
+
+def test_a_tag_too_long_for_a_row_is_refused():
+    with pytest.raises(ValueError, match="leaves no room"):
+        pack_documents([[5, 6, 7]], PackingSpec(4, "per_doc", FIRST), tags=[[60, 61, 62]])
+
+
+@settings(max_examples=120, deadline=None)
+@given(docs=documents, seq_len=st.integers(3, 64), layout=st.sampled_from(["per_doc", "shared"]),
+       pieces=st.integers(1, 5), seed=st.integers(0, 1000))
+def test_interleaved_chunks_keep_each_document_in_order(docs, seq_len, layout, pieces, seed):
+    rows, stats = pack_documents(docs, PackingSpec(seq_len, layout, FIRST, (FIRST,)), interleave=(pieces, seed))
+    assert stats.balanced()
+    rebuilt = {i: [] for i in range(len(docs))}
+    for row in rows:
+        for chunk, (source, offset) in enumerate(row.chunk_sources):
+            assert offset == len(rebuilt[source]), "a document's pieces arrive in order"
+            rebuilt[source].extend(row.input_ids[(row.doc_ids == chunk) & ~row.is_first].tolist())
+    for i, doc in enumerate(docs):
+        assert rebuilt[i] == stripped(doc)
+    again, _ = pack_documents(docs, PackingSpec(seq_len, layout, FIRST, (FIRST,)), interleave=(pieces, seed))
+    assert [r.input_ids.tolist() for r in again] == [r.input_ids.tolist() for r in rows]
+
+
+def test_interleaving_actually_interleaves():
+    docs = [[FIRST] + [10 + d] * 40 for d in range(6)]
+    rows, stats = pack_documents(docs, PackingSpec(1000, "per_doc", FIRST, (FIRST,)), interleave=(4, 0))
+    order = [int(s) for s, _ in rows[0].chunk_sources]
+    assert stats.chunks > 6 and stats.split_documents > 0
+    assert order != sorted(order), "pieces of different documents are shuffled together"

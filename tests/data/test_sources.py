@@ -27,7 +27,9 @@ def llama_tokenizer_dir(tmp_path_factory):
 
 @needs_shared
 def test_pre_tokenized_rows_split_into_their_source_documents():
-    docs = sources.read_token_documents(SHARED_DATA / "wikitext2-valid.tokenized.jsonl")
+    documents = sources.read_token_documents(SHARED_DATA / "wikitext2-valid.tokenized.jsonl", tag_field="domain")
+    docs = documents.token_ids
+    assert documents.tags == ["wikitext"] * 60
     assert len(docs) == 60
     assert sum(len(d) for d in docs) == 297_743
     assert all(d[0] == 1 and d[-1] == 2 for d in docs)  # BOS + pieces + EOS
@@ -88,7 +90,7 @@ def test_datasets_directory_with_text_column(tmp_path):
 
     Dataset.from_dict({"text": ["one document", "another one", "a third"]}).save_to_disk(str(tmp_path / "ds"))
     source = sources.open_source(str(tmp_path / "ds"), ByteTokenizer())
-    docs = source.load()
+    docs = source.load().token_ids
     assert [bytes(d[:-1].tolist()).decode() for d in docs] == ["one document", "another one", "a third"]
     assert all(d[-1] == ByteTokenizer.eos_token_id for d in docs)
 
@@ -97,13 +99,28 @@ def test_datasets_directory_with_token_ids(tmp_path):
     from datasets import Dataset
 
     Dataset.from_dict({"input_ids": [[256, 5, 6, 257], [256, 7, 257]]}).save_to_disk(str(tmp_path / "ds"))
-    docs = sources.open_source(str(tmp_path / "ds"), ByteTokenizer()).load()
+    docs = sources.open_source(str(tmp_path / "ds"), ByteTokenizer()).load().token_ids
     assert [d.tolist() for d in docs] == [[256, 5, 6, 257], [256, 7, 257]]
 
 
 def test_pre_tokenized_without_source_is_one_document(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text(json.dumps({"input_ids": [1, 5, 6, 2, 1, 7, 2]}) + "\n")
-    assert [d.tolist() for d in sources.read_token_documents(path)] == [[1, 5, 6, 2, 1, 7, 2]]
+    assert [d.tolist() for d in sources.read_token_documents(path).token_ids] == [[1, 5, 6, 2, 1, 7, 2]]
     path.write_text(json.dumps({"input_ids": [1, 5, 6, 2, 1, 7, 2], "source": [{"end": 4}, {"start": 4, "end": 7}]}) + "\n")
-    assert [d.tolist() for d in sources.read_token_documents(path)] == [[1, 5, 6, 2], [1, 7, 2]]
+    assert [d.tolist() for d in sources.read_token_documents(path).token_ids] == [[1, 5, 6, 2], [1, 7, 2]]
+
+
+@needs_shared
+def test_tags_from_the_pre_tokenized_domain_field(tmp_path, llama_tokenizer_dir):
+    data = PackedDataModule(
+        str(SHARED_DATA / "wikitext2-valid.tokenized.jsonl"), tokenizer=llama_tokenizer_dir, tag_field="domain",
+        seq_len=4096, layout="per_doc", val_fraction=0.0, cache_dir=str(tmp_path),
+    )
+    data.setup("fit")
+    tag = data.tokenizer.encode_batch(["wikitext"])[0]
+    row = data.train_rows.row(0)
+    assert row.is_tag is not None
+    assert row.input_ids[1 : 1 + len(tag)].tolist() == tag  # right after the row's first F
+    stats = data.train_rows.stats
+    assert stats["tag_tokens"] == len(tag) * stats["chunks"]

@@ -7,7 +7,7 @@ import lightning as L
 import pytest
 import torch
 
-from anchor_lightning.data.datamodule import PackedDataModule
+from anchor_lightning.data.datamodule import Collator, PackedDataModule
 from anchor_lightning.data.sampler import StepBatchSampler
 from anchor_lightning.model.module import AnchorLM
 from anchor_lightning.model.schedule import parameter_groups, warmup_cosine
@@ -62,7 +62,7 @@ def reference_update(tmp_path, corpus) -> dict[str, torch.Tensor]:
     refs = next(iter(sampler))
     counts = [int(data.train_rows.targets[r.index]) for r in refs]
     assert len(set(counts)) > 1, "rows must hold different numbers of targets for the test to have power"
-    batch = data._loader(sampler).collate_fn([(r, data.train_rows.row(r.index)) for r in refs])
+    batch = Collator("anchor", "shared")([(r, data.train_rows.row(r.index)) for r in refs])
     before = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
     losses = module.token_losses(batch)
     (losses.sum() / batch["num_targets"]).backward()
