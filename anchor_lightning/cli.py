@@ -8,13 +8,16 @@ one line and exit with status 2, without a traceback.
 from __future__ import annotations
 
 import sys
+import warnings
 from argparse import ArgumentError
 from pathlib import Path
 
+import torch
 import yaml
 from lightning.pytorch.cli import LightningCLI
 
 from anchor_lightning.attention.backends import default_layout
+from anchor_lightning.callbacks.preemption import SaveOnSignal
 from anchor_lightning.callbacks.throughput import TokenThroughput
 from anchor_lightning.data.datamodule import PackedDataModule
 from anchor_lightning.errors import UserError
@@ -64,6 +67,31 @@ def config_error_line(message: str, args: list[str]) -> str:
     return f"{source}: {text}" if source else text
 
 
+def data_parallel_size(trainer) -> int:
+    """Ranks that read different rows: devices per node x nodes ("auto"/-1: every visible GPU)."""
+    devices = trainer.devices
+    if isinstance(devices, (list, tuple)):
+        count = len(devices)
+    elif str(devices) in ("auto", "-1"):
+        gpu = str(trainer.accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+        count = torch.cuda.device_count() if gpu else 1
+    elif isinstance(devices, str) and "," in devices:
+        count = len([d for d in devices.split(",") if d.strip()])
+    else:
+        count = int(devices)
+    return count * int(trainer.num_nodes or 1)
+
+
+def accumulation_for(global_batch: int, micro_batch: int, data_parallel: int) -> int:
+    per_pass = micro_batch * data_parallel
+    if global_batch % per_pass:
+        raise UserError(
+            f"a global batch of {global_batch} rows is not a multiple of {micro_batch} rows x {data_parallel} devices",
+            field="data.global_batch_size",
+        )
+    return global_batch // per_pass
+
+
 class AnchorCLI(LightningCLI):
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -78,29 +106,40 @@ class AnchorCLI(LightningCLI):
         parser.link_arguments(("model.mode", "model.backend", "model.layout"), "data.layout", compute_fn=resolve_layout)
 
     def before_instantiate_classes(self) -> None:
-        """A pretrained checkpoint directory brings its tokenizer unless one is named."""
+        """A pretrained checkpoint directory brings its tokenizer unless one is named; a global batch
+        size sets gradient accumulation from the number of devices."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.data.tokenizer is None and config.model.pretrained is not None:
             config.data.tokenizer = config.model.pretrained
+        if config.data.global_batch_size is not None:
+            config.trainer.accumulate_grad_batches = accumulation_for(
+                config.data.global_batch_size, config.data.micro_batch_size, data_parallel_size(config.trainer)
+            )
 
 
-TRAINER_DEFAULTS = {
-    "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs"}},
-    "callbacks": [TokenThroughput()],
-    # the data module's sampler already splits rows over ranks (and knows each step's global targets)
-    "use_distributed_sampler": False,
-}
+def trainer_defaults() -> dict:
+    """Fresh default callbacks for every CLI run (callbacks keep per-run state)."""
+    return {
+        "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs"}},
+        "callbacks": [TokenThroughput(), SaveOnSignal()],
+        "plugins": [{"class_path": "anchor_lightning.checkpoint.atomic_io.AtomicCheckpointIO"}],
+        # the data module's sampler already splits rows over ranks (and knows each step's global targets)
+        "use_distributed_sampler": False,
+    }
 
 
 def main(args: list[str] | None = None, run: bool = True) -> AnchorCLI:
     """Run the CLI (``run=False``: parse and instantiate only, for tests and tools)."""
+    # The data module places its sampler after the last trained step itself (data/datamodule.py,
+    # _resume_position); Lightning cannot see that and would warn on every mid-epoch resume.
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
     try:
         return AnchorCLI(
             AnchorLM,
             PackedDataModule,
             args=args,
             run=run,
-            trainer_defaults=TRAINER_DEFAULTS,
+            trainer_defaults=trainer_defaults(),
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,  # the module builds its optimizer and per-step schedule
             # raise instead of printing the whole usage: main() prints one line

@@ -1,29 +1,47 @@
-"""Tokens per second from the host clock between optimizer steps (no device sync of its own)."""
+"""Throughput, MFU and memory, from the host clock between logging steps (no device sync of its own)."""
 
 from __future__ import annotations
 
 import time
 
 import lightning as L
+import torch
+
+from anchor_lightning.model.flops import peak_flops
 
 
 class TokenThroughput(L.Callback):
-    """Logs ``perf/tokens_per_sec``: non-padding tokens of all ranks per second of wall time, averaged
-    over the steps since the last log (the first window after start or resume is skipped: it holds
-    compilation and warm-up)."""
+    """Logs, averaged over the steps since the previous log (the first window after a start or resume is
+    skipped: it holds compilation and warm-up):
 
-    def __init__(self) -> None:
-        self._mark: tuple[float, int] | None = None
+    * ``perf/tokens_per_sec``: non-padding tokens of all ranks per second;
+    * ``perf/tokens_per_sec_per_device``;
+    * ``perf/mfu``: this rank's model FLOPs per second (DESIGN.md's rule) over the card's dense bf16
+      peak (``peak_tflops``, or known from the card's name: H100/H200 989, A100 312);
+    * ``memory/peak_gib``: the most CUDA memory allocated so far on this rank.
+    """
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def __init__(self, peak_tflops: float | None = None) -> None:
+        self.peak = peak_tflops * 1e12 if peak_tflops else None
+        self._mark: tuple[float, int, float] | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        device = trainer.strategy.root_device
+        if self.peak is None and device.type == "cuda":
+            self.peak = peak_flops(torch.cuda.get_device_name(device))
         self._mark = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+        if (batch_idx + 1) % trainer.accumulate_grad_batches or not trainer._logger_connector.should_update_logs:
             return
-        now, tokens = time.perf_counter(), pl_module.tokens_seen
-        if trainer.global_step % trainer.log_every_n_steps:
-            return
+        now, tokens, flops = time.perf_counter(), pl_module.tokens_seen, pl_module.flops_seen
         if self._mark is not None and now > self._mark[0]:
-            pl_module.log("perf/tokens_per_sec", (tokens - self._mark[1]) / (now - self._mark[0]))
-        self._mark = (now, tokens)
+            elapsed = now - self._mark[0]
+            rate = (tokens - self._mark[1]) / elapsed
+            pl_module.log("perf/tokens_per_sec", rate)
+            pl_module.log("perf/tokens_per_sec_per_device", rate / trainer.world_size)
+            if self.peak:
+                pl_module.log("perf/mfu", (flops - self._mark[2]) / elapsed / self.peak)
+        if trainer.strategy.root_device.type == "cuda":
+            pl_module.log("memory/peak_gib", torch.cuda.max_memory_allocated(trainer.strategy.root_device) / 2**30)
+        self._mark = (now, tokens, flops)

@@ -16,6 +16,8 @@ row_ids            int64 [B]              index of each row in the packed data s
 num_targets        int                    labelled slots in this batch
 num_tokens         int                    non-padding slots in this batch
 num_docs           int                    packed documents in this batch
+attention_pairs    int                    sum of squared attention spans (FLOPs rule)
+rows               list[int]              ``row_ids`` as a host list (no device sync to read them)
 step_targets       int                    labelled slots of the whole optimizer step, all ranks
 step_tokens        int                    non-padding slots of the whole optimizer step, all ranks
 mode, layout       str                    how the rows were packed
@@ -36,6 +38,7 @@ from anchor_lightning.data.packing import (
     IGNORE_INDEX,
     PAD_DOC,
     PackedRow,
+    attention_pairs,
     check_mode_layout,
     position_ids,
     segment_lengths,
@@ -65,6 +68,7 @@ def collate_rows(
     np.cumsum(segments, out=cu_seqlens[1:])
     num_targets = int((labels != IGNORE_INDEX).sum())
     num_tokens = int((doc_ids != PAD_DOC).sum())
+    row_list = list(row_ids) if row_ids is not None else list(range(len(rows)))
     return {
         "input_ids": torch.from_numpy(input_ids),
         "labels": torch.from_numpy(labels),
@@ -73,10 +77,12 @@ def collate_rows(
         "is_first": torch.from_numpy(is_first),
         "cu_seqlens": torch.from_numpy(cu_seqlens),
         "max_seqlen": int(segments.max()),
-        "row_ids": torch.as_tensor(list(row_ids) if row_ids is not None else range(len(rows)), dtype=torch.int64),
+        "row_ids": torch.as_tensor(row_list, dtype=torch.int64),
+        "rows": [int(r) for r in row_list],
         "num_targets": num_targets,
         "num_tokens": num_tokens,
         "num_docs": sum(len(r.chunk_sources) for r in rows),
+        "attention_pairs": sum(attention_pairs(r.doc_ids, mode, layout) for r in rows),
         "step_targets": num_targets if step_targets is None else int(step_targets),
         "step_tokens": num_tokens if step_tokens is None else int(step_tokens),
         "mode": mode,

@@ -356,6 +356,21 @@ def segment_lengths(doc_ids: np.ndarray, mode: str) -> np.ndarray:
     return np.diff(np.append(starts, len(doc_ids)))
 
 
+def attention_pairs(doc_ids: np.ndarray, mode: str, layout: str) -> int:
+    """sum(d_i ** 2) over the row's attention spans, for the FLOPs rule (padding gets no credit): each
+    packed document with its first token (shared layout: plus the anchor column), or the whole
+    non-padding row under ``full``."""
+    real = doc_ids[doc_ids != PAD_DOC]
+    if mode == "full":
+        return len(real) ** 2
+    docs = real[real >= 0]
+    spans = np.bincount(docs).astype(np.int64) if len(docs) else np.zeros(0, dtype=np.int64)
+    spans = spans[spans > 0]
+    if layout == "shared":
+        spans = spans + 1
+    return int((spans**2).sum()) + int((real == SHARED_ANCHOR_DOC).sum())
+
+
 def target_keys(row: PackedRow) -> list[tuple[int, int]]:
     """(source document, offset in the stripped document) of the target at every labelled slot, in slot
     order: the key for comparing per-target losses across modes and layouts."""

@@ -14,10 +14,35 @@ from anchor_lightning.attention.backends import check_backend_layout, default_la
 from anchor_lightning.data.packing import check_mode_layout
 from anchor_lightning.errors import UserError
 from anchor_lightning.model.build import build_model, configure, enable_activation_checkpointing, load_config
+from anchor_lightning.model.flops import attention_width, batch_flops, matmul_parameters
 from anchor_lightning.model.loss import LOSS_IMPLEMENTATIONS, chunked_token_losses, summed_loss
 from anchor_lightning.model.schedule import parameter_groups, warmup_cosine_scheduler
 
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
+
+
+class NonFiniteLoss(UserError):
+    """Training produced a non-finite loss or gradient."""
+
+
+class StepRecord:
+    """What one rank accumulates over the micro-batches of an optimizer step (host numbers, one device
+    tensor for the loss)."""
+
+    def __init__(self) -> None:
+        self.loss: torch.Tensor | None = None
+        self.rows: list[int] = []
+        self.docs = self.tokens = self.attention_pairs = 0
+
+    def add(self, loss_share: torch.Tensor, batch: dict) -> None:
+        self.loss = loss_share if self.loss is None else self.loss + loss_share
+        self.rows.extend(batch["rows"])
+        self.docs += batch["num_docs"]
+        self.tokens += batch["num_tokens"]
+        self.attention_pairs += batch["attention_pairs"]
+
+    def flops(self, matmul_params: int, n_layers: int, d_attn: int) -> float:
+        return batch_flops(matmul_params, n_layers, d_attn, self.tokens, self.attention_pairs)
 
 
 def default_optimizer(params: Iterable) -> torch.optim.Optimizer:
@@ -45,6 +70,9 @@ class AnchorLM(L.LightningModule):
         optimizer: a callable building the optimizer from parameter groups (AdamW by default).
         warmup_steps: linear warm-up steps of the LR schedule.
         min_lr_ratio: the cosine schedule ends at ``lr * min_lr_ratio``.
+        on_nonfinite: a non-finite loss or gradient ``stop``s the run (naming the step and its rows;
+            checked without a per-step device sync, at the next logging step or checkpoint) or is
+            ``skip``ped (that step's update is dropped; costs one device sync per step).
     """
 
     def __init__(
@@ -63,6 +91,7 @@ class AnchorLM(L.LightningModule):
         optimizer: OptimizerFactory = default_optimizer,
         warmup_steps: int = 0,
         min_lr_ratio: float = 0.1,
+        on_nonfinite: Literal["stop", "skip"] = "stop",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -81,10 +110,13 @@ class AnchorLM(L.LightningModule):
         self.loss_implementation, self.loss_chunk_size = loss, loss_chunk_size
         self.optimizer_factory = optimizer
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
+        self.on_nonfinite = on_nonfinite
         self.model = None
         self.val_loss_sum, self.val_targets = SumMetric(), SumMetric()
-        self._step_loss: torch.Tensor | None = None
-        self.tokens_seen = 0
+        self.step = self.finished_step = StepRecord()
+        self.tokens_seen, self.flops_seen, self.skipped_steps = 0, 0.0, 0
+        self.recent_rows: dict[int, list[int]] = {}  # optimizer step -> rows this rank trained on
+        self._nonfinite_step: torch.Tensor | None = None  # first step with a non-finite gradient norm (device)
 
     # ------------------------------------------------------------------ model
     def configure_model(self) -> None:
@@ -94,6 +126,8 @@ class AnchorLM(L.LightningModule):
         self.model = build_model(self.hf_config, self.backend, self.pretrained)
         if self.activation_checkpointing:
             enable_activation_checkpointing(self.model)
+        self.matmul_params = matmul_parameters(self.model)
+        self.n_layers, self.d_attn = attention_width(self.hf_config)
 
     def setup(self, stage: str) -> None:
         """Refuse data the model cannot embed (before any weights are built)."""
@@ -147,10 +181,12 @@ class AnchorLM(L.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         total = self.summed_loss(batch)
-        if (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0:
+        self.step.add(total.detach() / batch["step_targets"], batch)
+        if (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0:  # the step's last micro-batch
             self.tokens_seen += batch["step_tokens"]
-        share = total.detach() / batch["step_targets"]
-        self._step_loss = share if self._step_loss is None else self._step_loss + share
+            self.flops_seen += self.step.flops(self.matmul_params, self.n_layers, self.d_attn)
+            self.recent_rows[self.global_step] = self.step.rows
+            self.finished_step, self.step = self.step, StepRecord()
         # Lightning divides by accumulate_grad_batches and DDP/FSDP average over ranks: undo both, so the
         # gradient is that of (sum of losses over the whole step) / (labelled slots of the whole step).
         return total * (self.trainer.accumulate_grad_batches * self.trainer.world_size / batch["step_targets"])
@@ -158,16 +194,24 @@ class AnchorLM(L.LightningModule):
     def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
         if (batch_idx + 1) % self.trainer.accumulate_grad_batches:
             return
-        loss = self._step_loss
-        self._step_loss = None
+        # log only when Lightning writes to the loggers: reading a logged tensor is a device sync
+        if not self.trainer._logger_connector.should_update_logs:
+            return
+        self.check_finite()
+        step = self.finished_step
+        self.recent_rows = {self.global_step - 1: step.rows}
         sync = self.trainer.world_size > 1
-        self.log("train/loss", loss, prog_bar=True, sync_dist=sync, reduce_fx="sum")
-        self.log("train/ppl", torch.exp(loss), sync_dist=sync, reduce_fx="sum")
+        self.log("train/loss", step.loss, prog_bar=True, sync_dist=sync, reduce_fx="sum")
+        self.log("train/ppl", torch.exp(step.loss), sync_dist=sync, reduce_fx="sum")
         self.log("train/tokens_seen", float(self.tokens_seen))
+        self.log("train/docs_per_row", step.docs / max(1, len(step.rows)))
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        if self.on_nonfinite == "skip":
+            self.log("train/skipped_steps", float(self.skipped_steps))
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        """Clip by the global gradient norm (``trainer.gradient_clip_val``; none if unset) and log the norm.
+        """Clip by the global gradient norm (``trainer.gradient_clip_val``; none if unset), log the norm,
+        and watch for non-finite gradients (``on_nonfinite``).
 
         Done here with torch rather than by Lightning's precision plugin, which refuses fused optimizers
         under mixed precision even for bf16, where no gradient scaler exists.
@@ -175,8 +219,40 @@ class AnchorLM(L.LightningModule):
         if gradient_clip_algorithm is not None and str(getattr(gradient_clip_algorithm, "value", gradient_clip_algorithm)) != "norm":
             raise UserError("only norm clipping is supported", field="trainer.gradient_clip_algorithm")
         max_norm = float(gradient_clip_val) if gradient_clip_val else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_([p for p in self.parameters() if p.grad is not None], max_norm)
-        self.log("train/grad_norm", norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+        params = [p for p in self.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+        finite = torch.isfinite(norm)
+        if self.on_nonfinite == "skip":
+            if not finite:  # one device sync per step, the price of skipping
+                for p in params:
+                    p.grad = None
+                self.skipped_steps += 1
+        else:
+            step = torch.full_like(norm, float(self.global_step))
+            first = self._nonfinite_step if self._nonfinite_step is not None else torch.full_like(norm, -1.0)
+            self._nonfinite_step = torch.where(finite | (first >= 0), first, step)
+        if self.trainer._logger_connector.should_update_logs:
+            self.log("train/grad_norm", norm)
+
+    def check_finite(self) -> None:
+        """Stop with the first non-finite step and its rows (a device sync: called at log steps)."""
+        if self._nonfinite_step is None or self._nonfinite_step.item() < 0:
+            return
+        step = int(self._nonfinite_step.item())
+        rows = self.recent_rows.get(step)
+        where = f"packed rows {rows} on rank {self.global_rank}" if rows is not None else f"rank {self.global_rank}"
+        raise NonFiniteLoss(
+            f"non-finite loss or gradient at optimizer step {step} ({where}); "
+            "the run stops here (no checkpoint holds it); set model.on_nonfinite=skip to drop such steps instead",
+            field="model.on_nonfinite",
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.check_finite()  # never save weights a non-finite step has touched
+
+    def on_train_end(self) -> None:
+        self.check_finite()
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: dict, batch_idx: int) -> None:

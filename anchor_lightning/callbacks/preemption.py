@@ -1,0 +1,57 @@
+"""Save and stop cleanly on SIGTERM / SIGUSR1 (preemption, SLURM's warning signal, ``kill``).
+
+Lightning 2.6 saves nothing on SIGTERM by itself. The handler only sets a flag; at the end of the
+optimizer step in progress the run writes ``last.ckpt`` (atomically) and stops, so ``fit --ckpt_path
+last`` resumes after that step with the exact data position. With several ranks the flag is agreed
+on by all of them at each step end (a tiny collective), so every rank saves and stops together.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
+
+
+class SaveOnSignal(L.Callback):
+    def __init__(self, signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1")) -> None:
+        self.signals = signals
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.received = None
+        for name in self.signals:
+            number = getattr(signal, name)
+            self._previous[number] = signal.signal(number, self._handle)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+            return
+        stop = self.received is not None
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if not stop:
+            return
+        path = last_checkpoint_path(trainer)
+        rank_zero_info(f"signal received: saving {path} after step {trainer.global_step} and stopping")
+        trainer.save_checkpoint(path)
+        trainer.should_stop = True
+
+
+def last_checkpoint_path(trainer: L.Trainer) -> str:
+    """``last.ckpt`` in the ModelCheckpoint's directory (where ``--ckpt_path last`` looks)."""
+    callback = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    directory = callback.dirpath if callback is not None and callback.dirpath else Path(trainer.default_root_dir) / "checkpoints"
+    return str(Path(directory) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}")

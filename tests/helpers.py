@@ -1,0 +1,61 @@
+"""Test-only callbacks that interrupt or poison a run at a chosen optimizer step."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import lightning as L
+import torch
+
+
+class SignalAtStep(L.Callback):
+    """Send ``signum`` to this process in the middle of optimizer step ``step`` (before its forward)."""
+
+    def __init__(self, step: int, signum: int = int(signal.SIGTERM)) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and batch_idx % trainer.accumulate_grad_batches == 0:
+            os.kill(os.getpid(), self.signum)
+
+
+class KillDuringSave(L.Callback):
+    """SIGKILL this process half-way through writing the checkpoint of optimizer step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        if trainer.global_step != self.step:
+            return
+        real_save = torch.save
+
+        def half_then_die(obj, f, *args, **kwargs):
+            real_save({"partial": b"x" * 1_000_000}, f)
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        torch.save = half_then_die
+
+
+class NanGradientAtStep(L.Callback):
+    """Make one gradient non-finite at optimizer step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        if trainer.global_step == self.step:
+            next(p for p in pl_module.parameters() if p.grad is not None).grad.fill_(float("nan"))
+
+
+class StopAtStep(L.Callback):
+    """Stop the run (as an interruption would) once optimizer step ``step`` is done."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
