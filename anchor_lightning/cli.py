@@ -7,6 +7,7 @@ one line and exit with status 2, without a traceback.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 from argparse import ArgumentError
@@ -128,8 +129,25 @@ def trainer_defaults() -> dict:
     }
 
 
-def main(args: list[str] | None = None, run: bool = True) -> AnchorCLI:
-    """Run the CLI (``run=False``: parse and instantiate only, for tests and tools)."""
+TOOLS = {
+    "export": "anchor_lightning.checkpoint.export",
+    "inspect": "anchor_lightning.data.inspect",
+}
+
+
+def main(args: list[str] | None = None, run: bool = True) -> AnchorCLI | None:
+    """Run the CLI (``run=False``: parse and instantiate only, for tests and tools).
+
+    ``fit`` and ``validate`` go to LightningCLI; ``export`` and ``inspect`` to their tools."""
+    given = list(sys.argv[1:] if args is None else args)
+    if given and given[0] in TOOLS:
+        tool = importlib.import_module(TOOLS[given[0]])
+        try:
+            tool.main(given[1:])
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        return None
     # The data module places its sampler after the last trained step itself (data/datamodule.py,
     # _resume_position); Lightning cannot see that and would warn on every mid-epoch resume.
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
@@ -146,7 +164,6 @@ def main(args: list[str] | None = None, run: bool = True) -> AnchorCLI:
             parser_kwargs={"exit_on_error": False},
         )
     except ArgumentError as err:
-        given = list(sys.argv[1:] if args is None else args)
         print(f"error: {config_error_line(str(err), given)} (see --help)", file=sys.stderr)
         sys.exit(2)
     except UserError as err:
