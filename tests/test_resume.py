@@ -64,16 +64,16 @@ def trace(tmp_path: Path, name: str) -> list[dict]:
 def assert_same_run(reference: list[dict], resumed: list[dict]) -> None:
     assert [t["step"] for t in resumed] == list(range(STEPS))
     for a, b in zip(reference, resumed):
-        assert a["rows"] == b["rows"], (a, b)
+        assert a["rows"] == b["rows"] and a["hash"] == b["hash"], (a, b)
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-6, abs=1e-7), (a, b)
-    print("\n".join(f"step {t['step']:2d} rows {t['rows']} loss {t['loss']:.6f}" for t in resumed))
+    print("\n".join(f"step {t['step']:2d} rows {t['hash']} loss {t['loss']:.6f}" for t in resumed))
 
 
 @pytest.fixture
 def uninterrupted(tmp_path, corpus):
     main(config(tmp_path, "full", corpus) + [f"--trainer.max_steps={STEPS}"])
     steps = trace(tmp_path, "full")
-    assert len({t["rows"] for t in steps}) == STEPS, "every step reads other rows"
+    assert len({t["hash"] for t in steps}) == STEPS, "every step reads other rows"
     return steps
 
 

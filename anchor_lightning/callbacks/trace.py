@@ -1,4 +1,5 @@
-"""A per-step record of what was trained: optimizer step, a hash of the rows each rank read, the loss.
+"""A per-step record of what was trained: optimizer step, the rows each rank read (and their hash),
+the step's loss over all ranks.
 
 Writes ``trace-rank<r>.jsonl`` into ``directory``; used to show that a resumed run reads the same rows
 and reaches the same losses as an uninterrupted one. Reading the loss costs a device sync per step:
@@ -31,6 +32,6 @@ class StepTrace(L.Callback):
         if trainer.world_size > 1:
             loss = trainer.strategy.reduce(loss, reduce_op="sum")
         self.directory.mkdir(parents=True, exist_ok=True)
-        record = {"step": step, "rows": rows_hash(rows), "loss": float(loss)}
+        record = {"step": step, "hash": rows_hash(rows), "rows": rows, "loss": float(loss)}
         with open(self.directory / f"trace-rank{trainer.global_rank}.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")

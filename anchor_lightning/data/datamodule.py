@@ -63,8 +63,8 @@ class PackedDataModule(L.LightningDataModule):
             ``val`` is None; 0 disables validation.
         format: ``auto`` (from the file), ``text``, ``tokenized`` or ``datasets``.
         text_field: the JSON / column field holding the text.
-        tokenizer: a tokenizer directory or hub name; None uses the built-in byte tokenizer (or, from
-            the CLI, the directory of ``model.pretrained``).
+        tokenizer: a tokenizer directory or hub name, or ``bytes`` for the built-in byte tokenizer;
+            None: the directory of ``model.pretrained`` when set (from the CLI), else ``bytes``.
         anchor_id: the first-token id F; None uses the tokenizer's BOS (required when it has none).
         append_eos: end every tokenized text document with the tokenizer's EOS.
         tag_field: the paper's +Tag variant: the field naming each document's domain (``domain`` in

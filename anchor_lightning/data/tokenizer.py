@@ -93,8 +93,12 @@ def _is_tokenizer_file(name: str) -> bool:
     return any(part in name for part in ("token", "vocab", "merges")) or name.endswith(".model")
 
 
+BYTES = "bytes"  # the name of the built-in byte tokenizer
+
+
 def load_tokenizer(name_or_path: str | None) -> Tokenizer:
-    if name_or_path is None:
+    """A tokenizer directory / hub name, or the built-in byte tokenizer (``bytes`` or None)."""
+    if name_or_path in (None, BYTES):
         return ByteTokenizer()
     if Path(name_or_path).exists() and not Path(name_or_path).is_dir():
         raise UserError(f"{name_or_path}: a tokenizer is a directory (tokenizer.json or tokenizer.model)", field="data.tokenizer")

@@ -9,14 +9,17 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from torchmetrics import SumMetric
+from transformers import PreTrainedModel
 
 from anchor_lightning.attention.backends import check_backend_layout, default_layout, prepare
 from anchor_lightning.data.packing import check_mode_layout
 from anchor_lightning.errors import UserError
 from anchor_lightning.model.build import build_model, configure, enable_activation_checkpointing, load_config
 from anchor_lightning.model.flops import attention_width, batch_flops, matmul_parameters
-from anchor_lightning.model.loss import LOSS_IMPLEMENTATIONS, chunked_token_losses, summed_loss
+from anchor_lightning.model.causal_lm import PackedCausalLM
+from anchor_lightning.model.loss import LOSS_IMPLEMENTATIONS
 from anchor_lightning.model.schedule import parameter_groups, warmup_cosine_scheduler
+from anchor_lightning.parallel.strategy import ShardedStrategy
 
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
 
@@ -111,7 +114,7 @@ class AnchorLM(L.LightningModule):
         self.optimizer_factory = optimizer
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
         self.on_nonfinite = on_nonfinite
-        self.model = None
+        self.net: PackedCausalLM | None = None
         self.val_loss_sum, self.val_targets = SumMetric(), SumMetric()
         self.step = self.finished_step = StepRecord()
         self.tokens_seen, self.flops_seen, self.skipped_steps = 0, 0.0, 0
@@ -119,14 +122,27 @@ class AnchorLM(L.LightningModule):
         self._nonfinite_step: torch.Tensor | None = None  # first step with a non-finite gradient norm (device)
 
     # ------------------------------------------------------------------ model
+    @property
+    def model(self) -> PreTrainedModel | None:
+        """The Hugging Face model (inside :class:`PackedCausalLM`, which adds the loss)."""
+        return self.net.lm if self.net is not None else None
+
     def configure_model(self) -> None:
-        """Build the HF model (Lightning calls this under the strategy's device/sharding context)."""
-        if self.model is not None:
+        """Build the HF model (Lightning calls this once the strategy is set up; under
+        :class:`ShardedStrategy` it is built on the meta device and sharded before any memory is used)."""
+        if self.net is not None:
             return
-        self.model = build_model(self.hf_config, self.backend, self.pretrained)
-        if self.activation_checkpointing:
-            enable_activation_checkpointing(self.model)
-        self.matmul_params = matmul_parameters(self.model)
+        checkpointing = enable_activation_checkpointing if self.activation_checkpointing else None
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if isinstance(strategy, ShardedStrategy):
+            self.net = strategy.build_sharded(
+                lambda: PackedCausalLM(build_model(self.hf_config, self.backend)), self.pretrained, checkpointing
+            )
+        else:
+            self.net = PackedCausalLM(build_model(self.hf_config, self.backend, self.pretrained))
+            if checkpointing is not None:
+                checkpointing(self.net.lm)
+        self.matmul_params = matmul_parameters(self.net)
         self.n_layers, self.d_attn = attention_width(self.hf_config)
 
     def setup(self, stage: str) -> None:
@@ -156,7 +172,7 @@ class AnchorLM(L.LightningModule):
             )
 
     def hidden_states(self, batch: dict) -> torch.Tensor:
-        """Last hidden states [B, T, D] of the packed batch."""
+        """Last hidden states [B, T, D] of the packed batch (unsharded models: tests, export)."""
         outputs = self.model.base_model(
             input_ids=batch["input_ids"],
             position_ids=batch["position_ids"],
@@ -165,18 +181,24 @@ class AnchorLM(L.LightningModule):
         )
         return outputs.last_hidden_state
 
-    def summed_loss(self, batch: dict) -> torch.Tensor:
-        head = self.model.get_output_embeddings().weight
-        return summed_loss(
-            self.hidden_states(batch), head, batch["labels"], self.loss_implementation, self.loss_chunk_size
+    def _net(self, batch: dict, reduction: str) -> torch.Tensor:
+        return self.net(
+            batch["input_ids"],
+            batch["position_ids"],
+            batch["labels"],
+            prepare(batch, self.backend),
+            self.loss_implementation,
+            self.loss_chunk_size,
+            reduction,
         )
 
+    def summed_loss(self, batch: dict) -> torch.Tensor:
+        """Sum of the loss over the batch's labelled slots."""
+        return self._net(batch, "sum")
+
     def token_losses(self, batch: dict) -> torch.Tensor:
-        """Per-slot losses [B, T] (0 where unlabelled), in the model's dtype of computation."""
-        hidden = self.hidden_states(batch)
-        head = self.model.get_output_embeddings().weight
-        losses = chunked_token_losses(hidden.flatten(0, 1), head, batch["labels"].flatten(), self.loss_chunk_size)
-        return losses.view(batch["labels"].shape)
+        """Per-slot losses [B, T] (0 where unlabelled), at least fp32."""
+        return self._net(batch, "none")
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -270,7 +292,7 @@ class AnchorLM(L.LightningModule):
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(parameter_groups(self.model))
+        optimizer = self.optimizer_factory(parameter_groups(self.net))
         total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
             raise UserError("set trainer.max_steps (or max_epochs) so the LR schedule knows its length", field="trainer.max_steps")
