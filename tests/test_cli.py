@@ -64,3 +64,14 @@ def test_a_second_config_layers_a_fragment(tmp_path):
 def test_validate_subcommand_runs(tmp_path, capsys):
     main(["validate", "--config", MICRO, f"--data.cache_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"])
     assert "val/loss" in capsys.readouterr().out
+
+
+def test_global_batch_size_sets_accumulation(tmp_path):
+    cli = main(["--config", MICRO, "--data.global_batch_size=8", "--data.micro_batch_size=2", f"--data.cache_dir={tmp_path}"], run=False)
+    assert cli.trainer.accumulate_grad_batches == 4
+
+
+def test_global_batch_size_must_divide(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--config", MICRO, "--data.global_batch_size=7", "--data.micro_batch_size=2", f"--data.cache_dir={tmp_path}"], run=False)
+    assert "global batch of 7 rows is not a multiple of 2 rows x 1 devices" in capsys.readouterr().err

@@ -89,10 +89,10 @@ def configure(
             field="model.config.sliding_window",
         )
     limit = getattr(config, "max_position_embeddings", None)
-    if limit is not None and seq_len > limit and rope.get("rope_type", "default") == "default":
+    if limit is not None and seq_len > limit and rope_theta is None and rope.get("rope_type", "default") == "default":
         warnings.warn(
-            f"rows of {seq_len} slots exceed max_position_embeddings={limit} and no RoPE scaling is set: "
-            "positions beyond it were never seen in pre-training (raise rope_theta or set rope_scaling)",
+            f"rows of {seq_len} slots exceed max_position_embeddings={limit} with the model's own RoPE base and no "
+            "scaling: positions beyond it were never seen in pre-training (set model.rope_theta or model.rope_scaling)",
             stacklevel=2,
         )
     return config
@@ -114,9 +114,13 @@ def build_model(
 
 
 def enable_activation_checkpointing(model: PreTrainedModel) -> None:
-    """Recompute each decoder layer in the backward pass (non-reentrant; transformers >= 5.24 renamed it)."""
-    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-    enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    """Recompute each decoder layer in the backward pass, non-reentrant (transformers 5.24 renamed the
+    method and its argument; 5.17 has only the old names)."""
+    options = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
 
 
 def vocab_size(model: PreTrainedModel) -> int:

@@ -1,0 +1,62 @@
+"""Model construction: RoPE settings from YAML, scaling types, warnings and refusals."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from anchor_lightning.attention.backends import prepare
+from anchor_lightning.errors import UserError
+from anchor_lightning.model.build import build_model, configure, load_config
+from tests.conftest import FIRST, packed_batch, tiny_config
+
+SCALINGS = [
+    {"rope_type": "linear", "factor": 4.0},
+    {"rope_type": "dynamic", "factor": 4.0},
+    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+]
+
+
+@pytest.mark.parametrize("scaling", SCALINGS, ids=lambda s: s["rope_type"])
+def test_rope_scaling_types_are_applied_and_run(scaling):
+    config = configure(tiny_config("llama", max_position_embeddings=64), 256, rope_theta=5e5, rope_scaling=scaling)
+    assert config.rope_parameters["rope_type"] == scaling["rope_type"]
+    assert config.rope_parameters["rope_theta"] == 5e5
+    model = build_model(config, "sdpa")
+    rotary = model.model.rotary_emb
+    assert rotary.rope_type == scaling["rope_type"]
+    batch, _ = packed_batch([[FIRST] + list(range(5, 60))] * 3, 256, "anchor", "shared")
+    with torch.no_grad():
+        out = model.base_model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], anchor_attention=prepare(batch, "sdpa"))
+    assert torch.isfinite(out.last_hidden_state).all()
+
+
+def test_rope_base_changes_the_frequencies():
+    low = build_model(configure(tiny_config("llama"), 64, rope_theta=1e4), "sdpa").model.rotary_emb.inv_freq
+    high = build_model(configure(tiny_config("llama"), 64, rope_theta=5e6), "sdpa").model.rotary_emb.inv_freq
+    assert high[-1] < low[-1] and high[0] == low[0] == 1.0
+
+
+def test_rows_beyond_the_trained_length_warn_without_a_new_base_or_scaling():
+    with pytest.warns(UserWarning, match="exceed max_position_embeddings=64"):
+        configure(tiny_config("llama", max_position_embeddings=64), 128)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        configure(tiny_config("llama", max_position_embeddings=64), 128, rope_theta=5e6)
+        configure(tiny_config("llama", max_position_embeddings=64), 128, rope_scaling={"rope_type": "linear", "factor": 2.0})
+
+
+def test_a_sliding_window_shorter_than_the_row_is_refused():
+    config = tiny_config("mistral")
+    config.sliding_window = 32
+    with pytest.raises(UserError, match="sliding window of 32 tokens, shorter than the row length 64"):
+        configure(config, 64)
+    configure(config, 32)  # a window as long as the row changes nothing
+
+
+def test_unsupported_architecture_is_refused():
+    with pytest.raises(UserError, match="unsupported architecture 'gpt2'"):
+        load_config(None, {"model_type": "gpt2"})
