@@ -55,7 +55,8 @@ class PackedDataModule(L.LightningDataModule):
     """Packed multi-document rows for continued pre-training.
 
     Args:
-        train: training documents: ``default`` (the embedded generated corpus), a JSONL file of
+        train: training documents: ``default`` (the embedded generated corpus; ``default:N`` for N
+            documents instead of 400), a JSONL file of
             ``{"text": ...}`` or of pre-tokenized ``{"input_ids": [...], "source": [...]}``, a saved
             ``datasets`` directory, or a hub name (when online).
         val: validation documents, same forms as ``train``; None holds out ``val_fraction`` of them.

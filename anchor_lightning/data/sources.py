@@ -177,6 +177,16 @@ def _datasets_records(name: str, split: str):
         raise UserError(f"cannot load data set {name!r}: {str(err).splitlines()[0]}", field="data.train") from None
 
 
+def default_corpus_size(source: str) -> int:
+    """``default`` is 400 generated documents; ``default:N`` is N of them (for long rows and speed runs)."""
+    _, _, count = source.partition(":")
+    if not count:
+        return 400
+    if not count.isdigit() or int(count) < 1:
+        raise UserError(f"'default:N' needs a positive number of documents, got {source!r}", field="data.train")
+    return int(count)
+
+
 def open_source(
     source: str,
     tokenizer: Tokenizer,
@@ -192,13 +202,14 @@ def open_source(
     if data_format not in FORMATS:
         raise UserError(f"unknown format {data_format!r} (choose from {', '.join(FORMATS)})", field="data.format")
     text_key = f"{tokenizer.fingerprint}/eos={append_eos}/tags={tag_field}"
-    if source == DEFAULT_SOURCE:
+    if source == DEFAULT_SOURCE or source.startswith(f"{DEFAULT_SOURCE}:"):
+        count = default_corpus_size(source)
         if tag_field is not None:
             raise UserError("the embedded default corpus has no tags", field="data.tag_field")
         return DocumentSource(
-            f"default-v1/{text_key}",
-            "embedded default corpus",
-            lambda: Documents(tokenize(generate_documents(), tokenizer, append_eos, num_proc)),
+            f"default-v1/{count}/{text_key}",
+            f"embedded default corpus ({count} documents)",
+            lambda: Documents(tokenize(generate_documents(count), tokenizer, append_eos, num_proc)),
         )
     path = Path(source)
     if data_format == "auto":

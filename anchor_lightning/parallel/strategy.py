@@ -95,7 +95,7 @@ class ShardedStrategy(ModelParallelStrategy):
         with torch.device("meta"):
             model = build()
         if activation_checkpointing is not None:
-            activation_checkpointing(model)
+            activation_checkpointing(hf_model(model))
         bf16 = str(self.precision_plugin.precision).startswith("bf16")
         options = {
             "mesh": self.device_mesh[DATA_PARALLEL],

@@ -124,3 +124,10 @@ def test_tags_from_the_pre_tokenized_domain_field(tmp_path, llama_tokenizer_dir)
     assert row.input_ids[1 : 1 + len(tag)].tolist() == tag  # right after the row's first F
     stats = data.train_rows.stats
     assert stats["tag_tokens"] == len(tag) * stats["chunks"]
+
+
+def test_default_corpus_size_is_selectable():
+    assert len(sources.open_source("default:1000", ByteTokenizer()).load().token_ids) == 1000
+    assert generate_documents(1000)[:400] == generate_documents(400), "a larger corpus extends the default one"
+    with pytest.raises(sources.UserError, match="default:N"):
+        sources.open_source("default:many", ByteTokenizer())

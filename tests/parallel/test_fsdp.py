@@ -46,7 +46,7 @@ def run(tmp_path: Path, name: str, pretrained: Path, devices: int, accumulation:
             ],
             "logger": False,
         },
-        "model": {"pretrained": str(pretrained)},
+        "model": {"pretrained": str(pretrained), "activation_checkpointing": True},
         "data": {"tokenizer": "bytes", "micro_batch_size": 1, "cache_dir": str(tmp_path / "cache"), "val_fraction": 0.0},
     }
     path = tmp_path / f"{name}.yaml"

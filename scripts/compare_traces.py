@@ -1,0 +1,59 @@
+"""Compare StepTrace records of runs step by step: the rows read by all ranks and the step loss.
+
+    python scripts/compare_traces.py REFERENCE_DIR OTHER_DIR [OTHER_DIR ...] [--rtol 0.01]
+
+Prints one line per step (row-set hash and loss of each run) and exits non-zero on a mismatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+
+def steps(directory: Path) -> dict[int, tuple[str, float]]:
+    """step -> (hash of the sorted rows of all ranks, loss)."""
+    records: dict[int, list[dict]] = {}
+    for path in sorted(Path(directory).glob("trace-rank*.jsonl")):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            records.setdefault(record["step"], []).append(record)
+    out = {}
+    for step, group in records.items():
+        rows = sorted(r for record in group for r in record["rows"])
+        out[step] = (hashlib.sha1(",".join(map(str, rows)).encode()).hexdigest()[:12], group[0]["loss"])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("reference")
+    parser.add_argument("others", nargs="+")
+    parser.add_argument("--rtol", type=float, default=0.01)
+    args = parser.parse_args()
+    reference = steps(Path(args.reference))
+    others = [steps(Path(o)) for o in args.others]
+    ok = True
+    print(f"{'step':>4}  {'reference':>24}  " + "  ".join(f"{Path(o).name:>34}" for o in args.others))
+    for step in sorted(reference):
+        ref_hash, ref_loss = reference[step]
+        cells = []
+        for other in others:
+            if step not in other:
+                cells.append(f"{'-':>34}")
+                continue
+            row_hash, loss = other[step]
+            rel = abs(loss - ref_loss) / abs(ref_loss)
+            same = row_hash == ref_hash and rel <= args.rtol
+            ok &= same
+            cells.append(f"{row_hash} {loss:.5f} ({rel:.1e}){'' if same else ' !'}")
+        print(f"{step:4d}  {ref_hash} {ref_loss:11.5f}  " + "  ".join(cells))
+    print("MATCH" if ok else "MISMATCH", f"(rows equal and loss within rtol {args.rtol})")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
