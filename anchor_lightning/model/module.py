@@ -142,6 +142,9 @@ class AnchorLM(L.LightningModule):
             self.net = PackedCausalLM(build_model(self.hf_config, self.backend, self.pretrained))
             if checkpointing is not None:
                 checkpointing(self.net.lm)
+        # from_pretrained returns the model in eval mode and Lightning keeps submodule modes: in eval
+        # mode transformers skips activation checkpointing (and dropout)
+        self.net.train()
         self.matmul_params = matmul_parameters(self.net)
         self.n_layers, self.d_attn = attention_width(self.hf_config)
 
