@@ -29,8 +29,8 @@ class StepTrace(L.Callback):
         step = pl_module.global_step - 1
         rows = pl_module.recent_rows.get(step, [])
         loss = pl_module.finished_step.loss
-        if trainer.world_size > 1:
-            loss = trainer.strategy.reduce(loss, reduce_op="sum")
+        if trainer.world_size > 1:  # the reduction is in place: never on the module's own tensor
+            loss = trainer.strategy.reduce(loss.clone(), reduce_op="sum")
         self.directory.mkdir(parents=True, exist_ok=True)
         record = {"step": step, "hash": rows_hash(rows), "rows": rows, "loss": float(loss)}
         with open(self.directory / f"trace-rank{trainer.global_rank}.jsonl", "a") as f:

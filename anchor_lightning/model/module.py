@@ -225,9 +225,11 @@ class AnchorLM(L.LightningModule):
         self.check_finite()
         step = self.finished_step
         self.recent_rows = {self.global_step - 1: step.rows}
-        sync = self.trainer.world_size > 1
-        self.log("train/loss", step.loss, prog_bar=True, sync_dist=sync, reduce_fx="sum")
-        self.log("train/ppl", torch.exp(step.loss), sync_dist=sync, reduce_fx="sum")
+        loss = step.loss
+        if self.trainer.world_size > 1:  # each rank holds its share of the step's token-weighted mean
+            loss = self.trainer.strategy.reduce(loss.clone(), reduce_op="sum")
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/ppl", torch.exp(loss))
         self.log("train/tokens_seen", float(self.tokens_seen))
         self.log("train/docs_per_row", step.docs / max(1, len(step.rows)))
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])

@@ -44,7 +44,9 @@ def run(tmp_path: Path, name: str, pretrained: Path, devices: int, accumulation:
                               "save_top_k": -1}},
                 {"class_path": "anchor_lightning.callbacks.trace.StepTrace", "init_args": {"directory": str(tmp_path / name)}},
             ],
-            "logger": False,
+            "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                       "init_args": {"save_dir": str(tmp_path / name / "tb")}},
+            "log_every_n_steps": 1,
         },
         "model": {"pretrained": str(pretrained), "activation_checkpointing": True},
         "data": {"tokenizer": "bytes", "micro_batch_size": 1, "cache_dir": str(tmp_path / "cache"), "val_fraction": 0.0},
@@ -80,6 +82,11 @@ def test_fsdp_matches_one_process_and_resumes(tmp_path, pretrained):
         assert rows_a == rows_b
         assert loss_b == pytest.approx(loss_a, rel=1e-5)
     assert (tmp_path / "fsdp" / "ckpt" / "last.ckpt").is_dir(), "FSDP checkpoints are sharded directories"
+    # the logged train/loss is the global token-weighted mean, as in the single process
+    from tests.test_cli import scalars
+
+    logged = [v for _, v in scalars(tmp_path / "fsdp" / "tb")["train/loss"]]
+    assert logged == pytest.approx([loss for _, loss in sharded], rel=1e-6)
 
     # resume the sharded run from its step-3 checkpoint: the same rows and losses again
     (tmp_path / "fsdp" / "trace-rank0.jsonl").unlink()
