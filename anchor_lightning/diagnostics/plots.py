@@ -1,0 +1,62 @@
+"""PNG figures of a sweep (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+COLORS = {"bfloat16": "tab:red", "float32": "tab:blue"}
+
+
+def plot_sweep(results: dict, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    dtypes = [d for d in results["settings"]["dtypes"] if d in results["length_sweep"]]
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    sweep = results["offset_sweep"]
+    for dtype in dtypes:
+        ax.plot(sweep["a"], sweep[dtype]["D"], "o-", color=COLORS.get(dtype), label=dtype)
+    ax.set(xscale="symlog", yscale="log", xlabel="offset a (b = %d)" % sweep["b"], ylabel="D(X, a, b)",
+           title=f"Attention deviation under a position shift, L = {sweep['length']}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    paths.append(_save(fig, out / "offset_sweep.png"))
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    lengths = results["length_sweep"]["lengths"]
+    for dtype in dtypes:
+        color = COLORS.get(dtype)
+        left.plot(lengths, results["length_sweep"][dtype]["D"], "o-", color=color, label=f"{dtype}")
+        left.plot(lengths, results["length_sweep"][dtype]["D_content"], "s--", color=color, label=f"{dtype}, content-to-content")
+        right.plot(lengths, results["length_sweep"][dtype]["D_logit"], "o-", color=color, label=dtype)
+    left.set(xscale="log", yscale="log", xlabel="sequence length L", ylabel="D(X, 0, 16)", title="D(X, 0, 16) by sequence length")
+    right.set(xscale="log", yscale="log", xlabel="sequence length L", ylabel="D_logit (first key)", title="First-key logit deviation")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    paths.append(_save(fig, out / "length_sweep.png"))
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    per_token = results["per_token"]
+    for dtype in dtypes:
+        values = per_token[dtype]
+        share = values[0] / sum(values) if sum(values) else 0.0
+        ax.plot(range(len(values)), values, "o-", ms=3, color=COLORS.get(dtype), label=f"{dtype} (token 0: {share:.0%} of shown)")
+    ax.set(yscale="log", xlabel="key position j", ylabel="D_j (summed over layers, heads, queries)",
+           title=f"Per-token deviation, L = {per_token['length']}: the first token dominates")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    paths.append(_save(fig, out / "per_token.png"))
+    return paths
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
