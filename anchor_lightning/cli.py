@@ -133,13 +133,14 @@ TOOLS = {
     "export": "anchor_lightning.checkpoint.export",
     "inspect": "anchor_lightning.data.inspect",
     "diagnose": "anchor_lightning.diagnostics.cli",
+    "evaluate": "anchor_lightning.eval.cli",
 }
 
 
 def main(args: list[str] | None = None, run: bool = True) -> AnchorCLI | None:
     """Run the CLI (``run=False``: parse and instantiate only, for tests and tools).
 
-    ``fit`` and ``validate`` go to LightningCLI; ``export``, ``inspect`` and ``diagnose`` to their tools."""
+    ``fit`` and ``validate`` go to LightningCLI; ``export``, ``inspect``, ``diagnose`` and ``evaluate`` to their tools."""
     given = list(sys.argv[1:] if args is None else args)
     if given and given[0] in TOOLS:
         tool = importlib.import_module(TOOLS[given[0]])

@@ -1,0 +1,1 @@
+"""Long-context evaluation: needle retrieval scored by log-likelihood, perplexity by position."""
