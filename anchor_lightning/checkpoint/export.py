@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from anchor_lightning.data.tokenizer import BYTES
 from anchor_lightning.errors import UserError
 
 NOTE = """# Trained with anchor-lightning
@@ -53,6 +54,8 @@ def export(ckpt: str, out: str, dtype: str = "float32") -> Path:
     model.config.use_cache = True
     model.save_pretrained(target)
     tokenizer = data.get("tokenizer")
+    if tokenizer == BYTES:
+        tokenizer = None  # the built-in byte tokenizer has no Hugging Face files
     if tokenizer is not None:
         from transformers import AutoTokenizer
 
