@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from transformers import AttentionInterface
 
 KWARG = "rope_diagnostic"
@@ -50,22 +49,23 @@ class Deviation:
 
 
 def _deviation(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, **kwargs):
-    """Attention as SDPA computes it, plus the layer's contribution to ``kwargs[KWARG]``."""
-    record: Deviation = kwargs[KWARG]
-    out = F.scaled_dot_product_attention(
-        query, key, value, is_causal=True, scale=scaling, enable_gqa=key.shape[1] != query.shape[1]
-    )
-    accumulate(record, query, key, value, scaling if scaling is not None else query.shape[-1] ** -0.5)
+    """Causal attention computed a block of queries at a time, adding the layer's terms to ``kwargs[KWARG]``."""
+    out = accumulate(kwargs[KWARG], query, key, value, scaling if scaling is not None else query.shape[-1] ** -0.5)
     return out.transpose(1, 2).contiguous(), None
 
 
 @torch.no_grad()
-def accumulate(record: Deviation, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> None:
-    """Add one layer's D terms: query/key/value [2, heads, L, dim] (GQA: fewer key heads), rows = offsets a, b."""
+def accumulate(record: Deviation, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
+    """Add one layer's D terms and return its attention output [2, heads, L, dim].
+
+    query/key/value [2, heads, L, dim] (GQA: fewer key heads), rows = offsets a, b. Memory stays at one
+    block of scores: the output is computed from the same blocks (at 16K a full fp32 score matrix of a
+    1B model's layer would need 64 GiB)."""
     _, heads, length, dim = query.shape
     groups = heads // key.shape[1]
     q = query.reshape(2, key.shape[1], groups, length, dim)
-    k = key[:, :, None]  # broadcast over the group: no repeated K heads
+    k, v = key[:, :, None], value[:, :, None]  # broadcast over the group: no repeated K/V heads
+    out = torch.empty_like(q)
     weights = 1.0 / (length - torch.arange(length, device=query.device, dtype=torch.float64))
     if record.per_token is None:
         record.per_token = torch.zeros(length, dtype=torch.float64, device=query.device)
@@ -80,6 +80,7 @@ def accumulate(record: Deviation, query: torch.Tensor, key: torch.Tensor, value:
         scores = scores.to(torch.promote_types(scores.dtype, torch.float32))  # softmax in fp32 (fp64 stays)
         record.d_logit += (scores[0, ..., 0] - scores[1, ..., 0]).abs().sum().item() / length
         probs = scores.masked_fill(future, float("-inf")).softmax(-1)
+        out[:, :, :, start:stop] = probs.to(v.dtype) @ v[:, :, :, :stop]
         delta = (probs[0] - probs[1]).abs().double()  # [kv heads, groups, block, stop]
         per_column = delta.sum(dim=(0, 1, 2)) * weights[:stop]
         record.per_token[:stop] += per_column
@@ -90,6 +91,7 @@ def accumulate(record: Deviation, query: torch.Tensor, key: torch.Tensor, value:
     record.add_layer(layer_d.item())
     for tensor in (key, value):
         record.first_kv_diff = max(record.first_kv_diff, (tensor[0, :, 0] - tensor[1, :, 0]).abs().max().item())
+    return out.reshape(2, heads, length, dim)
 
 
 AttentionInterface.register(IMPLEMENTATION, _deviation)
