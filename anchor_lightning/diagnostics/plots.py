@@ -48,7 +48,7 @@ def plot_sweep(results: dict, out: Path) -> list[Path]:
         share = values[0] / sum(values) if sum(values) else 0.0
         ax.plot(range(len(values)), values, "o-", ms=3, color=COLORS.get(dtype), label=f"{dtype} (token 0: {share:.0%} of shown)")
     ax.set(yscale="log", xlabel="key position j", ylabel="D_j (summed over layers, heads, queries)",
-           title=f"Per-token deviation, L = {per_token['length']}: the first token dominates")
+           title=f"Per-token deviation D_j, L = {per_token['length']} (first {len(values)} key columns)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     paths.append(_save(fig, out / "per_token.png"))
