@@ -69,7 +69,8 @@ def config_error_line(message: str, args: list[str]) -> str:
 
 
 def data_parallel_size(trainer) -> int:
-    """Ranks that read different rows: devices per node x nodes ("auto"/-1: every visible GPU)."""
+    """Ranks that read different rows: devices per node x nodes ("auto"/-1: every visible GPU), over
+    the sequence-parallel group size."""
     devices = trainer.devices
     if isinstance(devices, (list, tuple)):
         count = len(devices)
@@ -80,7 +81,9 @@ def data_parallel_size(trainer) -> int:
         count = len([d for d in devices.split(",") if d.strip()])
     else:
         count = int(devices)
-    return count * int(trainer.num_nodes or 1)
+    init_args = getattr(trainer.strategy, "init_args", None)  # a class_path strategy from the YAML
+    sequence = int(getattr(init_args, "sequence_parallel_size", None) or 1)
+    return count * int(trainer.num_nodes or 1) // sequence
 
 
 def accumulation_for(global_batch: int, micro_batch: int, data_parallel: int) -> int:
@@ -116,6 +119,8 @@ class AnchorCLI(LightningCLI):
             config.trainer.accumulate_grad_batches = accumulation_for(
                 config.data.global_batch_size, config.data.micro_batch_size, data_parallel_size(config.trainer)
             )
+
+
 
 
 def trainer_defaults() -> dict:

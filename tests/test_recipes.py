@@ -95,6 +95,8 @@ def test_recipe_instantiates_with_its_values(name, tmp_path):
 FRAGMENTS = {
     "strategy/fsdp.yaml": lambda t: type(t.strategy).__name__ == "ShardedStrategy" and not t.strategy.cpu_offload,
     "strategy/fsdp-offload.yaml": lambda t: type(t.strategy).__name__ == "ShardedStrategy" and t.strategy.cpu_offload,
+    "strategy/fsdp-sequence-parallel.yaml": lambda t: type(t.strategy).__name__ == "ShardedStrategy"
+    and t.strategy.sequence_parallel_size == 2,
     "strategy/ddp.yaml": lambda t: type(t.strategy).__name__ == "DDPStrategy",
     "trainer/gpu-bf16.yaml": lambda t: t.precision == "bf16-mixed",
 }

@@ -12,7 +12,10 @@ every layer. With a custom implementation name transformers builds no mask of it
   (slow; it exists so the CPU tests exercise the varlen path).
 * ``flex``: ``flex_attention`` with a ``BlockMask`` built once per batch (compiled on CUDA).
 
-All three keep grouped-query attention native: K/V heads are never repeated.
+All three keep grouped-query attention native: K/V heads are never repeated. With sequence
+parallelism (``AttentionInputs.sequence_group``) each rank holds a slice of the row's slots and an
+all-to-all around the backend gives it the whole row for a slice of the heads
+(``anchor_lightning.parallel.sequence``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 
 from anchor_lightning.attention import masks
+from anchor_lightning.parallel.sequence import heads_to_seq, scatter_heads
 
 BACKENDS = ("sdpa", "varlen", "flex")
 IMPLEMENTATION_NAMES = {b: f"anchor_{b}" for b in BACKENDS}
@@ -58,6 +62,7 @@ class AttentionInputs:
     mask: Any = None  # dense bool mask [B, 1, T, T] (sdpa) or BlockMask (flex); None: plain causal
     cu_seqlens: torch.Tensor | None = None
     max_seqlen: int | None = None
+    sequence_group: Any = None  # a process group sharing each row (Ulysses); None: whole rows here
 
 
 @functools.cache
@@ -65,13 +70,14 @@ def _compiled(fn):
     return torch.compile(fn, dynamic=False)
 
 
-def prepare(batch: dict, backend: str) -> AttentionInputs:
-    """Build the backend's mask or boundaries from a batch (on the batch's device)."""
+def prepare(batch: dict, backend: str, sequence_group=None) -> AttentionInputs:
+    """Build the backend's mask or boundaries from a batch (on the batch's device). The batch holds
+    whole rows; with a ``sequence_group`` the model sees this rank's slots and attention the whole row."""
     mode, layout = batch["mode"], batch["layout"]
     check_backend_layout(backend, layout)
     doc_ids = batch["doc_ids"]
     bsz, seq_len = doc_ids.shape
-    inputs = AttentionInputs(backend, mode, layout, seq_len)
+    inputs = AttentionInputs(backend, mode, layout, seq_len, sequence_group=sequence_group)
     if backend == "varlen":
         inputs.cu_seqlens = batch["cu_seqlens"]
         inputs.max_seqlen = int(batch["max_seqlen"])
@@ -113,9 +119,7 @@ def _kernel_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.bfloat16
 
 
-def sdpa_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, sliding_window=None, **kwargs):
-    inputs = _inputs(kwargs, "sdpa")
-    _check_window(sliding_window, inputs.seq_len)
+def sdpa_attention(inputs: AttentionInputs, query, key, value, scaling, dropout):
     out = F.scaled_dot_product_attention(
         query,
         key,
@@ -126,7 +130,7 @@ def sdpa_attention(module, query, key, value, attention_mask=None, scaling=None,
         scale=scaling,
         enable_gqa=key.shape[1] != query.shape[1],
     )
-    return out.transpose(1, 2).contiguous(), None
+    return out.transpose(1, 2).contiguous()
 
 
 @functools.cache
@@ -164,9 +168,7 @@ def _varlen_reference(q, k, v, cu_seqlens, scale):
     return out
 
 
-def varlen_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, sliding_window=None, **kwargs):
-    inputs = _inputs(kwargs, "varlen")
-    _check_window(sliding_window, inputs.seq_len)
+def varlen_attention(inputs: AttentionInputs, query, key, value, scaling, dropout):
     if dropout:
         raise ValueError("the varlen backend does not implement attention dropout")
     bsz, _, seq_len, head_dim = query.shape
@@ -177,14 +179,12 @@ def varlen_attention(module, query, key, value, attention_mask=None, scaling=Non
         out = out.to(query.dtype)
     else:
         out = _varlen_reference(q, k, v, inputs.cu_seqlens, scaling)
-    return out.view(bsz, seq_len, -1, head_dim), None
+    return out.view(bsz, seq_len, -1, head_dim)
 
 
-def flex_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, sliding_window=None, **kwargs):
+def flex_attention(inputs: AttentionInputs, query, key, value, scaling, dropout):
     from torch.nn.attention.flex_attention import flex_attention as flex
 
-    inputs = _inputs(kwargs, "flex")
-    _check_window(sliding_window, inputs.seq_len)
     if dropout:
         raise ValueError("the flex backend does not implement attention dropout")
     gqa = key.shape[1] != query.shape[1]
@@ -195,16 +195,34 @@ def flex_attention(module, query, key, value, attention_mask=None, scaling=None,
         ).to(query.dtype)
     else:
         out = flex(query, key, value, block_mask=inputs.mask, scale=scaling, enable_gqa=gqa)
-    return out.transpose(1, 2).contiguous(), None
+    return out.transpose(1, 2).contiguous()
 
 
 _FUNCTIONS = {"sdpa": sdpa_attention, "varlen": varlen_attention, "flex": flex_attention}
 
 
+def attention_function(backend: str):
+    """The function transformers calls for ``anchor_<backend>``: q/k/v [B, H, T, D] of the slots this
+    rank holds in, [B, T, H, D] out; with a sequence group, all-to-alls around the whole-row attention."""
+    core = _FUNCTIONS[backend]
+
+    def attend(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, sliding_window=None, **kwargs):
+        inputs = _inputs(kwargs, backend)
+        _check_window(sliding_window, inputs.seq_len)
+        group = inputs.sequence_group
+        if group is None:
+            return core(inputs, query, key, value, scaling, dropout), None
+        out = core(inputs, *scatter_heads(query, key, value, group), scaling, dropout)  # [B, T, H/P, D]
+        return heads_to_seq(out.transpose(1, 2), group).transpose(1, 2).contiguous(), None
+
+    attend.__name__ = f"anchor_{backend}_attention"
+    return attend
+
+
 def register() -> None:
     """Make ``anchor_sdpa``, ``anchor_varlen`` and ``anchor_flex`` known to transformers (idempotent)."""
-    for backend, fn in _FUNCTIONS.items():
-        AttentionInterface.register(IMPLEMENTATION_NAMES[backend], fn)
+    for backend in BACKENDS:
+        AttentionInterface.register(IMPLEMENTATION_NAMES[backend], attention_function(backend))
 
 
 register()

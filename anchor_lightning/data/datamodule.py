@@ -230,9 +230,14 @@ class PackedDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def _distributed(self) -> tuple[int, int, int]:
+        """(ranks reading different rows, this rank's index among them, gradient accumulation). The
+        ranks of a sequence-parallel group read the same rows."""
         trainer = self.trainer
         if trainer is None:
             return 1, 0, 1
+        strategy = trainer.strategy
+        if getattr(strategy, "sequence_parallel_size", 1) > 1:
+            return strategy.data_parallel_size, strategy.data_parallel_rank, trainer.accumulate_grad_batches
         return trainer.world_size, trainer.global_rank, trainer.accumulate_grad_batches
 
     def _loader(self, rows: row_cache.PackedRows, sampler) -> DataLoader:

@@ -19,6 +19,7 @@ from anchor_lightning.model.flops import attention_width, batch_flops, matmul_pa
 from anchor_lightning.model.causal_lm import PackedCausalLM
 from anchor_lightning.model.loss import LOSS_IMPLEMENTATIONS
 from anchor_lightning.model.schedule import parameter_groups, warmup_cosine_scheduler
+from anchor_lightning.parallel.sequence import local_slots
 from anchor_lightning.parallel.strategy import ShardedStrategy
 
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
@@ -184,12 +185,22 @@ class AnchorLM(L.LightningModule):
         )
         return outputs.last_hidden_state
 
+    @property
+    def sequence_group(self):
+        """The ranks sharing each row (Ulysses sequence parallelism), or None."""
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        return strategy.sequence_group if isinstance(strategy, ShardedStrategy) else None
+
     def _net(self, batch: dict, reduction: str) -> torch.Tensor:
+        """The loss of the batch's labelled slots; under sequence parallelism, of this rank's slots only
+        (the model sees them, attention the whole row)."""
+        group = self.sequence_group
+        slots = local_slots(batch["input_ids"].shape[1], group) if group is not None else slice(None)
         return self.net(
-            batch["input_ids"],
-            batch["position_ids"],
-            batch["labels"],
-            prepare(batch, self.backend),
+            batch["input_ids"][:, slots],
+            batch["position_ids"][:, slots],
+            batch["labels"][:, slots],
+            prepare(batch, self.backend, group),
             self.loss_implementation,
             self.loss_chunk_size,
             reduction,
@@ -209,7 +220,9 @@ class AnchorLM(L.LightningModule):
         self.step.add(total.detach() / batch["step_targets"], batch)
         if (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0:  # the step's last micro-batch
             self.tokens_seen += batch["step_tokens"]
-            self.flops_seen += self.step.flops(self.matmul_params, self.n_layers, self.d_attn)
+            # this rank's share: a sequence group splits every row's work between its ranks
+            sequence_ranks = self.trainer.strategy.sequence_parallel_size if self.sequence_group is not None else 1
+            self.flops_seen += self.step.flops(self.matmul_params, self.n_layers, self.d_attn) / sequence_ranks
             self.recent_rows[self.global_step] = self.step.rows
             self.finished_step, self.step = self.step, StepRecord()
         # Lightning divides by accumulate_grad_batches and DDP/FSDP average over ranks: undo both, so the

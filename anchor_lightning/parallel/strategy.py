@@ -80,7 +80,27 @@ class ShardedStrategy(ModelParallelStrategy):
 
     @property
     def data_parallel_size(self) -> int:
+        """Ranks that read different rows."""
         return self.device_mesh[DATA_PARALLEL].size()
+
+    @property
+    def data_parallel_rank(self) -> int:
+        return self.device_mesh[DATA_PARALLEL].get_local_rank()
+
+    @property
+    def sequence_group(self):
+        """The process group sharing this rank's rows (None without sequence parallelism)."""
+        return self.device_mesh[SEQUENCE_PARALLEL].get_group() if self.sequence_parallel_size > 1 else None
+
+    def _shard_mesh(self):
+        """FSDP shards over every rank: the ranks of a sequence group hold the same parameters and
+        their gradients (from different slots of the same rows) must add up, which the reduce-scatter
+        over all ranks does."""
+        if self.sequence_parallel_size == 1:
+            return self.device_mesh[DATA_PARALLEL]
+        from torch.distributed.device_mesh import init_device_mesh
+
+        return init_device_mesh(self.root_device.type, (self.world_size,), mesh_dim_names=("shard",))
 
     # ------------------------------------------------------------------ the model
     def build_sharded(
@@ -98,7 +118,7 @@ class ShardedStrategy(ModelParallelStrategy):
             activation_checkpointing(hf_model(model))
         bf16 = str(self.precision_plugin.precision).startswith("bf16")
         options = {
-            "mesh": self.device_mesh[DATA_PARALLEL],
+            "mesh": self._shard_mesh(),
             "mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32),
             "reshard_after_forward": self.reshard_after_forward,
         }

@@ -30,7 +30,8 @@ def pretrained(tmp_path_factory):
     return folder
 
 
-def run(tmp_path: Path, name: str, pretrained: Path, devices: int, accumulation: int, *extra: str, fsdp: bool = True) -> subprocess.CompletedProcess:
+def run(tmp_path: Path, name: str, pretrained: Path, devices: int, accumulation: int, *extra: str, fsdp: bool = True,
+        micro: int = 1) -> subprocess.CompletedProcess:
     fragment = {
         "trainer": {
             "devices": devices,
@@ -49,7 +50,7 @@ def run(tmp_path: Path, name: str, pretrained: Path, devices: int, accumulation:
             "log_every_n_steps": 1,
         },
         "model": {"pretrained": str(pretrained), "activation_checkpointing": True},
-        "data": {"tokenizer": "bytes", "micro_batch_size": 1, "cache_dir": str(tmp_path / "cache"), "val_fraction": 0.0},
+        "data": {"tokenizer": "bytes", "micro_batch_size": micro, "cache_dir": str(tmp_path / "cache"), "val_fraction": 0.0},
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(fragment))
@@ -97,3 +98,15 @@ def test_fsdp_matches_one_process_and_resumes(tmp_path, pretrained):
     assert len(resumed) == STEPS - 3
     for (rows_a, loss_a), (rows_b, loss_b) in zip(sharded[3:], resumed):
         assert rows_a == rows_b and loss_b == pytest.approx(loss_a, rel=1e-5)
+
+
+def test_sequence_parallel_training_matches_one_process(tmp_path, pretrained):
+    """2 ranks sharing every row (Ulysses, varlen backend) against one process on the same rows."""
+    sp = ["--trainer.strategy.init_args.sequence_parallel_size=2", "--model.backend=varlen"]
+    run(tmp_path, "single", pretrained, 1, 1, "--model.backend=varlen", fsdp=False, micro=2)
+    run(tmp_path, "sp", pretrained, 2, 1, *sp, micro=2)
+    single, sharded = steps(tmp_path, "single", 1), steps(tmp_path, "sp", 2)
+    assert len(single) == STEPS
+    for (rows_a, loss_a), (rows_b, loss_b) in zip(single, sharded):
+        assert sorted(set(rows_b)) == rows_a and len(rows_b) == 2 * len(rows_a)  # both ranks read each row
+        assert loss_b == pytest.approx(loss_a, rel=1e-5)
