@@ -66,7 +66,6 @@ def worker(rank: int, path: str, family: str, kv_heads: int, backend: str, layou
         ("llama", 2, "sdpa", "shared"),
         ("llama", 2, "varlen", "per_doc"),
         ("qwen2", 1, "sdpa", "per_doc"),  # one KV head: replicated up to the query heads
-        ("mistral", 4, "sdpa", "shared"),
     ],
 )
 def test_sequence_parallel_equals_one_process(tmp_path, family, kv_heads, backend, layout):
