@@ -19,6 +19,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from anchor_lightning.attention.backends import default_layout
 from anchor_lightning.callbacks.preemption import SaveOnSignal
+from anchor_lightning.callbacks.progress import StepProgressBar
 from anchor_lightning.callbacks.throughput import TokenThroughput
 from anchor_lightning.data.datamodule import PackedDataModule
 from anchor_lightning.errors import UserError
@@ -108,6 +109,12 @@ class AnchorCLI(LightningCLI):
         parser.link_arguments("seq_len", "data.seq_len")
         parser.link_arguments("model.mode", "data.mode")
         parser.link_arguments(("model.mode", "model.backend", "model.layout"), "data.layout", compute_fn=resolve_layout)
+
+    def _instantiate_trainer(self, config: dict, callbacks: list):
+        """Add Lightning's progress bar, counting right under gradient accumulation (unless disabled)."""
+        if config.get("enable_progress_bar") is not False:
+            callbacks = [*callbacks, StepProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def before_instantiate_classes(self) -> None:
         """A pretrained checkpoint directory brings its tokenizer unless one is named; a global batch

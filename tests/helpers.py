@@ -59,3 +59,13 @@ class StopAtStep(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step >= self.step:
             trainer.should_stop = True
+
+
+class RecordProgressTotal(L.Callback):
+    """Remember the progress bar's total and description at the start of each training epoch."""
+
+    seen: list[tuple[float, str]] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        bar = trainer.progress_bar_callback
+        RecordProgressTotal.seen.append((bar.total_train_batches, bar._get_train_description(trainer.current_epoch)))

@@ -75,3 +75,15 @@ def test_global_batch_size_must_divide(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--config", MICRO, "--data.global_batch_size=7", "--data.micro_batch_size=2", f"--data.cache_dir={tmp_path}"], run=False)
     assert "global batch of 7 rows is not a multiple of 2 rows x 1 devices" in capsys.readouterr().err
+
+
+def test_progress_bar_counts_micro_batches_of_the_remaining_steps(tmp_path):
+    from tests.helpers import RecordProgressTotal
+
+    RecordProgressTotal.seen.clear()
+    main(["fit", "--config", MICRO, "--trainer.enable_progress_bar=true", "--trainer.accumulate_grad_batches=2",
+          "--trainer.max_steps=3", "--trainer.callbacks+=tests.helpers.RecordProgressTotal",
+          f"--data.cache_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    total, description = RecordProgressTotal.seen[0]
+    assert total == 6  # 3 optimizer steps x 2 micro-batches, not Lightning's 3
+    assert description.strip() == "Epoch 0"  # not "Epoch 0/-2"

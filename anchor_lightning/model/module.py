@@ -168,6 +168,16 @@ class AnchorLM(L.LightningModule):
                 f"the data holds token id {datamodule.max_token_id}, outside the model's embedding ({model_vocab})",
                 field="data.train",
             )
+        strategy = self.trainer.strategy
+        sequence_ranks = strategy.sequence_parallel_size if isinstance(strategy, ShardedStrategy) else 1
+        if sequence_ranks > 1:
+            heads = self.hf_config.num_attention_heads
+            for what, size in (("the row length", self.seq_len), (f"the {heads} attention heads", heads)):
+                if size % sequence_ranks:
+                    raise UserError(
+                        f"{what} cannot be split over {sequence_ranks} sequence-parallel ranks",
+                        field="trainer.strategy.init_args.sequence_parallel_size",
+                    )
         if (datamodule.mode, datamodule.layout, datamodule.seq_len) != (self.mode, self.layout, self.seq_len):
             raise UserError(
                 f"data packs (mode={datamodule.mode}, layout={datamodule.layout}, seq_len={datamodule.seq_len}) but the model "
