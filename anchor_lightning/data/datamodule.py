@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from anchor_lightning.data import cache as row_cache

@@ -18,8 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from anchor_lightning.data.sources import open_source
-from anchor_lightning.data.tokenizer import BYTES, load_tokenizer
+from anchor_lightning.data.corpus import add_corpus_arguments, load_corpus
 from anchor_lightning.diagnostics.plots import plot_sweep
 from anchor_lightning.diagnostics.sweep import PAPER_OFFSETS, SweepSettings, run_sweep, summary
 from anchor_lightning.errors import UserError
@@ -49,9 +48,7 @@ def load_model(source: str, rope_theta: float | None, seed: int, max_length: int
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m anchor_lightning diagnose", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="HF checkpoint directory, config.json, or recipe YAML")
-    parser.add_argument("--data", default="default:2000", help="a JSONL corpus (text or pre-tokenized), or default:N")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's, else bytes)")
-    parser.add_argument("--first-token", type=int, default=None, help="id opening every sequence (default: BOS)")
+    add_corpus_arguments(parser)
     parser.add_argument("--lengths", type=int, nargs="+", default=list(SweepSettings.lengths))
     parser.add_argument("--offsets", type=int, nargs="+", default=list(PAPER_OFFSETS))
     parser.add_argument("--b", type=int, default=16, help="the fixed offset b")
@@ -66,12 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     master, checkpoint = load_model(args.model, args.rope_theta, args.seed, max(args.lengths) + max(args.offsets) + 1)
-    tokenizer_name = args.tokenizer or (str(checkpoint) if checkpoint and any(checkpoint.glob("tokenizer*")) else BYTES)
-    tokenizer = load_tokenizer(tokenizer_name)
-    first_token = args.first_token if args.first_token is not None else tokenizer.bos_token_id
-    if first_token is None:
-        raise UserError("the tokenizer has no BOS: give --first-token", field="--first-token")
-    documents = open_source(args.data, tokenizer).load().token_ids
+    _, first_token, documents = load_corpus(args, checkpoint)
     if max(int(d.max()) for d in documents) >= master.config.vocab_size:
         raise UserError(f"the data's token ids exceed the model's vocabulary ({master.config.vocab_size})", field="--data")
     settings = SweepSettings(

@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anchor_lightning.data.sources import open_source
-from anchor_lightning.data.tokenizer import BYTES, load_tokenizer
+from anchor_lightning.data.corpus import add_corpus_arguments, load_corpus
 from anchor_lightning.errors import UserError
 from anchor_lightning.eval.niah import TASKS, build_trials
 from anchor_lightning.eval.report import heat_map, run_trials, summarise
@@ -64,9 +63,7 @@ def summary_lines(results: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m anchor_lightning evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a Hugging Face checkpoint directory (e.g. from `export`)")
-    parser.add_argument("--data", default="default:2000", help="a JSONL corpus (text or pre-tokenized), or default:N")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's, else bytes)")
-    parser.add_argument("--first-token", type=int, default=None, help="the anchor / BOS id (default: the tokenizer's BOS)")
+    add_corpus_arguments(parser)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--lengths", type=int, nargs="+", default=[4096, 8192, 16384])
     parser.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
@@ -87,11 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise UserError("not a Hugging Face checkpoint directory (no config.json)", file=args.model)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, args.dtype), attn_implementation="sdpa")
     model = model.to(args.device).eval()
-    tokenizer = load_tokenizer(args.tokenizer or (str(path) if any(path.glob("tokenizer*")) else BYTES))
-    first_token = args.first_token if args.first_token is not None else tokenizer.bos_token_id
-    if first_token is None:
-        raise UserError("the tokenizer has no BOS: give --first-token", field="--first-token")
-    documents = open_source(args.data, tokenizer).load().token_ids
+    tokenizer, first_token, documents = load_corpus(args, path)
 
     def encode(text: str) -> list[int]:
         return tokenizer.encode_batch([text])[0]

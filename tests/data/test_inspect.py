@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from anchor_lightning.attention.masks import dense_mask
 from anchor_lightning.cli import main

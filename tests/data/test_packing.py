@@ -199,7 +199,7 @@ def test_tags_open_every_packed_document_and_are_never_targets(docs, seq_len, la
     for row in rows:
         prefix = row.is_prefix
         labels = collate_rows([row], "anchor", layout)["labels"][0].numpy()
-        for chunk, (source, offset) in enumerate(row.chunk_sources):
+        for chunk, (source, _) in enumerate(row.chunk_sources):
             slots = np.flatnonzero(row.doc_ids == chunk)
             tag_slots = slots[row.is_tag[slots]] if row.is_tag is not None else slots[:0]
             assert row.input_ids[tag_slots].tolist() == tags[source]

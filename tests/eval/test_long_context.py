@@ -13,7 +13,6 @@ from transformers import AutoModelForCausalLM
 
 from anchor_lightning.data.default_corpus import generate_documents
 from anchor_lightning.data.tokenizer import ByteTokenizer
-from anchor_lightning.eval.cli import evaluate
 from anchor_lightning.eval.niah import TASKS, build_trials
 from anchor_lightning.eval.report import heat_map, run_trials, summarise
 from anchor_lightning.eval.scoring import HFScorer, perplexity_by_position

@@ -53,7 +53,7 @@ def losses_by_key(model, docs, backend, layout, rows=2):
     for r, row in enumerate(packed):
         slots = (batch["labels"][r] != -100).nonzero().flatten().tolist()
         out.update(zip(target_keys(row), (losses[r, s].item() for s in slots)))
-        for source, offset in row.chunk_sources.tolist():
+        for source, _ in row.chunk_sources.tolist():
             whole[source] = whole.get(source, 0) + 1
     # documents seen whole in this packing (one chunk, from offset 0) have the same context everywhere
     singles = {s for s, count in whole.items() if count == 1}
