@@ -1,0 +1,1 @@
+"""Throughput benchmarks against peers (python -m anchor_lightning.bench)."""

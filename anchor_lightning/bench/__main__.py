@@ -1,0 +1,135 @@
+"""``python -m anchor_lightning.bench``: training throughput against the strongest peer, on one card.
+
+    python -m anchor_lightning.bench --rows 32768 65536 --out bench.json
+    python -m anchor_lightning.bench --rows 65536 --documents data.tokenized.jsonl --contenders ours-anchor-varlen hf-flex-liger
+    python -m anchor_lightning.bench --max-context --contenders ours-anchor-varlen hf-flex-liger
+
+Each contender runs in its own subprocess (an out-of-memory or a compile cache cannot taint the
+next), in alternating order per row length; the table gives tokens/s, FLOPs per token, MFU
+(DESIGN.md's rule over 989 TFLOP/s), peak memory and the ratio to the fastest peer at that length.
+``--max-context`` finds, per contender, the longest row (powers of two and their midpoints) that
+completes full training steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from anchor_lightning.bench.documents import document_lengths, lengths_summary
+
+# the issue's shape: Llama, hidden 2048, 16 layers, 32 heads, 8 KV heads, FFN 8192, vocab 32000
+SHAPE = {"hidden_size": 2048, "intermediate_size": 8192, "layers": 16, "heads": 32, "kv_heads": 8, "vocab_size": 32000}
+
+CONTENDERS = {
+    "ours-anchor-varlen": {"kind": "ours", "mode": "anchor", "backend": "varlen"},
+    "ours-anchor-flex": {"kind": "ours", "mode": "anchor", "backend": "flex"},
+    "ours-full-varlen": {"kind": "ours", "mode": "full", "backend": "varlen"},
+    "ours-anchor-sdpa": {"kind": "ours", "mode": "anchor", "backend": "sdpa"},
+    "hf-flex": {"kind": "hf_flex", "liger": False},
+    "hf-flex-liger": {"kind": "hf_flex", "liger": True},
+    "hf-sdpa-full-liger": {"kind": "hf_sdpa_full", "liger": True},
+    "hf-sdpa-full": {"kind": "hf_sdpa_full", "liger": False},
+}
+PEERS = {name for name, c in CONTENDERS.items() if c["kind"] != "ours"}
+
+
+def run_one(spec: dict, timeout: int) -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    try:
+        done = subprocess.run([sys.executable, "-m", "anchor_lightning.bench.worker", json.dumps(spec)],
+                              capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {**spec, "error": f"timed out after {timeout} s"}
+    if done.returncode == 0:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    tail = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+    return {**spec, "error": "out of memory" if "OutOfMemoryError" in done.stderr else tail[:200]}
+
+
+def table(results: list[dict]) -> str:
+    lines = [f"{'contender':>22} {'row':>7} {'precision':>11} {'ckpt':>4} {'tok/s':>9} {'GFLOP/tok':>9} "
+             f"{'MFU':>6} {'peak GiB':>8} {'vs best peer':>12}"]
+    for row in sorted({r["seq_len"] for r in results}):
+        at = [r for r in results if r["seq_len"] == row]
+        peers = [r["tokens_per_sec"] for r in at if r["name"] in PEERS and "error" not in r]
+        best = max(peers) if peers else None
+        for r in at:
+            if "error" in r:
+                lines.append(f"{r['name']:>22} {row:>7} {r['precision']:>11} {str(r['checkpointing'])[0]:>4}  {r['error']}")
+                continue
+            ratio = f"{r['tokens_per_sec'] / best:.2f}x" if best else "-"
+            mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
+            peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
+            lines.append(f"{r['name']:>22} {row:>7} {r['precision']:>11} {str(r['checkpointing'])[0]:>4} "
+                         f"{r['tokens_per_sec']:>9.0f} {r['flops_per_token'] / 1e9:>9.2f} {mfu:>6} {peak:>8} {ratio:>12}")
+    return "\n".join(lines)
+
+
+def max_context(base: dict, timeout: int, limit: int) -> tuple[int, list[dict]]:
+    """The longest row (2^k and 1.5 x 2^k) that trains; stops at the first failure."""
+    tried, best, length = [], 0, 4096
+    while length <= limit:
+        for row in (length, length * 3 // 2):
+            result = run_one({**base, "seq_len": row, "warmup": 1, "steps": 1}, timeout)
+            tried.append(result)
+            if "error" in result:
+                return best, tried
+            best = row
+        length *= 2
+    return best, tried
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(prog="python -m anchor_lightning.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[32768, 65536], help="row lengths")
+    parser.add_argument("--contenders", nargs="+", default=["ours-anchor-varlen", "ours-anchor-flex", "ours-full-varlen",
+                                                             "hf-flex-liger", "hf-sdpa-full-liger"], choices=list(CONTENDERS))
+    parser.add_argument("--documents", default="exponential:1500:64:16384",
+                        help="exponential:MEAN:MIN:MAX (torch Generator, --seed) or a pre-tokenized JSONL corpus")
+    parser.add_argument("--precision", nargs="+", default=["bf16"], choices=["bf16", "fp32-master"])
+    parser.add_argument("--checkpointing", choices=["auto", "on", "off"], default="auto",
+                        help="auto: off up to 32K rows, on above (the peers' best settings in the issue)")
+    parser.add_argument("--shape", type=json.loads, default={}, help='override the model shape, e.g. \'{"layers": 2}\'')
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per contender")
+    parser.add_argument("--max-context", action="store_true", help="probe the longest trainable row instead")
+    parser.add_argument("--limit", type=int, default=1 << 20, help="largest row the probe tries")
+    parser.add_argument("--out", default="bench.json")
+    args = parser.parse_args(argv)
+
+    shape = {**SHAPE, **args.shape}
+    print(f"documents: {args.documents} ({lengths_summary(document_lengths(args.documents, max(args.rows), args.seed))})")
+    results = []
+    for i, row in enumerate(args.rows):
+        checkpointing = args.checkpointing == "on" or (args.checkpointing == "auto" and row > 32768)
+        order = args.contenders if i % 2 == 0 else list(reversed(args.contenders))  # alternate the order
+        for name in order:
+            for precision in args.precision:
+                spec = {**shape, **CONTENDERS[name], "name": name, "seq_len": row, "precision": precision,
+                        "checkpointing": checkpointing, "documents": args.documents, "seed": args.seed,
+                        "warmup": args.warmup, "steps": args.steps, "mode": CONTENDERS[name].get("mode")}
+                if args.max_context:
+                    best, tried = max_context({**spec, "checkpointing": True}, args.timeout, args.limit)
+                    print(f"{name} ({precision}): longest trainable row {best}")
+                    results.append({**spec, "max_context": best, "tried": tried})
+                    continue
+                result = run_one(spec, args.timeout)
+                print(json.dumps(result), flush=True)
+                results.append(result)
+        if args.max_context:
+            break
+    Path(args.out).write_text(json.dumps(results, indent=1))
+    if not args.max_context:
+        print(table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()

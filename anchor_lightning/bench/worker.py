@@ -1,0 +1,143 @@
+"""One benchmark contender, run in its own process: build the model, time training steps, print JSON.
+
+    python -m anchor_lightning.bench.worker '<json spec>'
+
+Contenders (``spec["kind"]``):
+
+* ``ours``: this project's training step (``PackedCausalLM`` with an anchor backend and the chunked or
+  fused loss on hidden states, our packed batch), any ``mode``/``backend``;
+* ``hf_flex``: plain transformers on the same documents packed with restarting ``position_ids`` and
+  ``attn_implementation="flex_attention"``, loss through ``labels`` (Liger's kernels when ``liger``);
+* ``hf_sdpa_full``: plain transformers, SDPA causal attention over the whole row (Liger when ``liger``).
+
+Every contender: the same model shape and random init, the same documents, fused AdamW, ``precision``
+``bf16`` (weights cast to bf16, as the peers' published numbers) or ``fp32-master`` (fp32 weights under
+bf16 autocast, this project's training default), optional activation checkpointing. Time is the
+median of the timed steps after warm-up, each synchronised; memory is the peak allocated.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+from anchor_lightning.bench.documents import document_lengths
+
+
+def _documents(spec: dict) -> list[list[int]]:
+    rng = np.random.default_rng(spec["seed"])
+    lengths = document_lengths(spec["documents"], spec["seq_len"] * 2, spec["seed"])
+    return [[1] + rng.integers(3, spec["vocab_size"], size=n - 1).tolist() for n in lengths]
+
+
+def _config(spec: dict):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=spec["vocab_size"], hidden_size=spec["hidden_size"], intermediate_size=spec["intermediate_size"],
+        num_hidden_layers=spec["layers"], num_attention_heads=spec["heads"], num_key_value_heads=spec["kv_heads"],
+        max_position_embeddings=spec["seq_len"], use_cache=False,
+    )
+
+
+def _ours(spec: dict, device: torch.device):
+    from anchor_lightning.attention.backends import default_layout, prepare
+    from anchor_lightning.data.batch import collate_rows
+    from anchor_lightning.data.packing import PackingSpec, pack_documents
+    from anchor_lightning.model.build import build_model, configure, enable_activation_checkpointing
+    from anchor_lightning.model.causal_lm import PackedCausalLM
+
+    layout = default_layout(spec["backend"], spec["mode"])
+    rows, _ = pack_documents(_documents(spec), PackingSpec(spec["seq_len"], layout, 1, (1,)))
+    batch = collate_rows(rows[:1], spec["mode"], layout)
+    batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    model = PackedCausalLM(build_model(configure(_config(spec), spec["seq_len"]), spec["backend"])).to(device)
+    if spec["checkpointing"]:
+        enable_activation_checkpointing(model.lm)
+
+    def step():
+        return model(batch["input_ids"], batch["position_ids"], batch["labels"], prepare(batch, spec["backend"]),
+                     spec.get("loss", "auto")) / batch["num_targets"]
+
+    return model, step, batch["doc_ids"][0].cpu().numpy()
+
+
+def _hf(spec: dict, device: torch.device):
+    from transformers import AutoModelForCausalLM
+
+    if spec.get("liger"):
+        from liger_kernel.transformers import apply_liger_kernel_to_llama
+
+        apply_liger_kernel_to_llama()
+    docs = _documents(spec)
+    ids, positions, doc_of = [], [], []
+    for d, doc in enumerate(docs):
+        take = doc[: spec["seq_len"] - len(ids)]
+        ids += take
+        positions += list(range(len(take)))
+        doc_of += [d] * len(take)
+        if len(ids) == spec["seq_len"]:
+            break
+    implementation = "flex_attention" if spec["kind"] == "hf_flex" else "sdpa"
+    model = AutoModelForCausalLM.from_config(_config(spec), attn_implementation=implementation).to(device)
+    if spec["checkpointing"]:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    input_ids = torch.tensor([ids], device=device)
+    labels = input_ids.clone()
+    position_ids = torch.tensor([positions if spec["kind"] == "hf_flex" else list(range(len(ids)))], device=device)
+
+    def step():
+        return model(input_ids=input_ids, position_ids=position_ids, labels=labels, use_cache=False).loss
+
+    doc_ids = np.zeros(len(ids), dtype=np.int64) if spec["kind"] == "hf_sdpa_full" else np.asarray(doc_of)
+    return model, step, doc_ids
+
+
+def run(spec: dict) -> dict:
+    from anchor_lightning.bench.flops import flops_per_token
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    model, step, doc_ids = (_ours if spec["kind"] == "ours" else _hf)(spec, device)
+    if spec["precision"] == "bf16":
+        model.to(torch.bfloat16)
+    autocast = spec["precision"] == "fp32-master" and device.type == "cuda"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
+    times = []
+    for i in range(spec["warmup"] + spec["steps"]):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = step()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= spec["warmup"]:
+            times.append(time.perf_counter() - start)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {i}")
+    seconds = statistics.median(times)
+    tokens = spec["seq_len"]
+    per_token = flops_per_token(model, doc_ids, spec["mode"] if spec["kind"] == "ours" else None)
+    return {
+        **spec,
+        "step_seconds": seconds,
+        "tokens_per_sec": tokens / seconds,
+        "flops_per_token": per_token,
+        "mfu": per_token * tokens / seconds / 989e12 if device.type == "cuda" else None,
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
+        "loss": float(loss),
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(json.loads(sys.argv[1]))))

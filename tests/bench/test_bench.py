@@ -1,0 +1,66 @@
+"""The benchmark harness (its numbers are measured on the GPU machine; here: its logic and a CPU smoke)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from anchor_lightning.bench import __main__ as bench
+from anchor_lightning.bench.documents import document_lengths
+from anchor_lightning.bench.flops import attention_pairs_of
+from tests.conftest import SHARED_DATA
+
+TINY = '{"hidden_size": 64, "intermediate_size": 128, "layers": 2, "heads": 4, "kv_heads": 2, "vocab_size": 512}'
+
+
+def test_exponential_lengths_are_reproducible_and_bounded():
+    a = document_lengths("exponential:1500:64:16384", 65536, seed=1)
+    assert a == document_lengths("exponential:1500:64:16384", 65536, seed=1)
+    assert a != document_lengths("exponential:1500:64:16384", 65536, seed=2)
+    assert sum(a) >= 65536 and sum(a[:-1]) < 65536
+    assert min(a) >= 64 and max(a) <= 16384 and 1000 < np.mean(a) < 2000
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data")
+def test_corpus_lengths_repeat_the_real_documents():
+    lengths = document_lengths(str(SHARED_DATA / "wikitext2-valid.tokenized.jsonl"), 400_000)
+    assert lengths[:3] == lengths[60:63] and max(lengths) == 26_356
+
+
+def test_attention_pairs_follow_the_flops_rule():
+    docs = np.array([0, 0, 0, 1, 1, -2])
+    assert attention_pairs_of(docs, None) == 9 + 4
+    assert attention_pairs_of(docs, "full") == 25
+    shared = np.array([-1, 0, 0, 1, -2])
+    assert attention_pairs_of(shared, "anchor") == 9 + 4 + 1  # each document plus the anchor column
+
+
+def test_max_context_stops_at_the_first_failure(monkeypatch):
+    fits = {4096, 6144, 8192, 12288, 16384}
+    monkeypatch.setattr(bench, "run_one", lambda spec, timeout: spec if spec["seq_len"] in fits else {**spec, "error": "out of memory"})
+    best, tried = bench.max_context({"name": "x"}, timeout=1, limit=1 << 20)
+    assert best == 16384 and [t["seq_len"] for t in tried] == [4096, 6144, 8192, 12288, 16384, 24576]
+
+
+def test_table_ratios_are_against_the_fastest_peer():
+    rows = [
+        {"name": "hf-flex-liger", "seq_len": 8, "precision": "bf16", "checkpointing": False, "tokens_per_sec": 100.0,
+         "flops_per_token": 1e9, "mfu": 0.4, "peak_gib": 10.0},
+        {"name": "ours-anchor-varlen", "seq_len": 8, "precision": "bf16", "checkpointing": False, "tokens_per_sec": 130.0,
+         "flops_per_token": 1e9, "mfu": 0.52, "peak_gib": 9.0},
+        {"name": "hf-sdpa-full-liger", "seq_len": 8, "precision": "bf16", "checkpointing": True, "error": "out of memory"},
+    ]
+    text = bench.table(rows)
+    assert "1.30x" in text and "1.00x" in text and "out of memory" in text
+
+
+def test_harness_runs_contenders_in_subprocesses_on_cpu(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    bench.main(["--rows", "512", "--contenders", "ours-anchor-sdpa", "hf-sdpa-full", "--shape", TINY,
+                "--documents", "exponential:100:16:512", "--warmup", "1", "--steps", "1", "--out", str(out)])
+    results = json.loads(out.read_text())
+    assert {r["name"] for r in results} == {"ours-anchor-sdpa", "hf-sdpa-full"}
+    assert all("error" not in r and r["tokens_per_sec"] > 0 and np.isfinite(r["loss"]) for r in results)
+    assert "vs best peer" in capsys.readouterr().out
