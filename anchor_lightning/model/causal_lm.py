@@ -20,6 +20,10 @@ class PackedCausalLM(nn.Module):
         super().__init__()
         self.lm = lm
 
+    def hidden_states(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention: AttentionInputs) -> torch.Tensor:
+        """Last hidden states [B, T, D]."""
+        return self.lm.base_model(input_ids=input_ids, position_ids=position_ids, use_cache=False, **{KWARG: attention}).last_hidden_state
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -31,9 +35,9 @@ class PackedCausalLM(nn.Module):
         reduction: str = "sum",
     ) -> torch.Tensor:
         """The summed loss over labelled slots (``reduction="sum"``) or per-slot losses [B, T]."""
-        hidden = self.lm.base_model(input_ids=input_ids, position_ids=position_ids, use_cache=False, **{KWARG: attention})
+        hidden = self.hidden_states(input_ids, position_ids, attention)
         head = self.lm.get_output_embeddings().weight
         if reduction == "sum":
-            return summed_loss(hidden.last_hidden_state, head, labels, loss, chunk_size)
-        losses = chunked_token_losses(hidden.last_hidden_state.flatten(0, 1), head, labels.flatten(), chunk_size)
+            return summed_loss(hidden, head, labels, loss, chunk_size)
+        losses = chunked_token_losses(hidden.flatten(0, 1), head, labels.flatten(), chunk_size)
         return losses.view(labels.shape)

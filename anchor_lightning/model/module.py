@@ -187,13 +187,7 @@ class AnchorLM(L.LightningModule):
 
     def hidden_states(self, batch: dict) -> torch.Tensor:
         """Last hidden states [B, T, D] of the packed batch (unsharded models: tests, export)."""
-        outputs = self.model.base_model(
-            input_ids=batch["input_ids"],
-            position_ids=batch["position_ids"],
-            use_cache=False,
-            anchor_attention=prepare(batch, self.backend),
-        )
-        return outputs.last_hidden_state
+        return self.net.hidden_states(batch["input_ids"], batch["position_ids"], prepare(batch, self.backend))
 
     @property
     def sequence_group(self):
