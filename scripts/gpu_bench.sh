@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
-# Issue 4's matrix on one GPU (name nvidia-h100-x1). Usage: scripts/gpu_bench.sh OUT_DIR [part]
-# part: peers (32K/64K, exponential documents, pure bf16), wikitext (64K, the shared corpus's lengths),
-# master (ours under fp32 master weights), context (longest trainable row), or all.
+# Issue 4's matrix on one GPU (name nvidia-h100-x1). Usage: scripts/gpu_bench.sh OUT_DIR [part...]
+# parts: 32k, 64k (exponential documents, pure bf16, ours and the peers), wikitext (64K, the shared
+# corpus's lengths: anchor vs full step time), master (ours under fp32 master weights), context
+# (longest trainable row, ours and the strongest peer), all. Each part writes OUT_DIR/<part>.json.
 set -euo pipefail
-out=${1:?output dir}; part=${2:-all}; mkdir -p $out
+out=${1:?output dir}; shift; parts=${*:-all}; mkdir -p $out
+data=${ANCHOR_SHARED_DATA:-../shared/data}
 run() { python -m anchor_lightning.bench "$@"; }
-if [[ $part == peers || $part == all ]]; then
-  run --rows 32768 65536 --contenders ours-anchor-varlen ours-anchor-flex ours-full-varlen hf-flex hf-flex-liger \
-      hf-sdpa-full-liger --out $out/peers.json
+want() { [[ " $parts " == *" $1 "* || " $parts " == *" all "* ]]; }
+if want 32k; then
+  run --rows 32768 --contenders ours-anchor-varlen ours-anchor-flex ours-full-varlen hf-flex hf-flex-liger \
+      --out $out/32k.json
 fi
-if [[ $part == wikitext || $part == all ]]; then
-  run --rows 65536 --documents .gpu/data/wikitext2-valid.tokenized.jsonl \
+if want 64k; then
+  run --rows 65536 --checkpoint-layers ${LAYERS:-6} --contenders ours-anchor-varlen ours-full-varlen hf-flex-liger \
+      hf-sdpa-full-liger --out $out/64k.json
+fi
+if want wikitext; then
+  run --rows 65536 --checkpoint-layers ${LAYERS:-6} --documents $data/wikitext2-valid.tokenized.jsonl \
       --contenders ours-anchor-varlen ours-full-varlen hf-flex-liger --out $out/wikitext.json
 fi
-if [[ $part == master || $part == all ]]; then
+if want master; then
   run --rows 32768 65536 --precision fp32-master --contenders ours-anchor-varlen ours-full-varlen --out $out/master.json
 fi
-if [[ $part == context || $part == all ]]; then
-  run --max-context --contenders ours-anchor-varlen hf-flex-liger --out $out/context.json
+if want context; then
+  run --max-context --start 393216 --offload --mlp-tile 65536 --contenders ours-anchor-varlen --out $out/context-ours.json
+  run --max-context --start 262144 --limit 524288 --contenders hf-flex-liger --out $out/context-peer.json
 fi

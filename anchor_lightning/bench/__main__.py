@@ -51,6 +51,11 @@ def run_one(spec: dict, timeout: int) -> dict:
     return {**spec, "error": "out of memory" if "OutOfMemoryError" in done.stderr else tail[:200]}
 
 
+def _ckpt(result: dict) -> str:
+    setting = result.get("checkpointing")
+    return "all" if setting is True else "-" if setting is False or setting is None else str(setting)
+
+
 def table(results: list[dict]) -> str:
     lines = [f"{'contender':>22} {'row':>7} {'precision':>11} {'ckpt':>4} {'tok/s':>9} {'GFLOP/tok':>9} "
              f"{'MFU':>6} {'peak GiB':>8} {'vs best peer':>12}"]
@@ -60,27 +65,58 @@ def table(results: list[dict]) -> str:
         best = max(peers) if peers else None
         for r in at:
             if "error" in r:
-                lines.append(f"{r['name']:>22} {row:>7} {r['precision']:>11} {str(r['checkpointing'])[0]:>4}  {r['error']}")
+                lines.append(f"{r['name']:>22} {row:>7} {r['precision']:>11} {_ckpt(r):>4}  {r['error']}")
                 continue
             ratio = f"{r['tokens_per_sec'] / best:.2f}x" if best else "-"
             mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
             peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
-            lines.append(f"{r['name']:>22} {row:>7} {r['precision']:>11} {str(r['checkpointing'])[0]:>4} "
+            lines.append(f"{r['name']:>22} {row:>7} {r['precision']:>11} {_ckpt(r):>4} "
                          f"{r['tokens_per_sec']:>9.0f} {r['flops_per_token'] / 1e9:>9.2f} {mfu:>6} {peak:>8} {ratio:>12}")
     return "\n".join(lines)
 
 
-def max_context(base: dict, timeout: int, limit: int) -> tuple[int, list[dict]]:
-    """The longest row (2^k and 1.5 x 2^k) that trains; stops at the first failure."""
-    tried, best, length = [], 0, 4096
+def checkpoint_settings(policy: str, row: int, ours: bool, layers: int | None) -> list:
+    """Activation-checkpointing settings to try in order, the fastest first; the first that fits is the
+    contender's best setting. ``auto``: none up to 32K rows, then (ours, with ``layers``) only the
+    first ``layers`` decoder layers, then all of them."""
+    if policy == "off":
+        return [False]
+    if policy == "on":
+        return [layers] if ours and layers is not None else [True]
+    if row <= 32768:
+        return [False, True]
+    return ([layers] if ours and layers is not None else []) + [True]
+
+
+def run_best(spec: dict, settings: list, timeout: int) -> dict:
+    """The first setting that completes; out-of-memory attempts are kept under ``tried``."""
+    failed = []
+    for i, setting in enumerate(settings):
+        result = run_one({**spec, "checkpointing": setting}, timeout)
+        if result.get("error") != "out of memory" or i == len(settings) - 1:
+            return {**result, "tried": failed} if failed else result
+        failed.append({"checkpointing": setting, "error": result["error"]})
+    raise ValueError("no checkpointing setting to try")
+
+
+def grid(start: int, limit: int) -> list[int]:
+    """Powers of two and their midpoints (``1.5 x 2^k``), from ``start`` up to ``limit``."""
+    rows, length = [], 1 << max(0, (start - 1).bit_length() - 1)
     while length <= limit:
-        for row in (length, length * 3 // 2):
-            result = run_one({**base, "seq_len": row, "warmup": 1, "steps": 1}, timeout)
-            tried.append(result)
-            if "error" in result:
-                return best, tried
-            best = row
+        rows += [r for r in (length, length * 3 // 2) if start <= r <= limit]
         length *= 2
+    return rows
+
+
+def max_context(base: dict, timeout: int, start: int, limit: int) -> tuple[int, list[dict]]:
+    """The longest row of the grid that trains (one full step); stops at the first failure."""
+    tried, best = [], 0
+    for row in grid(start, limit):
+        result = run_one({**base, "seq_len": row, "warmup": 0, "steps": 1}, timeout)
+        tried.append(result)
+        if "error" in result:
+            break
+        best = row
     return best, tried
 
 
@@ -93,13 +129,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="exponential:MEAN:MIN:MAX (torch Generator, --seed) or a pre-tokenized JSONL corpus")
     parser.add_argument("--precision", nargs="+", default=["bf16"], choices=["bf16", "fp32-master"])
     parser.add_argument("--checkpointing", choices=["auto", "on", "off"], default="auto",
-                        help="auto: off up to 32K rows, on above (the peers' best settings in the issue)")
+                        help="auto: each contender's fastest setting that fits: none up to 32K rows (all layers if "
+                             "that runs out of memory), above that --checkpoint-layers for ours, then all layers")
+    parser.add_argument("--checkpoint-layers", type=int, default=None,
+                        help="ours: recompute only the first N decoder layers (selective checkpointing)")
+    parser.add_argument("--kernels", default="auto", choices=["auto", "liger", "none"],
+                        help="ours: fused RMSNorm/RoPE/SwiGLU (auto: Liger when installed)")
+    parser.add_argument("--offload", action="store_true", help="ours: checkpointed layer inputs in host memory")
+    parser.add_argument("--mlp-tile", type=int, default=None, help="ours: MLP over this many slots at a time")
     parser.add_argument("--shape", type=json.loads, default={}, help='override the model shape, e.g. \'{"layers": 2}\'')
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=int, default=900, help="seconds per contender")
     parser.add_argument("--max-context", action="store_true", help="probe the longest trainable row instead")
+    parser.add_argument("--start", type=int, default=4096, help="shortest row the probe tries")
     parser.add_argument("--limit", type=int, default=1 << 20, help="largest row the probe tries")
     parser.add_argument("--out", default="bench.json")
     args = parser.parse_args(argv)
@@ -108,19 +152,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"documents: {args.documents} ({lengths_summary(document_lengths(args.documents, max(args.rows), args.seed))})")
     results = []
     for i, row in enumerate(args.rows):
-        checkpointing = args.checkpointing == "on" or (args.checkpointing == "auto" and row > 32768)
         order = args.contenders if i % 2 == 0 else list(reversed(args.contenders))  # alternate the order
         for name in order:
             for precision in args.precision:
+                ours = CONTENDERS[name]["kind"] == "ours"
                 spec = {**shape, **CONTENDERS[name], "name": name, "seq_len": row, "precision": precision,
-                        "checkpointing": checkpointing, "documents": args.documents, "seed": args.seed,
+                        "documents": args.documents, "seed": args.seed,
                         "warmup": args.warmup, "steps": args.steps, "mode": CONTENDERS[name].get("mode")}
+                if ours:
+                    spec.update(kernels=args.kernels, offload=args.offload, mlp_tile=args.mlp_tile)
                 if args.max_context:
-                    best, tried = max_context({**spec, "checkpointing": True}, args.timeout, args.limit)
+                    best, tried = max_context({**spec, "checkpointing": True}, args.timeout, args.start, args.limit)
                     print(f"{name} ({precision}): longest trainable row {best}")
                     results.append({**spec, "max_context": best, "tried": tried})
                     continue
-                result = run_one(spec, args.timeout)
+                settings = checkpoint_settings(args.checkpointing, row, ours, args.checkpoint_layers)
+                result = run_best(spec, settings, args.timeout)
                 print(json.dumps(result), flush=True)
                 results.append(result)
         if args.max_context:

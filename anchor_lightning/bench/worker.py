@@ -49,20 +49,25 @@ def _ours(spec: dict, device: torch.device):
     from anchor_lightning.attention.backends import default_layout, prepare
     from anchor_lightning.data.batch import collate_rows
     from anchor_lightning.data.packing import PackingSpec, pack_documents
-    from anchor_lightning.model.build import build_model, configure, enable_activation_checkpointing
+    from anchor_lightning.model.build import build_model, configure
     from anchor_lightning.model.causal_lm import PackedCausalLM
+    from anchor_lightning.model.kernels import offloaded_activations, speed_up
 
     layout = default_layout(spec["backend"], spec["mode"])
     rows, _ = pack_documents(_documents(spec), PackingSpec(spec["seq_len"], layout, 1, (1,)))
     batch = collate_rows(rows[:1], spec["mode"], layout)
     batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
     model = PackedCausalLM(build_model(configure(_config(spec), spec["seq_len"]), spec["backend"])).to(device)
-    if spec["checkpointing"]:
-        enable_activation_checkpointing(model.lm)
+    checkpointing = spec["checkpointing"]
+    layers = None if isinstance(checkpointing, bool) else int(checkpointing)
+    offload = spec.get("offload", False)
+    spec["kernels_applied"] = speed_up(model.lm, device.type, spec.get("kernels", "auto"), bool(checkpointing),
+                                       layers, spec.get("mlp_tile"))
 
     def step():
-        return model(batch["input_ids"], batch["position_ids"], batch["labels"], prepare(batch, spec["backend"]),
-                     spec.get("loss", "auto")) / batch["num_targets"]
+        with offloaded_activations(offload):
+            return model(batch["input_ids"], batch["position_ids"], batch["labels"], prepare(batch, spec["backend"]),
+                         spec.get("loss", "auto")) / batch["num_targets"]
 
     return model, step, batch["doc_ids"][0].cpu().numpy()
 

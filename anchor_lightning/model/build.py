@@ -113,14 +113,23 @@ def build_model(
     return model
 
 
-def enable_activation_checkpointing(model: PreTrainedModel) -> None:
-    """Recompute each decoder layer in the backward pass, non-reentrant (transformers 5.24 renamed the
-    method and its argument; 5.17 has only the old names)."""
+def enable_activation_checkpointing(model: PreTrainedModel, layers: int | None = None) -> None:
+    """Recompute decoder layers in the backward pass (non-reentrant): all of them, or the first
+    ``layers`` (selective: less recomputation where memory allows). Each layer's input is saved through
+    autograd's saved-tensor hooks, so :func:`anchor_lightning.model.kernels.offloaded_activations` can
+    keep it in host memory. (transformers 5.24 renamed the method and its argument; 5.17 has only the
+    old names.)"""
     options = {"use_reentrant": False}
     if hasattr(model, "activation_checkpointing_enable"):
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+    if layers is not None:
+        decoder = model.base_model.layers
+        if not 0 <= layers <= len(decoder):
+            raise UserError(f"cannot checkpoint {layers} of the model's {len(decoder)} decoder layers", field="model.checkpoint_layers")
+        for layer in list(decoder)[layers:]:
+            layer.gradient_checkpointing = False
 
 
 def vocab_size(model: PreTrainedModel) -> int:

@@ -12,21 +12,14 @@ Logits are computed in the activation dtype (bf16 under autocast) and the softma
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from anchor_lightning.data.packing import IGNORE_INDEX
+from anchor_lightning.model.kernels import liger_available
 
 LOSS_IMPLEMENTATIONS = ("auto", "liger", "chunked")
-
-
-@functools.cache
-def liger_available() -> bool:
-    return importlib.util.find_spec("liger_kernel") is not None
 
 
 def resolve_implementation(name: str, device: torch.device) -> str:

@@ -14,9 +14,10 @@ from transformers import PreTrainedModel
 from anchor_lightning.attention.backends import check_backend_layout, default_layout, prepare
 from anchor_lightning.data.packing import check_mode_layout
 from anchor_lightning.errors import UserError
-from anchor_lightning.model.build import build_model, configure, enable_activation_checkpointing, load_config
-from anchor_lightning.model.flops import attention_width, batch_flops, matmul_parameters
+from anchor_lightning.model.build import build_model, configure, load_config
 from anchor_lightning.model.causal_lm import PackedCausalLM
+from anchor_lightning.model.flops import attention_width, batch_flops, matmul_parameters
+from anchor_lightning.model.kernels import KERNELS, offloaded_activations, speed_up
 from anchor_lightning.model.loss import LOSS_IMPLEMENTATIONS
 from anchor_lightning.model.schedule import parameter_groups, warmup_cosine_scheduler
 from anchor_lightning.parallel.sequence import local_slots
@@ -69,6 +70,13 @@ class AnchorLM(L.LightningModule):
         rope_theta: RoPE base written to ``config.rope_parameters`` (5e6 at 64K, 1e7 at 128K in the paper).
         rope_scaling: extra ``rope_parameters`` (e.g. ``{rope_type: linear, factor: 4.0}``).
         activation_checkpointing: recompute decoder layers in backward (less memory, ~30% more compute).
+        checkpoint_layers: with activation checkpointing, recompute only the first N decoder layers
+            (selective: less recomputation when the others' activations fit); None: all of them.
+        offload_activations: with activation checkpointing, keep the checkpointed layer inputs in pinned
+            host memory (the longest rows on one GPU; costs host<->device copies).
+        mlp_tile: run each decoder layer's MLP over this many slots at a time, each tile recomputed in
+            backward (the longest rows: the [T, intermediate] activations never exist at once).
+        kernels: fused RMSNorm/RoPE/SwiGLU: ``auto`` (Liger on CUDA when installed) | ``liger`` | ``none``.
         loss: ``auto`` (Liger on CUDA when installed, else chunked) | ``liger`` | ``chunked``.
         loss_chunk_size: rows of logits alive at once in the chunked loss.
         optimizer: a callable building the optimizer from parameter groups (AdamW by default).
@@ -90,6 +98,10 @@ class AnchorLM(L.LightningModule):
         rope_theta: float | None = None,
         rope_scaling: dict[str, Any] | None = None,
         activation_checkpointing: bool = False,
+        checkpoint_layers: int | None = None,
+        offload_activations: bool = False,
+        mlp_tile: int | None = None,
+        kernels: Literal["auto", "liger", "none"] = "auto",
         loss: Literal["auto", "liger", "chunked"] = "auto",
         loss_chunk_size: int = 4096,
         optimizer: OptimizerFactory = default_optimizer,
@@ -110,7 +122,16 @@ class AnchorLM(L.LightningModule):
         self.mode, self.backend, self.seq_len = mode, backend, seq_len
         self.pretrained = pretrained
         self.hf_config = configure(load_config(pretrained, config), seq_len, rope_theta, rope_scaling)
+        if kernels not in KERNELS:
+            raise UserError(f"unknown kernels {kernels!r} (choose from {', '.join(KERNELS)})", field="model.kernels")
+        if (checkpoint_layers is not None or offload_activations) and not activation_checkpointing:
+            raise UserError("checkpoint_layers and offload_activations need activation_checkpointing: true",
+                            field="model.activation_checkpointing")
+        if mlp_tile is not None and mlp_tile <= 0:
+            raise UserError(f"mlp_tile must be a positive number of slots, got {mlp_tile}", field="model.mlp_tile")
         self.activation_checkpointing = activation_checkpointing
+        self.checkpoint_layers, self.offload_activations = checkpoint_layers, offload_activations
+        self.mlp_tile, self.kernels = mlp_tile, kernels
         self.loss_implementation, self.loss_chunk_size = loss, loss_chunk_size
         self.optimizer_factory = optimizer
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
@@ -133,21 +154,28 @@ class AnchorLM(L.LightningModule):
         :class:`ShardedStrategy` it is built on the meta device and sharded before any memory is used)."""
         if self.net is not None:
             return
-        checkpointing = enable_activation_checkpointing if self.activation_checkpointing else None
         strategy = self._trainer.strategy if self._trainer is not None else None
         if isinstance(strategy, ShardedStrategy):
             self.net = strategy.build_sharded(
-                lambda: PackedCausalLM(build_model(self.hf_config, self.backend)), self.pretrained, checkpointing
+                lambda: PackedCausalLM(build_model(self.hf_config, self.backend)), self.pretrained, self._speed_up
             )
         else:
             self.net = PackedCausalLM(build_model(self.hf_config, self.backend, self.pretrained))
-            if checkpointing is not None:
-                checkpointing(self.net.lm)
+            self._speed_up(self.net.lm)
         # from_pretrained returns the model in eval mode and Lightning keeps submodule modes: in eval
         # mode transformers skips activation checkpointing (and dropout)
         self.net.train()
         self.matmul_params = matmul_parameters(self.net)
         self.n_layers, self.d_attn = attention_width(self.hf_config)
+
+    def _speed_up(self, lm: PreTrainedModel) -> None:
+        """Fused kernels, MLP tiling and activation checkpointing, as configured (before sharding)."""
+        device_type = self._trainer.strategy.root_device.type if self._trainer is not None else "cpu"
+        try:
+            self.kernels_applied = speed_up(lm, device_type, self.kernels, self.activation_checkpointing,
+                                            self.checkpoint_layers, self.mlp_tile)
+        except ValueError as err:
+            raise UserError(str(err), field="model.kernels") from None
 
     def setup(self, stage: str) -> None:
         """Refuse data the model cannot embed (before any weights are built)."""
@@ -200,15 +228,16 @@ class AnchorLM(L.LightningModule):
         (the model sees them, attention the whole row)."""
         group = self.sequence_group
         slots = local_slots(batch["input_ids"].shape[1], group) if group is not None else slice(None)
-        return self.net(
-            batch["input_ids"][:, slots],
-            batch["position_ids"][:, slots],
-            batch["labels"][:, slots],
-            prepare(batch, self.backend, group),
-            self.loss_implementation,
-            self.loss_chunk_size,
-            reduction,
-        )
+        with offloaded_activations(self.offload_activations and torch.is_grad_enabled()):
+            return self.net(
+                batch["input_ids"][:, slots],
+                batch["position_ids"][:, slots],
+                batch["labels"][:, slots],
+                prepare(batch, self.backend, group),
+                self.loss_implementation,
+                self.loss_chunk_size,
+                reduction,
+            )
 
     def summed_loss(self, batch: dict) -> torch.Tensor:
         """Sum of the loss over the batch's labelled slots."""

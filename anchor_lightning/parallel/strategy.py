@@ -107,15 +107,15 @@ class ShardedStrategy(ModelParallelStrategy):
         self,
         build: Callable[[], nn.Module],
         pretrained: str | None,
-        activation_checkpointing: Callable[[nn.Module], None] | None,
+        prepare: Callable[[nn.Module], None] | None,
     ) -> nn.Module:
         """Build on meta, shard, allocate on this rank's device, then load or initialise weights."""
         from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
         with torch.device("meta"):
             model = build()
-        if activation_checkpointing is not None:
-            activation_checkpointing(hf_model(model))
+        if prepare is not None:  # kernels and activation checkpointing, on the meta-device model
+            prepare(hf_model(model))
         bf16 = str(self.precision_plugin.precision).startswith("bf16")
         options = {
             "mesh": self._shard_mesh(),

@@ -40,8 +40,33 @@ def test_attention_pairs_follow_the_flops_rule():
 def test_max_context_stops_at_the_first_failure(monkeypatch):
     fits = {4096, 6144, 8192, 12288, 16384}
     monkeypatch.setattr(bench, "run_one", lambda spec, timeout: spec if spec["seq_len"] in fits else {**spec, "error": "out of memory"})
-    best, tried = bench.max_context({"name": "x"}, timeout=1, limit=1 << 20)
+    best, tried = bench.max_context({"name": "x"}, timeout=1, start=4096, limit=1 << 20)
     assert best == 16384 and [t["seq_len"] for t in tried] == [4096, 6144, 8192, 12288, 16384, 24576]
+
+
+def test_probe_grid_holds_powers_of_two_and_midpoints():
+    assert bench.grid(4096, 16384) == [4096, 6144, 8192, 12288, 16384]
+    assert bench.grid(393216, 1 << 20) == [393216, 524288, 786432, 1048576]
+
+
+def test_best_checkpointing_is_the_first_setting_that_fits(monkeypatch):
+    calls = []
+
+    def fake(spec, timeout):
+        calls.append(spec["checkpointing"])
+        return {**spec, "error": "out of memory"} if spec["checkpointing"] is False else {**spec, "tokens_per_sec": 1.0}
+
+    monkeypatch.setattr(bench, "run_one", fake)
+    settings = bench.checkpoint_settings("auto", 32768, ours=True, layers=6)
+    assert settings == [False, True]
+    result = bench.run_best({"name": "x"}, settings, timeout=1)
+    assert calls == [False, True] and result["checkpointing"] is True and result["tried"][0]["checkpointing"] is False
+    assert bench.checkpoint_settings("auto", 65536, ours=True, layers=6) == [6, True]
+    assert bench.checkpoint_settings("auto", 65536, ours=False, layers=6) == [True]
+    assert bench.checkpoint_settings("off", 65536, ours=True, layers=6) == [False]
+    calls.clear()
+    monkeypatch.setattr(bench, "run_one", lambda spec, timeout: calls.append(1) or {**spec, "error": "boom"})
+    assert bench.run_best({}, [False, True], timeout=1)["error"] == "boom" and calls == [1]  # only OOM moves on
 
 
 def test_table_ratios_are_against_the_fastest_peer():
@@ -64,3 +89,4 @@ def test_harness_runs_contenders_in_subprocesses_on_cpu(tmp_path, capsys):
     assert {r["name"] for r in results} == {"ours-anchor-sdpa", "hf-sdpa-full"}
     assert all("error" not in r and r["tokens_per_sec"] > 0 and np.isfinite(r["loss"]) for r in results)
     assert "vs best peer" in capsys.readouterr().out
+    assert all(r["checkpointing"] is False for r in results)  # 512-slot rows fit without recomputation

@@ -1,0 +1,115 @@
+"""Fused kernels and memory savers applied to a built model instance.
+
+* :func:`apply_kernels`: Liger's Triton kernels for RMSNorm, RoPE and SwiGLU (the loss is fused
+  separately, in ``loss.py``), through Liger's own ``apply_liger_kernel_to_<model_type>(model=...)``.
+  Liger patches the model instance and, as its API does, the transformers modeling module of that
+  family (``apply_rotary_pos_emb``, the norm and MLP classes) for models built later in the process.
+* :func:`tile_mlp`: the MLP of each decoder layer runs over slices of the row, each recomputed in the
+  backward pass, so the [T, intermediate] activations of a very long row never exist at once.
+* :func:`enable_activation_checkpointing` (in ``build.py``) and :func:`offloaded_activations`: recompute
+  decoder layers in backward, optionally keeping the checkpointed layer inputs in pinned host memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import importlib.util
+from types import MethodType
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+KERNELS = ("auto", "liger", "none")
+
+
+@functools.cache
+def liger_available() -> bool:
+    return importlib.util.find_spec("liger_kernel") is not None
+
+
+def resolve_kernels(name: str, device_type: str) -> str:
+    """``auto``: Liger on CUDA when installed, else none; ``liger`` where it cannot run is an error."""
+    if name not in KERNELS:
+        raise ValueError(f"unknown kernels {name!r} (choose from {', '.join(KERNELS)})")
+    if name == "auto":
+        return "liger" if device_type == "cuda" and liger_available() else "none"
+    if name == "liger" and not (device_type == "cuda" and liger_available()):
+        raise ValueError("kernels 'liger' need liger-kernel and a CUDA device")
+    return name
+
+
+def apply_kernels(lm: nn.Module, name: str, device_type: str) -> str:
+    """Swap in fused RMSNorm/RoPE/SwiGLU kernels; returns what was applied (``liger`` or ``none``)."""
+    name = resolve_kernels(name, device_type)
+    if name == "liger":
+        liger = importlib.import_module("liger_kernel.transformers")
+        apply = getattr(liger, f"apply_liger_kernel_to_{lm.config.model_type}")
+        apply(rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False, model=lm)
+    return name
+
+
+def decoder_layers(lm: nn.Module) -> nn.ModuleList:
+    return lm.base_model.layers
+
+
+def tile_mlp(lm: nn.Module, tile: int) -> None:
+    """Run every decoder layer's MLP over ``tile`` slots at a time, each tile recomputed in backward.
+
+    The MLP is position-wise, so the result is the same function; its parameters and state-dict keys
+    are untouched (only the instance's ``forward`` is wrapped)."""
+    if tile <= 0:
+        raise ValueError(f"the MLP tile must be a positive number of slots, got {tile}")
+    for layer in decoder_layers(lm):
+        mlp = layer.mlp
+        if getattr(mlp, "_anchor_tile", None) is not None:
+            mlp._anchor_tile = tile
+            continue
+        mlp._anchor_tile = tile
+        mlp._anchor_untiled_forward = mlp.forward
+        mlp.forward = MethodType(_tiled_forward, mlp)
+
+
+def _tiled_forward(self, x: torch.Tensor) -> torch.Tensor:
+    tile, forward = self._anchor_tile, self._anchor_untiled_forward
+    if x.shape[-2] <= tile:
+        return forward(x)
+    pieces = []
+    for piece in x.split(tile, dim=-2):
+        if torch.is_grad_enabled() and piece.requires_grad:
+            pieces.append(checkpoint(forward, piece, use_reentrant=False))
+        else:
+            pieces.append(forward(piece))
+    return torch.cat(pieces, dim=-2)
+
+
+def offloaded_activations(enabled: bool):
+    """A context for the forward pass: tensors saved for backward go to pinned host memory. With
+    activation checkpointing these are mostly the decoder layers' inputs (what a recomputed layer
+    saves in the backward pass stays on the device)."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available())
+
+
+def speed_up(
+    lm: nn.Module,
+    device_type: str,
+    kernels: str = "auto",
+    checkpointing: bool = False,
+    checkpoint_layers: int | None = None,
+    mlp_tile: int | None = None,
+) -> str:
+    """Everything above, in the order it must happen (kernels first: Liger rebinds the MLP's forward,
+    which the tiling then wraps). Returns the kernels applied. Offloading is a context around the
+    forward pass: :func:`offloaded_activations`."""
+    from anchor_lightning.model.build import enable_activation_checkpointing
+
+    applied = apply_kernels(lm, kernels, device_type)
+    if mlp_tile is not None:
+        tile_mlp(lm, mlp_tile)
+    if checkpointing:
+        enable_activation_checkpointing(lm, checkpoint_layers)
+    return applied

@@ -1,0 +1,66 @@
+"""GPU: Liger's fused RMSNorm/RoPE/SwiGLU on our model give the plain model's loss and gradients (bf16),
+and the memory savers (selective checkpointing, MLP tiling, offload) train a step with the same loss.
+
+Liger patches transformers' Llama module for the whole process, so the comparison runs in a fresh
+(spawned) interpreter where the plain model is built and run first."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.gpu
+
+
+def _loss_and_grad(net, batch, offload=False):
+    from anchor_lightning.attention.backends import prepare
+    from anchor_lightning.model.kernels import offloaded_activations
+
+    net.zero_grad(set_to_none=True)
+    with offloaded_activations(offload), torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = net(batch["input_ids"], batch["position_ids"], batch["labels"], prepare(batch, "varlen")) / batch["num_targets"]
+    loss.backward()
+    return loss.item(), torch.cat([p.grad.float().flatten() for p in net.parameters()])
+
+
+def _compare() -> dict:
+    from transformers import LlamaConfig
+
+    from anchor_lightning.data.batch import collate_rows
+    from anchor_lightning.data.packing import PackingSpec, pack_documents
+    from anchor_lightning.model.build import build_model, configure
+    from anchor_lightning.model.causal_lm import PackedCausalLM
+    from anchor_lightning.model.kernels import speed_up
+    from tests.gpu.test_backends_gpu import CONFIG, SEQ_LEN, byte_documents
+
+    packed, _ = pack_documents(byte_documents(), PackingSpec(SEQ_LEN, "per_doc", 256, (256,)))
+    batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in collate_rows(packed[:1], "anchor", "per_doc").items()}
+
+    def net():
+        torch.manual_seed(0)
+        return PackedCausalLM(build_model(configure(LlamaConfig(**CONFIG), SEQ_LEN), "varlen")).cuda().train()
+
+    plain = _loss_and_grad(net(), batch)
+    out = {}
+    for name, options, offload in (("liger", {}, False),
+                                   ("liger+selective+tile+offload", {"checkpointing": True, "checkpoint_layers": 4, "mlp_tile": 1000}, True)):
+        model = net()
+        applied = speed_up(model.lm, "cuda", "liger", **options)
+        fused = _loss_and_grad(model, batch, offload)
+        cosine = torch.nn.functional.cosine_similarity(plain[1], fused[1], dim=0).item()
+        out[name] = (applied, plain[0], fused[0], cosine, type(model.lm.model.norm).__name__, model.lm.model.norm.forward.__qualname__)
+    return out
+
+
+def test_liger_kernels_and_memory_savers_match_the_plain_model():
+    pytest.importorskip("liger_kernel")
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        results = pool.apply(_compare)
+    for name, (applied, plain, fused, cosine, norm_type, norm_forward) in results.items():
+        print(f"{name}: loss plain {plain:.5f} fused {fused:.5f} (rel {abs(fused - plain) / plain:.1e}), "
+              f"gradient cosine {cosine:.5f}, final norm forward {norm_forward}")
+        assert applied == "liger" and "Liger" in norm_forward
+        assert abs(fused - plain) / plain < 1e-2
+        assert cosine > 0.99
