@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--max-context", action="store_true", help="probe the longest trainable row instead")
     parser.add_argument("--start", type=int, default=4096, help="shortest row the probe tries")
     parser.add_argument("--limit", type=int, default=1 << 20, help="largest row the probe tries")
+    parser.add_argument("--profile", default=None, metavar="DIR",
+                        help="profile one extra step per contender: device time per kernel class, top kernels (DIR/*.txt)")
     parser.add_argument("--out", default="bench.json")
     args = parser.parse_args(argv)
 
@@ -158,7 +160,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 ours = CONTENDERS[name]["kind"] == "ours"
                 spec = {**shape, **CONTENDERS[name], "name": name, "seq_len": row, "precision": precision,
                         "documents": args.documents, "seed": args.seed,
-                        "warmup": args.warmup, "steps": args.steps, "mode": CONTENDERS[name].get("mode")}
+                        "warmup": args.warmup, "steps": args.steps, "mode": CONTENDERS[name].get("mode"),
+                        "profile": args.profile}
                 if ours:
                     spec.update(kernels=args.kernels, offload=args.offload, mlp_tile=args.mlp_tile)
                 if args.max_context:

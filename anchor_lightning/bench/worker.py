@@ -103,6 +103,49 @@ def _hf(spec: dict, device: torch.device):
     return model, step, doc_ids
 
 
+KERNEL_CLASSES = (  # (class, substrings of CUDA kernel names), first match wins
+    ("attention", ("flash", "fmha", "attention", "attn", "cudnn")),
+    ("matmul", ("gemm", "nvjet", "cutlass", "sm90_xmma", "cublas")),
+    ("triton (fused)", ("triton",)),
+    ("optimizer", ("adam", "multi_tensor", "foreach")),
+)
+
+
+def kernel_class(name: str) -> str:
+    lower = name.lower()
+    return next((cls for cls, keys in KERNEL_CLASSES if any(k in lower for k in keys)), "other")
+
+
+def _profile(spec: dict, step, optimizer, autocast: bool, device: torch.device) -> None:
+    """One more step under the profiler: device time per kernel class and the top kernels, written to
+    ``spec["profile"]/<name>-<row>.txt``."""
+    from pathlib import Path
+
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = step()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA"] if device.type == "cuda" else []
+    total = sum(e.device_time_total for e in kernels) or 1.0
+    by_class: dict[str, float] = {}
+    for e in kernels:
+        by_class[kernel_class(e.key)] = by_class.get(kernel_class(e.key), 0.0) + e.device_time_total
+    lines = [f"{spec['name']} row {spec['seq_len']}: device time {total / 1e3:.1f} ms"]
+    lines += [f"  {cls:<16} {t / 1e3:8.1f} ms {t / total:6.1%}" for cls, t in sorted(by_class.items(), key=lambda x: -x[1])]
+    lines += [f"  {e.device_time_total / 1e3:8.1f} ms {e.count:5d}x  {e.key[:110]}"
+              for e in sorted(kernels, key=lambda e: -e.device_time_total)[:25]]
+    out = Path(spec["profile"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{spec['name']}-{spec['seq_len']}.txt").write_text("\n".join(lines) + "\n")
+
+
 def run(spec: dict) -> dict:
     from anchor_lightning.bench.flops import flops_per_token
 
@@ -129,6 +172,8 @@ def run(spec: dict) -> dict:
             times.append(time.perf_counter() - start)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {i}")
+    if spec.get("profile"):
+        _profile(spec, step, optimizer, autocast, device)
     seconds = statistics.median(times)
     tokens = spec["seq_len"]
     per_token = flops_per_token(model, doc_ids, spec["mode"] if spec["kind"] == "ours" else None)
