@@ -46,6 +46,46 @@ def decoder_layer_classes(model: nn.Module) -> tuple[type, ...]:
     return tuple(classes)
 
 
+def build_sharded(
+    build: Callable[[], nn.Module],
+    mesh,
+    device: torch.device,
+    pretrained: str | None = None,
+    prepare: Callable[[nn.Module], None] | None = None,
+    bf16: bool = True,
+    reshard_after_forward: bool = True,
+    cpu_offload: bool = False,
+) -> nn.Module:
+    """Build on the meta device, apply ``prepare`` (kernels, checkpointing) to the HF model, shard each
+    decoder layer and the root over ``mesh`` (fp32 master shards, bf16 compute when ``bf16``, fp32
+    gradient reduction), allocate on ``device``, then load ``pretrained`` or initialise at random."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+
+    with torch.device("meta"):
+        model = build()
+    if prepare is not None:
+        prepare(hf_model(model))
+    options = {
+        "mesh": mesh,
+        "mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32),
+        "reshard_after_forward": reshard_after_forward,
+    }
+    if cpu_offload:
+        options["offload_policy"] = CPUOffloadPolicy(pin_memory=True)
+    layers = decoder_layer_classes(model)
+    for module in model.modules():
+        if isinstance(module, layers):
+            fully_shard(module, **options)
+    fully_shard(model, **options)
+    model.to_empty(device="cpu" if cpu_offload else device)
+    lm = hf_model(model)
+    lm.initialize_weights()  # random init, and the RoPE buffers either way
+    lm.tie_weights()
+    if pretrained is not None:
+        load_hf_weights(lm, pretrained)
+    return model
+
+
 class ShardedStrategy(ModelParallelStrategy):
     """FSDP2 over all ranks (divided into sequence-parallel groups of ``sequence_parallel_size``).
 
@@ -110,32 +150,9 @@ class ShardedStrategy(ModelParallelStrategy):
         prepare: Callable[[nn.Module], None] | None,
     ) -> nn.Module:
         """Build on meta, shard, allocate on this rank's device, then load or initialise weights."""
-        from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
-
-        with torch.device("meta"):
-            model = build()
-        if prepare is not None:  # kernels and activation checkpointing, on the meta-device model
-            prepare(hf_model(model))
         bf16 = str(self.precision_plugin.precision).startswith("bf16")
-        options = {
-            "mesh": self._shard_mesh(),
-            "mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32),
-            "reshard_after_forward": self.reshard_after_forward,
-        }
-        if self.cpu_offload:
-            options["offload_policy"] = CPUOffloadPolicy(pin_memory=True)
-        layers = decoder_layer_classes(model)
-        for module in model.modules():
-            if isinstance(module, layers):
-                fully_shard(module, **options)
-        fully_shard(model, **options)
-        model.to_empty(device="cpu" if self.cpu_offload else self.root_device)
-        lm = hf_model(model)
-        lm.initialize_weights()  # random init, and the RoPE buffers either way
-        lm.tie_weights()
-        if pretrained is not None:
-            load_hf_weights(lm, pretrained)
-        return model
+        return build_sharded(build, self._shard_mesh(), self.root_device, pretrained, prepare, bf16=bf16,
+                             reshard_after_forward=self.reshard_after_forward, cpu_offload=self.cpu_offload)
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath, storage_options: Any | None = None) -> None:
