@@ -106,7 +106,7 @@ def _hf(spec: dict, device: torch.device):
 KERNEL_CLASSES = (  # (class, substrings of CUDA kernel names), first match wins
     ("attention", ("flash", "fmha", "attention", "attn", "cudnn")),
     ("matmul", ("gemm", "nvjet", "cutlass", "sm90_xmma", "cublas")),
-    ("triton (fused)", ("triton",)),
+    ("fused norm/rope/swiglu/loss", ("triton", "swiglu", "rms_norm", "rope", "cross_entropy", "element_mul")),
     ("optimizer", ("adam", "multi_tensor", "foreach")),
 )
 

@@ -90,3 +90,17 @@ def test_harness_runs_contenders_in_subprocesses_on_cpu(tmp_path, capsys):
     assert all("error" not in r and r["tokens_per_sec"] > 0 and np.isfinite(r["loss"]) for r in results)
     assert "vs best peer" in capsys.readouterr().out
     assert all(r["checkpointing"] is False for r in results)  # 512-slot rows fit without recomputation
+
+
+def test_profile_classifies_kernels_and_writes_a_file(tmp_path):
+    from anchor_lightning.bench.worker import kernel_class
+
+    assert kernel_class("void pytorch_flash::flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel<...>") == "attention"
+    assert kernel_class("triton_tem_fused_flex_attention_backward_mul_1") == "attention"
+    assert kernel_class("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NTT") == "matmul"
+    assert kernel_class("_swiglu_backward_kernel") == "fused norm/rope/swiglu/loss"
+    assert kernel_class("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdam>") == "optimizer"
+    assert kernel_class("vectorized_elementwise_kernel<CUDAFunctor_add>") == "other"
+    bench.main(["--rows", "256", "--contenders", "ours-anchor-sdpa", "--shape", TINY, "--documents", "exponential:100:16:256",
+                "--warmup", "0", "--steps", "1", "--profile", str(tmp_path / "prof"), "--out", str(tmp_path / "b.json")])
+    assert (tmp_path / "prof" / "ours-anchor-sdpa-256.txt").read_text().startswith("ours-anchor-sdpa row 256")
