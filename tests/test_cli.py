@@ -87,3 +87,23 @@ def test_progress_bar_counts_micro_batches_of_the_remaining_steps(tmp_path):
     total, description = RecordProgressTotal.seen[0]
     assert total == 6  # 3 optimizer steps x 2 micro-batches, not Lightning's 3
     assert description.strip() == "Epoch 0"  # not "Epoch 0/-2"
+
+
+def test_memory_savers_train_the_same_losses_through_the_cli(tmp_path):
+    """Selective checkpointing, activation offload and MLP tiling are the same function: the first
+    steps' logged losses equal the plain run's (CPU, fp32, same seed and rows)."""
+    steps = ["--trainer.max_steps=4", "--trainer.log_every_n_steps=1", "--trainer.limit_val_batches=0"]
+    plain = fit(tmp_path / "plain", *steps)
+    saved = fit(tmp_path / "saved", *steps, "--model.activation_checkpointing=true", "--model.checkpoint_layers=1",
+                "--model.offload_activations=true", "--model.mlp_tile=64", "--model.kernels=none")
+    assert [s for s, _ in plain["train/loss"]] == [s for s, _ in saved["train/loss"]]
+    for (_, a), (_, b) in zip(plain["train/loss"], saved["train/loss"]):
+        assert b == pytest.approx(a, rel=1e-5)
+
+
+def test_liger_kernels_on_cpu_are_refused_with_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        fit(tmp_path, "--trainer.max_steps=1", "--model.kernels=liger")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "model.kernels" in err and "liger-kernel and a CUDA device" in err and "Traceback" not in err

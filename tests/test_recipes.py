@@ -90,6 +90,7 @@ def test_recipe_instantiates_with_its_values(name, tmp_path):
     if family in PARAMETERS:
         assert sum(p.numel() for p in module.net.parameters()) == pytest.approx(PARAMETERS[family], rel=0.01)
         assert trainer.gradient_clip_val == 1.0 and module.activation_checkpointing
+        assert module.checkpoint_layers is None and module.kernels == "auto"
 
 
 FRAGMENTS = {
