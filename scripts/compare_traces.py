@@ -15,7 +15,8 @@ from pathlib import Path
 
 
 def steps(directory: Path) -> dict[int, tuple[str, float]]:
-    """step -> (hash of the sorted rows of all ranks, loss)."""
+    """step -> (hash of the distinct rows of all ranks, sorted, loss); the ranks of a sequence-parallel
+    group read the same rows."""
     records: dict[int, list[dict]] = {}
     for path in sorted(Path(directory).glob("trace-rank*.jsonl")):
         for line in path.read_text().splitlines():
@@ -23,7 +24,7 @@ def steps(directory: Path) -> dict[int, tuple[str, float]]:
             records.setdefault(record["step"], []).append(record)
     out = {}
     for step, group in records.items():
-        rows = sorted(r for record in group for r in record["rows"])
+        rows = sorted({r for record in group for r in record["rows"]})
         out[step] = (hashlib.sha1(",".join(map(str, rows)).encode()).hexdigest()[:12], group[0]["loss"])
     return out
 
