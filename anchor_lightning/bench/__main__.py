@@ -75,6 +75,17 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def host_work(results: list[dict]) -> str:
+    """Our host work per row against the step: packing (cached in training) and collation (per batch)."""
+    lines = ["host work per row (ours): packing (done once and cached in training), collation (each batch)"]
+    for r in results:
+        if "collate_ms" in r and "step_seconds" in r:
+            share = (r["pack_ms"] + r["collate_ms"]) / (r["step_seconds"] * 1e3)
+            lines.append(f"  {r['name']:>20} {r['seq_len']:>7}: pack {r['pack_ms']:.1f} ms, collate {r['collate_ms']:.1f} ms "
+                         f"= {share:.2%} of the step")
+    return "\n".join(lines)
+
+
 def checkpoint_settings(policy: str, row: int, ours: bool, layers: int | None) -> list:
     """Activation-checkpointing settings to try in order, the fastest first; the first that fits is the
     contender's best setting. ``auto``: none up to 32K rows, then (ours, with ``layers``) only the
@@ -178,6 +189,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     Path(args.out).write_text(json.dumps(results, indent=1))
     if not args.max_context:
         print(table(results))
+        print(host_work(results))
     return results
 
 

@@ -54,8 +54,13 @@ def _ours(spec: dict, device: torch.device):
     from anchor_lightning.model.kernels import offloaded_activations, speed_up
 
     layout = default_layout(spec["backend"], spec["mode"])
-    rows, _ = pack_documents(_documents(spec), PackingSpec(spec["seq_len"], layout, 1, (1,)))
+    documents = _documents(spec)
+    start = time.perf_counter()
+    rows, _ = pack_documents(documents, PackingSpec(spec["seq_len"], layout, 1, (1,)))
+    packed = time.perf_counter()
     batch = collate_rows(rows[:1], spec["mode"], layout)
+    # host work per row: packing (done once and cached in training) and collation (per batch, in the loader)
+    spec["pack_ms"], spec["collate_ms"] = (packed - start) * 1e3, (time.perf_counter() - packed) * 1e3
     batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
     model = PackedCausalLM(build_model(configure(_config(spec), spec["seq_len"]), spec["backend"])).to(device)
     checkpointing = spec["checkpointing"]

@@ -90,6 +90,9 @@ def test_harness_runs_contenders_in_subprocesses_on_cpu(tmp_path, capsys):
     assert all("error" not in r and r["tokens_per_sec"] > 0 and np.isfinite(r["loss"]) for r in results)
     assert "vs best peer" in capsys.readouterr().out
     assert all(r["checkpointing"] is False for r in results)  # 512-slot rows fit without recomputation
+    ours = next(r for r in results if r["name"] == "ours-anchor-sdpa")
+    assert ours["pack_ms"] > 0 and ours["collate_ms"] > 0
+    assert "host work per row" in bench.host_work(results) and "of the step" in bench.host_work(results)
 
 
 def test_profile_classifies_kernels_and_writes_a_file(tmp_path):
