@@ -218,7 +218,7 @@ def worker(spec: dict) -> dict:
     from anchor_lightning.parallel.strategy import build_sharded
 
     cuda = torch.cuda.is_available()
-    local = int(os.environ.get("LOCAL_RANK", 0))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)

@@ -121,6 +121,21 @@ def kernel_class(name: str) -> str:
     return next((cls for cls, keys in KERNEL_CLASSES if any(k in lower for k in keys)), "other")
 
 
+def train_step(step, optimizer, autocast: bool, device: torch.device) -> tuple[torch.Tensor, float]:
+    """Forward, backward, optimizer step, synchronised; the loss and the seconds it took."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        loss = step()
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return loss, time.perf_counter() - start
+
+
 def _profile(spec: dict, step, optimizer, autocast: bool, device: torch.device) -> None:
     """One more step under the profiler: device time per kernel class and the top kernels, written to
     ``spec["profile"]/<name>-<row>.txt``."""
@@ -130,13 +145,7 @@ def _profile(spec: dict, step, optimizer, autocast: bool, device: torch.device) 
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = step()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        train_step(step, optimizer, autocast, device)
     kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA"] if device.type == "cuda" else []
     total = sum(e.device_time_total for e in kernels) or 1.0
     by_class: dict[str, float] = {}
@@ -163,18 +172,9 @@ def run(spec: dict) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
     times = []
     for i in range(spec["warmup"] + spec["steps"]):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = step()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        loss, seconds = train_step(step, optimizer, autocast, device)
         if i >= spec["warmup"]:
-            times.append(time.perf_counter() - start)
+            times.append(seconds)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {i}")
     if spec.get("profile"):
