@@ -7,8 +7,9 @@ every layer. With a custom implementation name transformers builds no mask of it
 
 * ``sdpa``: ``scaled_dot_product_attention`` with a dense boolean mask (plain causal for ``full``);
   CPU and small GPU runs; the numerical reference.
-* ``varlen``: FlashAttention-2 over ``cu_seqlens`` (flash-attn when importable, else PyTorch's
-  ``varlen_attn``); per_doc layout only. In ``full`` mode (one causal segment per row) on CUDA it
+* ``varlen``: FlashAttention over ``cu_seqlens`` (FlashAttention-3 on Hopper when
+  ``flash_attn_interface`` is importable, else flash-attn 2, else PyTorch's ``varlen_attn``); per_doc
+  layout only. In ``full`` mode (one causal segment per row) on CUDA it
   calls SDPA's causal kernel instead, the same function and faster (cuDNN on Hopper). On CPU a per-segment SDPA loop computes the same function
   (slow; it exists so the CPU tests exercise the varlen path).
 * ``flex``: ``flex_attention`` with a ``BlockMask`` built once per batch (compiled on CUDA).
@@ -136,7 +137,16 @@ def sdpa_attention(inputs: AttentionInputs, query, key, value, scaling, dropout)
 
 @functools.cache
 def _varlen_kernel():
-    """The fastest importable FlashAttention-2 varlen function, called as f(q, k, v, cu, max, scale)."""
+    """The fastest importable FlashAttention varlen function, called as f(q, k, v, cu, max, scale):
+    FlashAttention-3 (``flash_attn_interface``) on Hopper, else flash-attn 2, else PyTorch's."""
+    if importlib.util.find_spec("flash_attn_interface") is not None and torch.cuda.get_device_capability()[0] == 9:
+        from flash_attn_interface import flash_attn_varlen_func as fa3_varlen
+
+        def fa3(q, k, v, cu, max_len, scale):
+            out = fa3_varlen(q, k, v, cu, cu, max_len, max_len, softmax_scale=scale, causal=True)
+            return out[0] if isinstance(out, tuple) else out  # some FA3 releases also return the LSE
+
+        return fa3
     if importlib.util.find_spec("flash_attn") is not None:
         from flash_attn import flash_attn_varlen_func
 
