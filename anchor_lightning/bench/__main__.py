@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--offload", action="store_true", help="ours: checkpointed layer inputs in host memory")
     parser.add_argument("--mlp-tile", type=int, default=None, help="ours: MLP over this many slots at a time")
     parser.add_argument("--shape", type=json.loads, default={}, help='override the model shape, e.g. \'{"layers": 2}\'')
+    parser.add_argument("--config", default=None, metavar="DIR",
+                        help="a Hugging Face config directory or config.json for the model (instead of the Llama shape)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1)
@@ -162,6 +164,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
 
     shape = {**SHAPE, **args.shape}
+    if args.config is not None:
+        from transformers import AutoConfig
+
+        shape = {"config": args.config, "vocab_size": AutoConfig.from_pretrained(args.config).vocab_size}
     print(f"documents: {args.documents} ({lengths_summary(document_lengths(args.documents, max(args.rows), args.seed))})")
     results = []
     for i, row in enumerate(args.rows):

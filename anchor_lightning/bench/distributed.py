@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--gpus", type=int, default=torch.cuda.device_count() or 2, help="processes (one per GPU)")
     parser.add_argument("--preset", choices=list(PRESETS), default="1b", help="model shape")
     parser.add_argument("--shape", type=json.loads, default={}, help="override fields of the preset")
+    parser.add_argument("--config", default=None, metavar="DIR", help="a Hugging Face config directory (instead of a preset)")
     parser.add_argument("--layers", type=int, default=None, help="decoder layers (fewer than the preset: dry runs)")
     parser.add_argument("--rows", type=int, nargs="+", default=[65536])
     parser.add_argument("--modes", nargs="+", default=["anchor"], choices=["anchor", "intra_doc", "intra_doc_reset", "full"])
@@ -104,6 +105,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return [worker(json.loads(args.worker))]
 
     shape = {**PRESETS[args.preset], **args.shape}
+    if args.config is not None:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(args.config)
+        shape = {"config": args.config, "vocab_size": config.vocab_size, "layers": config.num_hidden_layers}
     if args.layers is not None:
         shape["layers"] = args.layers
     base = {**shape, "preset": args.preset, "gpus": args.gpus, "sp": args.sp, "backend": args.backend,

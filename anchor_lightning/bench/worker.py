@@ -36,8 +36,15 @@ def _documents(spec: dict) -> list[list[int]]:
 
 
 def _config(spec: dict):
-    from transformers import LlamaConfig
+    """The model's config: a HF config directory/file (``spec["config"]``), else a Llama of the spec's shape."""
+    from transformers import AutoConfig, LlamaConfig
 
+    if spec.get("config"):
+        config = AutoConfig.from_pretrained(spec["config"])
+        config.use_cache = False
+        if spec.get("layers"):  # fewer layers: dry runs
+            config.num_hidden_layers = spec["layers"]
+        return config
     return LlamaConfig(
         vocab_size=spec["vocab_size"], hidden_size=spec["hidden_size"], intermediate_size=spec["intermediate_size"],
         num_hidden_layers=spec["layers"], num_attention_heads=spec["heads"], num_key_value_heads=spec["kv_heads"],
@@ -80,10 +87,11 @@ def _ours(spec: dict, device: torch.device):
 def _hf(spec: dict, device: torch.device):
     from transformers import AutoModelForCausalLM
 
-    if spec.get("liger"):
-        from liger_kernel.transformers import apply_liger_kernel_to_llama
+    config = _config(spec)
+    if spec.get("liger"):  # as users apply it: the family's kernels, before the model is built
+        import liger_kernel.transformers as liger
 
-        apply_liger_kernel_to_llama()
+        getattr(liger, f"apply_liger_kernel_to_{config.model_type}")()
     docs = _documents(spec)
     ids, positions, doc_of = [], [], []
     for d, doc in enumerate(docs):
@@ -94,7 +102,7 @@ def _hf(spec: dict, device: torch.device):
         if len(ids) == spec["seq_len"]:
             break
     implementation = "flex_attention" if spec["kind"] == "hf_flex" else "sdpa"
-    model = AutoModelForCausalLM.from_config(_config(spec), attn_implementation=implementation).to(device)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=implementation).to(device)
     if spec["checkpointing"]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     input_ids = torch.tensor([ids], device=device)

@@ -107,3 +107,16 @@ def test_profile_classifies_kernels_and_writes_a_file(tmp_path):
     bench.main(["--rows", "256", "--contenders", "ours-anchor-sdpa", "--shape", TINY, "--documents", "exponential:100:16:256",
                 "--warmup", "0", "--steps", "1", "--profile", str(tmp_path / "prof"), "--out", str(tmp_path / "b.json")])
     assert (tmp_path / "prof" / "ours-anchor-sdpa-256.txt").read_text().startswith("ours-anchor-sdpa row 256")
+
+
+def test_a_hugging_face_config_directory_sets_the_model(tmp_path):
+    from transformers import Qwen2Config
+
+    Qwen2Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=512).save_pretrained(tmp_path / "qwen2")
+    results = bench.main(["--config", str(tmp_path / "qwen2"), "--rows", "256", "--contenders", "ours-anchor-sdpa",
+                          "hf-sdpa-full", "--documents", "exponential:100:16:256", "--warmup", "0", "--steps", "1",
+                          "--out", str(tmp_path / "b.json")])
+    assert all("error" not in r and r["vocab_size"] == 300 for r in results)
+    # 2 layers of 32 wide: the FLOPs follow the config, not the default 1B shape
+    assert all(r["flops_per_token"] < 1e7 for r in results)

@@ -48,3 +48,15 @@ def test_launch_names_out_of_memory_and_other_failures(monkeypatch):
 def test_groups_must_divide_the_gpus():
     with pytest.raises(SystemExit):
         distributed.main(["--gpus", "3", "--sp", "2"])
+
+
+def test_a_hugging_face_config_directory_with_fewer_layers(tmp_path):
+    from transformers import LlamaConfig
+
+    LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=512).save_pretrained(tmp_path / "llama")
+    (result,) = distributed.main(["--gpus", "2", "--sp", "1", "--config", str(tmp_path / "llama"), "--layers", "1",
+                                  "--rows", "256", "--documents", "exponential:100:16:256", "--warmup", "0", "--steps", "1",
+                                  "--out", str(tmp_path / "d.json")])
+    assert "error" not in result, result.get("error")
+    assert result["layers"] == 1 and result["vocab_size"] == 300 and np.isfinite(result["loss"])
