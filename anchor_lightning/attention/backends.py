@@ -9,9 +9,9 @@ every layer. With a custom implementation name transformers builds no mask of it
   CPU and small GPU runs; the numerical reference.
 * ``varlen``: FlashAttention over ``cu_seqlens`` (FlashAttention-3 on Hopper when
   ``flash_attn_interface`` is importable, else flash-attn 2, else PyTorch's ``varlen_attn``); per_doc
-  layout only. In ``full`` mode (one causal segment per row) on CUDA it
-  calls SDPA's causal kernel instead, the same function and faster (cuDNN on Hopper). On CPU a per-segment SDPA loop computes the same function
-  (slow; it exists so the CPU tests exercise the varlen path).
+  layout only. In ``full`` mode (one causal segment per row) on CUDA it calls SDPA's causal kernel
+  instead, the same function and faster (cuDNN on Hopper). On CPU a per-segment SDPA loop computes
+  the same function (slow; it exists so the CPU tests exercise the varlen path).
 * ``flex``: ``flex_attention`` with a ``BlockMask`` built once per batch (compiled on CUDA).
 
 All three keep grouped-query attention native: K/V heads are never repeated. With sequence
