@@ -2,7 +2,7 @@
 # Issue 7: a LLaMA-2-7B-shaped Llama (random init) at 64K and 128K rows, anchor (varlen) and full
 # attention, FSDP2 over every GPU of the machine, activation checkpointing on every layer, Ulysses
 # sequence parallelism in groups of 2 at 128K. Prints tokens/s (per GPU), MFU, peak memory per GPU and
-# step time; the anchor/full step-time ratio follows from the two modes' rows.
+# step time, and the anchor/full step-time ratio at each row length.
 # Usage: scripts/gpu_scale_8gpu.sh OUT_DIR [--dry-run]       (meant for nvidia-h100-x8)
 #   --dry-run: the same runs with 2 decoder layers and one timed step on whatever GPUs are present
 #              (checks the wiring and the memory plan on 2 GPUs; its numbers are not the 7B's)

@@ -74,6 +74,15 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def step_ratios(results: list[dict]) -> str:
+    """Anchor step time over full-attention step time, per row length and group size, where both ran."""
+    steps = {(r["mode"], r["seq_len"], r["sp"]): r["step_seconds"] for r in results if "step_seconds" in r}
+    lines = [f"anchor/full step time at {row} (SP {sp}): {seconds / steps[('full', row, sp)]:.2f}"
+             for (mode, row, sp), seconds in sorted(steps.items(), key=lambda x: x[0][1:])
+             if mode == "anchor" and ("full", row, sp) in steps]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python -m anchor_lightning.bench.distributed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -138,6 +147,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     Path(args.out).write_text(json.dumps(results, indent=1))
     if not args.check:
         print(table(results))
+        print(step_ratios(results))
     return results
 
 

@@ -60,3 +60,11 @@ def test_a_hugging_face_config_directory_with_fewer_layers(tmp_path):
                                   "--out", str(tmp_path / "d.json")])
     assert "error" not in result, result.get("error")
     assert result["layers"] == 1 and result["vocab_size"] == 300 and np.isfinite(result["loss"])
+
+
+def test_anchor_over_full_step_ratio_is_printed_where_both_ran():
+    results = [{"mode": "anchor", "seq_len": 8, "sp": 1, "step_seconds": 1.0},
+               {"mode": "full", "seq_len": 8, "sp": 1, "step_seconds": 4.0},
+               {"mode": "anchor", "seq_len": 16, "sp": 2, "step_seconds": 2.0},
+               {"mode": "full", "seq_len": 16, "sp": 2, "error": "out of memory"}]
+    assert distributed.step_ratios(results) == "anchor/full step time at 8 (SP 1): 0.25"
