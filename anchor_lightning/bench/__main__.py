@@ -38,17 +38,34 @@ CONTENDERS = {
 PEERS = {name for name, c in CONTENDERS.items() if c["kind"] != "ours"}
 
 
-def run_one(spec: dict, timeout: int) -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def run_process(command: list[str], spec: dict, timeout: int, **env: str) -> dict:
+    """Run a benchmark process; its last JSON line, or ``spec`` with the error (out of memory, the last
+    error line, or the exit status)."""
     try:
-        done = subprocess.run([sys.executable, "-m", "anchor_lightning.bench.worker", json.dumps(spec)],
-                              capture_output=True, text=True, timeout=timeout, env=env)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False,
+                              env=dict(os.environ, PYTHONUNBUFFERED="1", **env))
     except subprocess.TimeoutExpired:
         return {**spec, "error": f"timed out after {timeout} s"}
-    if done.returncode == 0:
-        return json.loads(done.stdout.strip().splitlines()[-1])
-    tail = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
-    return {**spec, "error": "out of memory" if "OutOfMemoryError" in done.stderr else tail[:200]}
+    results = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode == 0 and results:
+        return json.loads(results[-1])
+    if "OutOfMemoryError" in done.stderr or "CUDA out of memory" in done.stderr:
+        return {**spec, "error": "out of memory"}
+    lines = done.stderr.strip().splitlines()
+    errors = [line for line in lines if "Error" in line] or lines[-1:]
+    return {**spec, "error": (errors[-1] if errors else f"exit {done.returncode}")[:300]}
+
+
+def run_one(spec: dict, timeout: int) -> dict:
+    """One contender in its own process."""
+    return run_process([sys.executable, "-m", "anchor_lightning.bench.worker", json.dumps(spec)], spec, timeout)
+
+
+def mfu_and_peak(result: dict) -> tuple[str, str]:
+    """The table cells for MFU and peak memory ("-" where unknown, e.g. on CPU)."""
+    mfu = f"{result['mfu']:.1%}" if result["mfu"] is not None else "-"
+    peak = f"{result['peak_gib']:.1f}" if result["peak_gib"] is not None else "-"
+    return mfu, peak
 
 
 def _ckpt(result: dict) -> str:
@@ -68,8 +85,7 @@ def table(results: list[dict]) -> str:
                 lines.append(f"{r['name']:>22} {row:>7} {r['precision']:>11} {_ckpt(r):>4}  {r['error']}")
                 continue
             ratio = f"{r['tokens_per_sec'] / best:.2f}x" if best else "-"
-            mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
-            peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
+            mfu, peak = mfu_and_peak(r)
             lines.append(f"{r['name']:>22} {row:>7} {r['precision']:>11} {_ckpt(r):>4} "
                          f"{r['tokens_per_sec']:>9.0f} {r['flops_per_token'] / 1e9:>9.2f} {mfu:>6} {peak:>8} {ratio:>12}")
     return "\n".join(lines)

@@ -23,14 +23,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from anchor_lightning.bench.__main__ import SHAPE, grid
+from anchor_lightning.bench.__main__ import SHAPE, grid, mfu_and_peak, run_process
 
 PRESETS = {
     "1b": SHAPE,
@@ -45,18 +44,7 @@ def launch(spec: dict, gpus: int, timeout: int) -> dict:
     """Run one configuration under torchrun; rank 0's JSON, or the error."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}",
                "-m", "anchor_lightning.bench.distributed", "--worker", json.dumps(spec)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
-    except subprocess.TimeoutExpired:
-        return {**spec, "error": f"timed out after {timeout} s"}
-    results = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode == 0 and results:
-        return json.loads(results[-1])
-    if "OutOfMemoryError" in done.stderr or "CUDA out of memory" in done.stderr:
-        return {**spec, "error": "out of memory"}
-    errors = [line for line in done.stderr.splitlines() if "Error" in line]
-    return {**spec, "error": (errors[-1] if errors else f"exit {done.returncode}")[:300]}
+    return run_process(command, spec, timeout, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
 
 
 def table(results: list[dict]) -> str:
@@ -67,8 +55,7 @@ def table(results: list[dict]) -> str:
         if "error" in r:
             lines.append(f"{head}  {r['error']}")
             continue
-        mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
-        peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
+        mfu, peak = mfu_and_peak(r)
         lines.append(f"{head} {r['tokens_per_sec']:>9.0f} {r['tokens_per_sec_per_gpu']:>9.0f} "
                      f"{r['flops_per_token'] / 1e9:>9.2f} {mfu:>6} {peak:>8} {r['step_seconds']:>7.2f}")
     return "\n".join(lines)

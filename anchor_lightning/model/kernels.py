@@ -51,10 +51,6 @@ def apply_kernels(lm: nn.Module, name: str, device_type: str) -> str:
     return name
 
 
-def decoder_layers(lm: nn.Module) -> nn.ModuleList:
-    return lm.base_model.layers
-
-
 def tile_mlp(lm: nn.Module, tile: int) -> None:
     """Run every decoder layer's MLP over ``tile`` slots at a time, each tile recomputed in backward.
 
@@ -62,7 +58,7 @@ def tile_mlp(lm: nn.Module, tile: int) -> None:
     are untouched (only the instance's ``forward`` is wrapped)."""
     if tile <= 0:
         raise ValueError(f"the MLP tile must be a positive number of slots, got {tile}")
-    for layer in decoder_layers(lm):
+    for layer in lm.base_model.layers:
         mlp = layer.mlp
         if getattr(mlp, "_anchor_tile", None) is not None:
             mlp._anchor_tile = tile

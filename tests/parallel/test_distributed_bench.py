@@ -39,9 +39,9 @@ def test_launch_names_out_of_memory_and_other_failures(monkeypatch):
     def fake(stderr):
         return lambda *a, **k: subprocess.CompletedProcess(a, 1, stdout="", stderr=stderr)
 
-    monkeypatch.setattr(distributed.subprocess, "run", fake("torch.OutOfMemoryError: CUDA out of memory."))
+    monkeypatch.setattr(subprocess, "run", fake("torch.OutOfMemoryError: CUDA out of memory."))
     assert distributed.launch({"seq_len": 8}, 2, 10)["error"] == "out of memory"
-    monkeypatch.setattr(distributed.subprocess, "run", fake("Traceback\nValueError: bad shape\n"))
+    monkeypatch.setattr(subprocess, "run", fake("Traceback\nValueError: bad shape\n"))
     assert distributed.launch({"seq_len": 8}, 2, 10)["error"] == "ValueError: bad shape"
 
 
