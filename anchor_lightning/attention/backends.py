@@ -7,9 +7,9 @@ every layer. With a custom implementation name transformers builds no mask of it
 
 * ``sdpa``: ``scaled_dot_product_attention`` with a dense boolean mask (plain causal for ``full``);
   CPU and small GPU runs; the numerical reference.
-* ``varlen``: FlashAttention over ``cu_seqlens`` (FlashAttention-3 on Hopper when
-  ``flash_attn_interface`` is importable, else flash-attn 2, else PyTorch's ``varlen_attn``); per_doc
-  layout only. In ``full`` mode (one causal segment per row) on CUDA it calls SDPA's causal kernel
+* ``varlen``: FlashAttention over ``cu_seqlens`` (the fastest importable kernel: FlashAttention-3
+  or -4 on Hopper, else flash-attn 2, else PyTorch's ``varlen_attn``; see :func:`choose_varlen_kernel`);
+  per_doc layout only. In ``full`` mode (one causal segment per row) on CUDA it calls SDPA's causal kernel
   instead, the same function and faster (cuDNN on Hopper). On CPU a per-segment SDPA loop computes
   the same function (slow; it exists so the CPU tests exercise the varlen path).
 * ``flex``: ``flex_attention`` with a ``BlockMask`` built once per batch (compiled on CUDA).
@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import inspect
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,25 +136,60 @@ def sdpa_attention(inputs: AttentionInputs, query, key, value, scaling, dropout)
     return out.transpose(1, 2).contiguous()
 
 
-@functools.cache
-def _varlen_kernel():
-    """The fastest importable FlashAttention varlen function, called as f(q, k, v, cu, max, scale):
-    FlashAttention-3 (``flash_attn_interface``) on Hopper, else flash-attn 2, else PyTorch's."""
-    if importlib.util.find_spec("flash_attn_interface") is not None and torch.cuda.get_device_capability()[0] == 9:
-        from flash_attn_interface import flash_attn_varlen_func as fa3_varlen
+VARLEN_KERNELS = ("auto", "fa3", "fa4", "fa2", "torch")
+VARLEN_KERNEL_ENV = "ANCHOR_VARLEN_KERNEL"
 
-        def fa3(q, k, v, cu, max_len, scale):
-            out = fa3_varlen(q, k, v, cu, cu, max_len, max_len, softmax_scale=scale, causal=True)
-            return out[0] if isinstance(out, tuple) else out  # some FA3 releases also return the LSE
 
-        return fa3
-    if importlib.util.find_spec("flash_attn") is not None:
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # the parent package is missing
+        return False
+
+
+def _flash_attn_2():
+    """flash-attn 2's varlen function, or None (the ``flash_attn`` package that flash-attn-4 installs
+    holds only ``flash_attn.cute``)."""
+    if not _importable("flash_attn"):
+        return None
+    try:
         from flash_attn import flash_attn_varlen_func
+    except ImportError:
+        return None
+    return flash_attn_varlen_func
 
-        def flash(q, k, v, cu, max_len, scale):
-            return flash_attn_varlen_func(q, k, v, cu, cu, max_len, max_len, softmax_scale=scale, causal=True)
 
-        return flash
+def _fa3():
+    from flash_attn_interface import flash_attn_varlen_func as fa3_varlen
+
+    def fa3(q, k, v, cu, max_len, scale):
+        out = fa3_varlen(q, k, v, cu, cu, max_len, max_len, softmax_scale=scale, causal=True)
+        return out[0] if isinstance(out, tuple) else out  # some FA3 releases also return the LSE
+
+    return fa3
+
+
+def _fa4():
+    from flash_attn.cute import flash_attn_varlen_func as fa4_varlen
+
+    def fa4(q, k, v, cu, max_len, scale):
+        out = fa4_varlen(q, k, v, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=max_len, max_seqlen_k=max_len,
+                         softmax_scale=scale, causal=True)
+        return out[0] if isinstance(out, tuple) else out  # (out, lse)
+
+    return fa4
+
+
+def _fa2():
+    flash_attn_varlen_func = _flash_attn_2()
+
+    def fa2(q, k, v, cu, max_len, scale):
+        return flash_attn_varlen_func(q, k, v, cu, cu, max_len, max_len, softmax_scale=scale, causal=True)
+
+    return fa2
+
+
+def _torch_varlen():
     from torch.nn.attention.varlen import varlen_attn
 
     params = inspect.signature(varlen_attn).parameters
@@ -165,6 +201,39 @@ def _varlen_kernel():
         return varlen_attn(q, k, v, cu, cu, max_len, max_len, scale=scale, **opts)
 
     return torch_varlen
+
+
+_MAKERS = {"fa3": _fa3, "fa4": _fa4, "fa2": _fa2, "torch": _torch_varlen}
+_AVAILABLE = {
+    "fa3": lambda: _importable("flash_attn_interface"),
+    "fa4": lambda: _importable("flash_attn.cute"),
+    "fa2": lambda: _flash_attn_2() is not None,
+    "torch": lambda: True,
+}
+
+
+def choose_varlen_kernel(requested: str | None = None) -> str:
+    """Which FlashAttention varlen kernel the varlen backend calls. ``auto`` (the default; or the
+    ``ANCHOR_VARLEN_KERNEL`` environment variable): FlashAttention-3 (``flash_attn_interface``) on
+    Hopper, then FlashAttention-4 (``flash_attn.cute``, package ``flash-attn-4``) on Hopper and newer,
+    then flash-attn 2, then PyTorch's ``varlen_attn``; the first importable one. A named kernel that
+    is not installed is an error, not a silent fallback."""
+    requested = requested or os.environ.get(VARLEN_KERNEL_ENV) or "auto"
+    if requested not in VARLEN_KERNELS:
+        raise ValueError(f"unknown varlen kernel {requested!r} (choose from {', '.join(VARLEN_KERNELS)})")
+    if requested != "auto":
+        if not _AVAILABLE[requested]():
+            raise RuntimeError(f"varlen kernel {requested!r} was asked for ({VARLEN_KERNEL_ENV}) but is not installed")
+        return requested
+    major = torch.cuda.get_device_capability()[0] if torch.cuda.is_available() else 0
+    order = (["fa3"] if major == 9 else []) + (["fa4"] if major >= 9 else []) + ["fa2", "torch"]
+    return next(name for name in order if _AVAILABLE[name]())
+
+
+@functools.cache
+def _varlen_kernel():
+    """The chosen varlen function, called as f(q, k, v, cu_seqlens, max_seqlen, scale)."""
+    return _MAKERS[choose_varlen_kernel()]()
 
 
 def _varlen_reference(q, k, v, cu_seqlens, scale):

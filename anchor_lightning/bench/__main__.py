@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from anchor_lightning.attention.backends import VARLEN_KERNELS
 from anchor_lightning.bench.documents import document_lengths, lengths_summary
 
 # the issue's shape: Llama, hidden 2048, 16 layers, 32 heads, 8 KV heads, FFN 8192, vocab 32000
@@ -61,6 +62,12 @@ def run_one(spec: dict, timeout: int) -> dict:
     return run_process([sys.executable, "-m", "anchor_lightning.bench.worker", json.dumps(spec)], spec, timeout)
 
 
+def label(result: dict) -> str:
+    """The contender's name, with the FlashAttention kernel where one was chosen."""
+    kernel = result.get("varlen_kernel")
+    return f"{result['name']}:{kernel}" if kernel else result["name"]
+
+
 def mfu_and_peak(result: dict) -> tuple[str, str]:
     """The table cells for MFU and peak memory ("-" where unknown, e.g. on CPU)."""
     mfu = f"{result['mfu']:.1%}" if result["mfu"] is not None else "-"
@@ -74,7 +81,7 @@ def _ckpt(result: dict) -> str:
 
 
 def table(results: list[dict]) -> str:
-    lines = [f"{'contender':>22} {'row':>7} {'precision':>11} {'ckpt':>4} {'tok/s':>9} {'GFLOP/tok':>9} "
+    lines = [f"{'contender':>26} {'row':>7} {'precision':>11} {'ckpt':>4} {'tok/s':>9} {'GFLOP/tok':>9} "
              f"{'MFU':>6} {'peak GiB':>8} {'vs best peer':>12}"]
     for row in sorted({r["seq_len"] for r in results}):
         at = [r for r in results if r["seq_len"] == row]
@@ -82,11 +89,11 @@ def table(results: list[dict]) -> str:
         best = max(peers) if peers else None
         for r in at:
             if "error" in r:
-                lines.append(f"{r['name']:>22} {row:>7} {r['precision']:>11} {_ckpt(r):>4}  {r['error']}")
+                lines.append(f"{label(r):>26} {row:>7} {r['precision']:>11} {_ckpt(r):>4}  {r['error']}")
                 continue
             ratio = f"{r['tokens_per_sec'] / best:.2f}x" if best else "-"
             mfu, peak = mfu_and_peak(r)
-            lines.append(f"{r['name']:>22} {row:>7} {r['precision']:>11} {_ckpt(r):>4} "
+            lines.append(f"{label(r):>26} {row:>7} {r['precision']:>11} {_ckpt(r):>4} "
                          f"{r['tokens_per_sec']:>9.0f} {r['flops_per_token'] / 1e9:>9.2f} {mfu:>6} {peak:>8} {ratio:>12}")
     return "\n".join(lines)
 
@@ -97,7 +104,7 @@ def host_work(results: list[dict]) -> str:
     for r in results:
         if "collate_ms" in r and "step_seconds" in r:
             share = (r["pack_ms"] + r["collate_ms"]) / (r["step_seconds"] * 1e3)
-            lines.append(f"  {r['name']:>20} {r['seq_len']:>7}: pack {r['pack_ms']:.1f} ms, collate {r['collate_ms']:.1f} ms "
+            lines.append(f"  {label(r):>24} {r['seq_len']:>7}: pack {r['pack_ms']:.1f} ms, collate {r['collate_ms']:.1f} ms "
                          f"= {share:.2%} of the step")
     return "\n".join(lines)
 
@@ -147,6 +154,21 @@ def max_context(base: dict, timeout: int, start: int, limit: int) -> tuple[int, 
     return best, tried
 
 
+def contender_specs(name: str, row: int, shape: dict, args: argparse.Namespace) -> list[dict]:
+    """The runs of one contender at one row length: one per precision and, for our varlen anchor
+    contenders, per FlashAttention kernel asked for."""
+    contender = CONTENDERS[name]
+    ours = contender["kind"] == "ours"
+    base = {**shape, **contender, "name": name, "seq_len": row, "documents": args.documents, "seed": args.seed,
+            "warmup": args.warmup, "steps": args.steps, "mode": contender.get("mode"), "profile": args.profile}
+    if ours:
+        base.update(kernels=args.kernels, offload=args.offload, mlp_tile=args.mlp_tile)
+    varlen = ours and contender["backend"] == "varlen" and contender["mode"] != "full"  # full runs SDPA on CUDA
+    kernels = args.varlen_kernel if varlen else [None]
+    return [{**base, "precision": precision, **({"varlen_kernel": kernel} if kernel else {})}
+            for precision in args.precision for kernel in kernels]
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python -m anchor_lightning.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[32768, 65536], help="row lengths")
@@ -162,6 +184,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="ours: recompute only the first N decoder layers (selective checkpointing)")
     parser.add_argument("--kernels", default="auto", choices=["auto", "liger", "none"],
                         help="ours: fused RMSNorm/RoPE/SwiGLU (auto: Liger when installed)")
+    parser.add_argument("--varlen-kernel", nargs="+", default=["auto"], choices=list(VARLEN_KERNELS),
+                        help="ours with the varlen backend: FlashAttention kernel(s) to run, each a contender "
+                             "(auto: the fastest installed)")
     parser.add_argument("--offload", action="store_true", help="ours: checkpointed layer inputs in host memory")
     parser.add_argument("--mlp-tile", type=int, default=None, help="ours: MLP over this many slots at a time")
     parser.add_argument("--shape", type=json.loads, default={}, help='override the model shape, e.g. \'{"layers": 2}\'')
@@ -189,20 +214,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for i, row in enumerate(args.rows):
         order = args.contenders if i % 2 == 0 else list(reversed(args.contenders))  # alternate the order
         for name in order:
-            for precision in args.precision:
-                ours = CONTENDERS[name]["kind"] == "ours"
-                spec = {**shape, **CONTENDERS[name], "name": name, "seq_len": row, "precision": precision,
-                        "documents": args.documents, "seed": args.seed,
-                        "warmup": args.warmup, "steps": args.steps, "mode": CONTENDERS[name].get("mode"),
-                        "profile": args.profile}
-                if ours:
-                    spec.update(kernels=args.kernels, offload=args.offload, mlp_tile=args.mlp_tile)
+            for spec in contender_specs(name, row, shape, args):
                 if args.max_context:
                     best, tried = max_context({**spec, "checkpointing": True}, args.timeout, args.start, args.limit)
-                    print(f"{name} ({precision}): longest trainable row {best}")
+                    print(f"{label(spec)} ({spec['precision']}): longest trainable row {best}")
                     results.append({**spec, "max_context": best, "tried": tried})
                     continue
-                settings = checkpoint_settings(args.checkpointing, row, ours, args.checkpoint_layers)
+                settings = checkpoint_settings(args.checkpointing, row, spec["kind"] == "ours", args.checkpoint_layers)
                 result = run_best(spec, settings, args.timeout)
                 print(json.dumps(result), flush=True)
                 results.append(result)

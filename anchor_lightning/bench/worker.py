@@ -5,7 +5,8 @@
 Contenders (``spec["kind"]``):
 
 * ``ours``: this project's training step (``PackedCausalLM`` with an anchor backend and the chunked or
-  fused loss on hidden states, our packed batch), any ``mode``/``backend``;
+  fused loss on hidden states, our packed batch), any ``mode``/``backend``; with ``varlen`` on CUDA,
+  ``varlen_kernel`` names the FlashAttention kernel (``auto``: the backend's choice; recorded);
 * ``hf_flex``: plain transformers on the same documents packed with restarting ``position_ids`` and
   ``attn_implementation="flex_attention"``, loss through ``labels`` (Liger's kernels when ``liger``);
 * ``hf_sdpa_full``: plain transformers, SDPA causal attention over the whole row (Liger when ``liger``).
@@ -19,6 +20,7 @@ median of the timed steps after warm-up, each synchronised; memory is the peak a
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -26,6 +28,7 @@ import time
 import numpy as np
 import torch
 
+from anchor_lightning.attention.backends import VARLEN_KERNEL_ENV
 from anchor_lightning.bench.documents import document_lengths
 
 
@@ -53,7 +56,7 @@ def _config(spec: dict):
 
 
 def _ours(spec: dict, device: torch.device):
-    from anchor_lightning.attention.backends import default_layout, prepare
+    from anchor_lightning.attention.backends import choose_varlen_kernel, default_layout, prepare
     from anchor_lightning.data.batch import collate_rows
     from anchor_lightning.data.packing import PackingSpec, pack_documents
     from anchor_lightning.model.build import build_model, configure
@@ -61,6 +64,9 @@ def _ours(spec: dict, device: torch.device):
     from anchor_lightning.model.kernels import offloaded_activations, speed_up
 
     layout = default_layout(spec["backend"], spec["mode"])
+    if spec["backend"] == "varlen" and device.type == "cuda":  # which FlashAttention kernel runs (recorded)
+        spec["varlen_kernel"] = choose_varlen_kernel(spec.get("varlen_kernel"))
+        os.environ[VARLEN_KERNEL_ENV] = spec["varlen_kernel"]
     documents = _documents(spec)
     start = time.perf_counter()
     rows, _ = pack_documents(documents, PackingSpec(spec["seq_len"], layout, 1, (1,)))
@@ -159,13 +165,14 @@ def _profile(spec: dict, step, optimizer, autocast: bool, device: torch.device) 
     by_class: dict[str, float] = {}
     for e in kernels:
         by_class[kernel_class(e.key)] = by_class.get(kernel_class(e.key), 0.0) + e.device_time_total
-    lines = [f"{spec['name']} row {spec['seq_len']}: device time {total / 1e3:.1f} ms"]
+    kernel = f"-{spec['varlen_kernel']}" if spec.get("varlen_kernel") else ""
+    lines = [f"{spec['name']}{kernel} row {spec['seq_len']}: device time {total / 1e3:.1f} ms"]
     lines += [f"  {cls:<16} {t / 1e3:8.1f} ms {t / total:6.1%}" for cls, t in sorted(by_class.items(), key=lambda x: -x[1])]
     lines += [f"  {e.device_time_total / 1e3:8.1f} ms {e.count:5d}x  {e.key[:110]}"
               for e in sorted(kernels, key=lambda e: -e.device_time_total)[:25]]
     out = Path(spec["profile"])
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{spec['name']}-{spec['seq_len']}.txt").write_text("\n".join(lines) + "\n")
+    (out / f"{spec['name']}{kernel}-{spec['seq_len']}.txt").write_text("\n".join(lines) + "\n")
 
 
 def run(spec: dict) -> dict:

@@ -1,5 +1,6 @@
-"""Which FlashAttention varlen kernel the varlen backend calls: FA3 on Hopper when importable, then
-flash-attn 2, then PyTorch's ``varlen_attn`` (stand-in modules; the kernels themselves run on GPUs)."""
+"""Which FlashAttention varlen kernel the varlen backend calls: FA3 on Hopper, then FA4 on Hopper and
+newer, then flash-attn 2, then PyTorch's ``varlen_attn``, or the one ``ANCHOR_VARLEN_KERNEL`` names
+(stand-in modules; the kernels themselves run on GPUs: tests/gpu/test_varlen_kernels_gpu.py)."""
 
 from __future__ import annotations
 
@@ -14,41 +15,109 @@ from anchor_lightning.attention import backends
 
 
 @pytest.fixture
-def fresh_choice():
+def installed(monkeypatch):
+    """Install stand-in modules: installed(name, result) -> the list of calls its varlen function gets."""
     backends._varlen_kernel.cache_clear()
-    yield
-    backends._varlen_kernel.cache_clear()
-
-
-def _fake(monkeypatch, name: str, module_name: str, result):
-    calls = []
-
-    def varlen(*args, **kwargs):
-        calls.append((args, kwargs))
-        return result
-
-    module = types.ModuleType(module_name)
-    module.flash_attn_varlen_func = varlen
-    monkeypatch.setitem(sys.modules, module_name, module)
+    monkeypatch.delenv(backends.VARLEN_KERNEL_ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    fakes: set[str] = set()
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n == name else real(n, *a))
-    return calls
+
+    def find_spec(name, *args):
+        if name in fakes:
+            return object()
+        if name.split(".")[0] in {"flash_attn", "flash_attn_interface"}:  # the real ones stay hidden
+            if "." in name:
+                raise ModuleNotFoundError(name)
+            return None
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+
+    def install(module_name: str, result=None, function: bool = True):
+        calls = []
+        module = types.ModuleType(module_name)
+        if function:
+            module.flash_attn_varlen_func = lambda *args, **kwargs: calls.append((args, kwargs)) or result
+        monkeypatch.setitem(sys.modules, module_name, module)
+        fakes.add(module_name)
+        return calls
+
+    yield install
+    backends._varlen_kernel.cache_clear()
+
+
+def _capability(monkeypatch, major: int):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (major, 0))
+
+
+CU = torch.tensor([0, 4], dtype=torch.int32)
+OUT = torch.zeros(4, 2, 8)
 
 
 @pytest.mark.parametrize("returns_lse", [False, True])
-def test_flash_attention_3_is_chosen_on_hopper(monkeypatch, fresh_choice, returns_lse):
-    out = torch.zeros(4, 2, 8)
-    calls = _fake(monkeypatch, "flash_attn_interface", "flash_attn_interface", (out, torch.zeros(2, 4)) if returns_lse else out)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
-    cu = torch.tensor([0, 4], dtype=torch.int32)
-    assert backends._varlen_kernel()(out, out, out, cu, 4, 0.5) is out
+def test_flash_attention_3_is_chosen_on_hopper(monkeypatch, installed, returns_lse):
+    calls = installed("flash_attn_interface", (OUT, torch.zeros(2, 4)) if returns_lse else OUT)
+    installed("flash_attn.cute", OUT)
+    _capability(monkeypatch, 9)
+    assert backends.choose_varlen_kernel() == "fa3"
+    assert backends._varlen_kernel()(OUT, OUT, OUT, CU, 4, 0.5) is OUT
     (args, kwargs), = calls
-    assert args[3] is cu and args[4] is cu and args[5:7] == (4, 4)
+    assert args[3] is CU and args[4] is CU and args[5:7] == (4, 4)
     assert kwargs == {"softmax_scale": 0.5, "causal": True}
 
 
-def test_flash_attention_3_is_skipped_off_hopper(monkeypatch, fresh_choice):
-    calls = _fake(monkeypatch, "flash_attn_interface", "flash_attn_interface", None)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
-    kernel = backends._varlen_kernel()
-    assert kernel.__name__ != "fa3" and not calls
+def test_flash_attention_4_comes_next_on_hopper_and_newer(monkeypatch, installed):
+    calls = installed("flash_attn.cute", (OUT, torch.zeros(2, 4)))  # FA4 returns (out, lse)
+    for major in (9, 10):
+        _capability(monkeypatch, major)
+        assert backends.choose_varlen_kernel() == "fa4"
+    backends._varlen_kernel.cache_clear()
+    assert backends._varlen_kernel()(OUT, OUT, OUT, CU, 4, 0.5) is OUT
+    (args, kwargs), = calls
+    assert args == (OUT, OUT, OUT)
+    assert kwargs == {"cu_seqlens_q": CU, "cu_seqlens_k": CU, "max_seqlen_q": 4, "max_seqlen_k": 4,
+                      "softmax_scale": 0.5, "causal": True}
+
+
+def test_hopper_kernels_are_skipped_on_older_cards(monkeypatch, installed):
+    fa3 = installed("flash_attn_interface", OUT)
+    fa4 = installed("flash_attn.cute", OUT)
+    _capability(monkeypatch, 8)
+    assert backends.choose_varlen_kernel() == "torch"
+    backends._varlen_kernel()
+    assert not fa3 and not fa4
+
+
+def test_flash_attention_2_is_preferred_to_pytorch(monkeypatch, installed):
+    calls = installed("flash_attn", OUT)
+    _capability(monkeypatch, 8)
+    assert backends.choose_varlen_kernel() == "fa2"
+    assert backends._varlen_kernel()(OUT, OUT, OUT, CU, 4, 0.5) is OUT
+    (args, kwargs), = calls
+    assert args[3:7] == (CU, CU, 4, 4) and kwargs == {"softmax_scale": 0.5, "causal": True}
+
+
+def test_the_package_flash_attn_4_installs_is_not_flash_attn_2(monkeypatch, installed):
+    installed("flash_attn", function=False)  # flash-attn-4's flash_attn holds only flash_attn.cute
+    _capability(monkeypatch, 8)
+    assert backends.choose_varlen_kernel() == "torch"
+
+
+def test_the_environment_names_the_kernel(monkeypatch, installed):
+    installed("flash_attn_interface", OUT)
+    installed("flash_attn.cute", OUT)
+    _capability(monkeypatch, 9)
+    for name in ("fa4", "torch", "fa3"):
+        monkeypatch.setenv(backends.VARLEN_KERNEL_ENV, name)
+        assert backends.choose_varlen_kernel() == name
+    assert backends.choose_varlen_kernel("fa4") == "fa4"  # an explicit argument wins
+
+
+def test_a_named_kernel_must_exist_and_be_installed(monkeypatch, installed):
+    _capability(monkeypatch, 9)
+    with pytest.raises(ValueError, match="unknown varlen kernel 'fa5'"):
+        backends.choose_varlen_kernel("fa5")
+    monkeypatch.setenv(backends.VARLEN_KERNEL_ENV, "fa4")
+    with pytest.raises(RuntimeError, match="'fa4' was asked for .* not installed"):
+        backends.choose_varlen_kernel()

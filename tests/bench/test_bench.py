@@ -120,3 +120,19 @@ def test_a_hugging_face_config_directory_sets_the_model(tmp_path):
     assert all("error" not in r and r["vocab_size"] == 300 for r in results)
     # 2 layers of 32 wide: the FLOPs follow the config, not the default 1B shape
     assert all(r["flops_per_token"] < 1e7 for r in results)
+
+
+def test_each_varlen_kernel_asked_for_is_its_own_run():
+    import argparse
+
+    args = argparse.Namespace(documents="exponential:100:16:256", seed=1, warmup=0, steps=1, profile=None,
+                              kernels="auto", offload=False, mlp_tile=None, precision=["bf16", "fp32-master"],
+                              varlen_kernel=["fa2", "fa4"])
+    anchor = bench.contender_specs("ours-anchor-varlen", 256, {}, args)
+    assert [(s["precision"], s["varlen_kernel"]) for s in anchor] == [
+        ("bf16", "fa2"), ("bf16", "fa4"), ("fp32-master", "fa2"), ("fp32-master", "fa4")]
+    assert [bench.label(s) for s in anchor[:2]] == ["ours-anchor-varlen:fa2", "ours-anchor-varlen:fa4"]
+    # full mode runs SDPA's causal kernel on CUDA, the other backends and the peers run no varlen kernel
+    for name in ("ours-full-varlen", "ours-anchor-flex", "hf-flex-liger"):
+        specs = bench.contender_specs(name, 256, {}, args)
+        assert len(specs) == 2 and all("varlen_kernel" not in s for s in specs) and bench.label(specs[0]) == name
