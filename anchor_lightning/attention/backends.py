@@ -26,6 +26,7 @@ import functools
 import importlib.util
 import inspect
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,9 +205,21 @@ def _torch_varlen():
 
 
 _MAKERS = {"fa3": _fa3, "fa4": _fa4, "fa2": _fa2, "torch": _torch_varlen}
+def _imports(module: str) -> bool:
+    """Whether ``module`` imports: found is not enough (flash-attn-4 needs the CuTe DSL packages too)."""
+    if not _importable(module):
+        return False
+    try:
+        importlib.import_module(module)
+    except Exception as error:  # a broken install: auto skips it, a named choice reports it
+        warnings.warn(f"{module} is installed but does not import ({type(error).__name__}: {error})", stacklevel=3)
+        return False
+    return True
+
+
 _AVAILABLE = {
-    "fa3": lambda: _importable("flash_attn_interface"),
-    "fa4": lambda: _importable("flash_attn.cute"),
+    "fa3": lambda: _imports("flash_attn_interface"),
+    "fa4": lambda: _imports("flash_attn.cute"),
     "fa2": lambda: _flash_attn_2() is not None,
     "torch": lambda: True,
 }
@@ -223,7 +236,8 @@ def choose_varlen_kernel(requested: str | None = None) -> str:
         raise ValueError(f"unknown varlen kernel {requested!r} (choose from {', '.join(VARLEN_KERNELS)})")
     if requested != "auto":
         if not _AVAILABLE[requested]():
-            raise RuntimeError(f"varlen kernel {requested!r} was asked for ({VARLEN_KERNEL_ENV}) but is not installed")
+            raise RuntimeError(f"varlen kernel {requested!r} was asked for ({VARLEN_KERNEL_ENV}) but is not installed "
+                               "or does not import")
         return requested
     major = torch.cuda.get_device_capability()[0] if torch.cuda.is_available() else 0
     order = (["fa3"] if major == 9 else []) + (["fa4"] if major >= 9 else []) + ["fa2", "torch"]

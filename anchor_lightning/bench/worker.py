@@ -64,7 +64,7 @@ def _ours(spec: dict, device: torch.device):
     from anchor_lightning.model.kernels import offloaded_activations, speed_up
 
     layout = default_layout(spec["backend"], spec["mode"])
-    if spec["backend"] == "varlen" and device.type == "cuda":  # which FlashAttention kernel runs (recorded)
+    if spec["backend"] == "varlen" and spec["mode"] != "full" and device.type == "cuda":  # recorded; full runs SDPA
         spec["varlen_kernel"] = choose_varlen_kernel(spec.get("varlen_kernel"))
         os.environ[VARLEN_KERNEL_ENV] = spec["varlen_kernel"]
     documents = _documents(spec)

@@ -8,10 +8,17 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import SumMetric
 from transformers import PreTrainedModel
 
-from anchor_lightning.attention.backends import check_backend_layout, default_layout, prepare
+from anchor_lightning.attention.backends import (
+    VARLEN_KERNEL_ENV,
+    check_backend_layout,
+    choose_varlen_kernel,
+    default_layout,
+    prepare,
+)
 from anchor_lightning.data.packing import check_mode_layout
 from anchor_lightning.errors import UserError
 from anchor_lightning.model.build import build_model, configure, load_config
@@ -176,6 +183,19 @@ class AnchorLM(L.LightningModule):
                                             self.checkpoint_layers, self.mlp_tile)
         except ValueError as err:
             raise UserError(str(err), field="model.kernels") from None
+        self.varlen_kernel = self._varlen_kernel(device_type)
+
+    def _varlen_kernel(self, device_type: str) -> str | None:
+        """The FlashAttention kernel the varlen backend will call (announced once; None where none runs),
+        chosen before training so that a kernel named in the environment but missing stops the run now."""
+        if device_type != "cuda" or self.backend != "varlen" or self.mode == "full":  # full runs SDPA's causal kernel
+            return None
+        try:
+            kernel = choose_varlen_kernel()
+        except (ValueError, RuntimeError) as err:
+            raise UserError(str(err), field=VARLEN_KERNEL_ENV) from None
+        rank_zero_info(f"varlen attention: FlashAttention kernel {kernel!r} ({VARLEN_KERNEL_ENV} to choose)")
+        return kernel
 
     def setup(self, stage: str) -> None:
         """Refuse data the model cannot embed (before any weights are built)."""

@@ -34,13 +34,16 @@ def installed(monkeypatch):
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
 
-    def install(module_name: str, result=None, function: bool = True):
+    def install(module_name: str, result=None, function: bool = True, imports: bool = True):
         calls = []
+        fakes.add(module_name)
+        if not imports:  # found on the path, but importing it fails
+            monkeypatch.delitem(sys.modules, module_name, raising=False)
+            return calls
         module = types.ModuleType(module_name)
         if function:
             module.flash_attn_varlen_func = lambda *args, **kwargs: calls.append((args, kwargs)) or result
         monkeypatch.setitem(sys.modules, module_name, module)
-        fakes.add(module_name)
         return calls
 
     yield install
@@ -121,3 +124,12 @@ def test_a_named_kernel_must_exist_and_be_installed(monkeypatch, installed):
     monkeypatch.setenv(backends.VARLEN_KERNEL_ENV, "fa4")
     with pytest.raises(RuntimeError, match="'fa4' was asked for .* not installed"):
         backends.choose_varlen_kernel()
+
+
+def test_an_install_that_does_not_import_is_skipped_with_a_warning(monkeypatch, installed):
+    installed("flash_attn.cute", imports=False)  # e.g. flash-attn-4 without the CuTe DSL packages
+    _capability(monkeypatch, 9)
+    with pytest.warns(UserWarning, match="flash_attn.cute is installed but does not import"):
+        assert backends.choose_varlen_kernel() == "torch"
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="does not import"):
+        backends.choose_varlen_kernel("fa4")
