@@ -204,7 +204,6 @@ def _torch_varlen():
     return torch_varlen
 
 
-_MAKERS = {"fa3": _fa3, "fa4": _fa4, "fa2": _fa2, "torch": _torch_varlen}
 def _imports(module: str) -> bool:
     """Whether ``module`` imports: found is not enough (flash-attn-4 needs the CuTe DSL packages too)."""
     if not _importable(module):
@@ -223,6 +222,7 @@ _AVAILABLE = {
     "fa2": lambda: _flash_attn_2() is not None,
     "torch": lambda: True,
 }
+_MAKERS = {"fa3": _fa3, "fa4": _fa4, "fa2": _fa2, "torch": _torch_varlen}
 
 
 def choose_varlen_kernel(requested: str | None = None) -> str:
