@@ -244,6 +244,12 @@ def choose_varlen_kernel(requested: str | None = None) -> str:
     return next(name for name in order if _AVAILABLE[name]())
 
 
+def runs_varlen_kernel(backend: str, mode: str, device_type: str = "cuda") -> bool:
+    """Whether attention goes through the varlen kernel: the varlen backend on CUDA, except in ``full``
+    mode, where the row is one causal segment and SDPA's causal kernel computes it (faster)."""
+    return backend == "varlen" and mode != "full" and device_type == "cuda"
+
+
 @functools.cache
 def _varlen_kernel():
     """The chosen varlen function, called as f(q, k, v, cu_seqlens, max_seqlen, scale)."""
@@ -265,7 +271,7 @@ def _varlen_reference(q, k, v, cu_seqlens, scale):
 def varlen_attention(inputs: AttentionInputs, query, key, value, scaling, dropout):
     if dropout:
         raise ValueError("the varlen backend does not implement attention dropout")
-    if inputs.mode == "full" and query.is_cuda:
+    if query.is_cuda and not runs_varlen_kernel(inputs.backend, inputs.mode):
         # one causal segment per row: SDPA's causal kernel is the same function and picks the fastest
         # implementation (cuDNN's on Hopper, faster than FlashAttention-2 here)
         dtype = _kernel_dtype(query)

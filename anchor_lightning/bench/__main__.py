@@ -6,7 +6,7 @@
 
 Each contender runs in its own subprocess (an out-of-memory or a compile cache cannot taint the
 next), in alternating order per row length; the table gives tokens/s, FLOPs per token, MFU
-(DESIGN.md's rule over 989 TFLOP/s), peak memory and the ratio to the fastest peer at that length.
+(DESIGN.md's rule over the card's bf16 peak, 989 TFLOP/s on H100/H200), peak memory and the ratio to the fastest peer at that length.
 ``--max-context`` finds, per contender, the longest row (powers of two and their midpoints) that
 completes full training steps.
 """
@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from anchor_lightning.attention.backends import VARLEN_KERNELS
+from anchor_lightning.attention.backends import VARLEN_KERNELS, runs_varlen_kernel
 from anchor_lightning.bench.documents import document_lengths, lengths_summary
 
 # the issue's shape: Llama, hidden 2048, 16 layers, 32 heads, 8 KV heads, FFN 8192, vocab 32000
@@ -163,8 +163,7 @@ def contender_specs(name: str, row: int, shape: dict, args: argparse.Namespace) 
             "warmup": args.warmup, "steps": args.steps, "mode": contender.get("mode"), "profile": args.profile}
     if ours:
         base.update(kernels=args.kernels, offload=args.offload, mlp_tile=args.mlp_tile)
-    varlen = ours and contender["backend"] == "varlen" and contender["mode"] != "full"  # full runs SDPA on CUDA
-    kernels = args.varlen_kernel if varlen else [None]
+    kernels = args.varlen_kernel if ours and runs_varlen_kernel(contender["backend"], contender["mode"]) else [None]
     return [{**base, "precision": precision, **({"varlen_kernel": kernel} if kernel else {})}
             for precision in args.precision for kernel in kernels]
 

@@ -56,7 +56,7 @@ def _config(spec: dict):
 
 
 def _ours(spec: dict, device: torch.device):
-    from anchor_lightning.attention.backends import choose_varlen_kernel, default_layout, prepare
+    from anchor_lightning.attention.backends import choose_varlen_kernel, default_layout, prepare, runs_varlen_kernel
     from anchor_lightning.data.batch import collate_rows
     from anchor_lightning.data.packing import PackingSpec, pack_documents
     from anchor_lightning.model.build import build_model, configure
@@ -64,7 +64,7 @@ def _ours(spec: dict, device: torch.device):
     from anchor_lightning.model.kernels import offloaded_activations, speed_up
 
     layout = default_layout(spec["backend"], spec["mode"])
-    if spec["backend"] == "varlen" and spec["mode"] != "full" and device.type == "cuda":  # recorded; full runs SDPA
+    if runs_varlen_kernel(spec["backend"], spec["mode"], device.type):  # which kernel ran is recorded
         spec["varlen_kernel"] = choose_varlen_kernel(spec.get("varlen_kernel"))
         os.environ[VARLEN_KERNEL_ENV] = spec["varlen_kernel"]
     documents = _documents(spec)
@@ -177,6 +177,7 @@ def _profile(spec: dict, step, optimizer, autocast: bool, device: torch.device) 
 
 def run(spec: dict) -> dict:
     from anchor_lightning.bench.flops import flops_per_token
+    from anchor_lightning.model.flops import peak_flops
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
@@ -197,12 +198,13 @@ def run(spec: dict) -> dict:
     seconds = statistics.median(times)
     tokens = spec["seq_len"]
     per_token = flops_per_token(model, doc_ids, spec["mode"] if spec["kind"] == "ours" else None)
+    peak = peak_flops(torch.cuda.get_device_name()) if device.type == "cuda" else None
     return {
         **spec,
         "step_seconds": seconds,
         "tokens_per_sec": tokens / seconds,
         "flops_per_token": per_token,
-        "mfu": per_token * tokens / seconds / 989e12 if device.type == "cuda" else None,
+        "mfu": per_token * tokens / seconds / peak if peak else None,
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
         "loss": float(loss),
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",

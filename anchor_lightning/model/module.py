@@ -18,6 +18,7 @@ from anchor_lightning.attention.backends import (
     choose_varlen_kernel,
     default_layout,
     prepare,
+    runs_varlen_kernel,
 )
 from anchor_lightning.data.packing import check_mode_layout
 from anchor_lightning.errors import UserError
@@ -188,7 +189,7 @@ class AnchorLM(L.LightningModule):
     def _varlen_kernel(self, device_type: str) -> str | None:
         """The FlashAttention kernel the varlen backend will call (announced once; None where none runs),
         chosen before training so that a kernel named in the environment but missing stops the run now."""
-        if device_type != "cuda" or self.backend != "varlen" or self.mode == "full":  # full runs SDPA's causal kernel
+        if not runs_varlen_kernel(self.backend, self.mode, device_type):
             return None
         try:
             kernel = choose_varlen_kernel()
