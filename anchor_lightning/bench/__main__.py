@@ -6,7 +6,8 @@
 
 Each contender runs in its own subprocess (an out-of-memory or a compile cache cannot taint the
 next), in alternating order per row length; the table gives tokens/s, FLOPs per token, MFU
-(DESIGN.md's rule over the card's bf16 peak, 989 TFLOP/s on H100/H200), peak memory and the ratio to the fastest peer at that length.
+(DESIGN.md's rule over the card's bf16 peak, 989 TFLOP/s on H100/H200), peak memory and the ratio to
+the fastest peer at that length.
 ``--max-context`` finds, per contender, the longest row (powers of two and their midpoints) that
 completes full training steps.
 """
