@@ -12,8 +12,12 @@ from transformers import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 from anchor_lightning.data.batch import collate_rows
 from anchor_lightning.data.packing import PackingSpec, pack_documents
 
-# the project's real test inputs (../shared/data); ANCHOR_SHARED_DATA points elsewhere (the GPU machine)
+# the project's real test inputs (../shared/data, ../shared/models); ANCHOR_SHARED_DATA / ANCHOR_SHARED_MODELS
+# point elsewhere (the GPU machine)
 SHARED_DATA = Path(os.environ.get("ANCHOR_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+SHARED_MODELS = Path(os.environ.get("ANCHOR_SHARED_MODELS", SHARED_DATA.parent / "models"))
+SMOLLM2_GGUF = SHARED_MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
+needs_smollm2 = pytest.mark.skipif(not SMOLLM2_GGUF.is_file(), reason=f"needs the real GGUF checkpoint {SMOLLM2_GGUF}")
 FIRST = 1  # the tests' anchor / BOS id
 VOCAB = 97
 
@@ -48,6 +52,18 @@ def packed_batch(documents, seq_len: int, mode: str, layout: str, rows: int | No
     packed, _ = pack_documents(documents, PackingSpec(seq_len, layout, FIRST, (FIRST,)))
     packed = packed[:rows] if rows else packed
     return collate_rows(packed, mode, layout), packed
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _conversion_cache(tmp_path_factory):
+    """GGUF conversions go to one temporary cache for the whole session (never ~/.cache, never the tree)."""
+    previous = os.environ.get("ANCHOR_LIGHTNING_CACHE")
+    os.environ["ANCHOR_LIGHTNING_CACHE"] = str(tmp_path_factory.mktemp("anchor-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("ANCHOR_LIGHTNING_CACHE", None)
+    else:
+        os.environ["ANCHOR_LIGHTNING_CACHE"] = previous
 
 
 @pytest.fixture(autouse=True)

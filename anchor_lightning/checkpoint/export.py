@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from anchor_lightning.checkpoint.gguf import local_checkpoint
 from anchor_lightning.data.tokenizer import BYTES
 from anchor_lightning.errors import UserError
 
@@ -59,7 +60,7 @@ def export(ckpt: str, out: str, dtype: str = "float32") -> Path:
     if tokenizer is not None:
         from transformers import AutoTokenizer
 
-        AutoTokenizer.from_pretrained(tokenizer).save_pretrained(target)
+        AutoTokenizer.from_pretrained(local_checkpoint(tokenizer, field="data.tokenizer")).save_pretrained(target)
     anchor = data.get("anchor_id")
     if anchor is None:
         anchor = "the tokenizer's BOS" if tokenizer is not None else "256, the built-in byte tokenizer's BOS (no tokenizer files)"

@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 from typing import Protocol
 
+from anchor_lightning.checkpoint.gguf import is_gguf, local_checkpoint
 from anchor_lightning.errors import UserError
 
 
@@ -19,6 +20,9 @@ class Tokenizer(Protocol):
     def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
 
     def decode(self, ids: list[int]) -> str: ...
+
+    @property
+    def special_ids(self) -> frozenset[int]: ...
 
     @property
     def fingerprint(self) -> str: ...
@@ -46,6 +50,10 @@ class ByteTokenizer:
             else:
                 run.append(i)
         return "".join(out) + run.decode("utf-8", errors="replace")
+
+    @property
+    def special_ids(self) -> frozenset[int]:
+        return frozenset((self.bos_token_id, self.eos_token_id))
 
     @property
     def fingerprint(self) -> str:
@@ -77,6 +85,10 @@ class HFTokenizer:
         return self.tok.decode(ids)
 
     @property
+    def special_ids(self) -> frozenset[int]:
+        return frozenset(self.tok.all_special_ids)
+
+    @property
     def fingerprint(self) -> str:
         path = Path(self.name_or_path)
         digest = hashlib.sha256(type(self.tok).__name__.encode())
@@ -97,9 +109,12 @@ BYTES = "bytes"  # the name of the built-in byte tokenizer
 
 
 def load_tokenizer(name_or_path: str | None) -> Tokenizer:
-    """A tokenizer directory / hub name, or the built-in byte tokenizer (``bytes`` or None)."""
+    """A tokenizer directory / hub name, a ``.gguf`` checkpoint's tokenizer, or the built-in byte tokenizer
+    (``bytes`` or None)."""
     if name_or_path in (None, BYTES):
         return ByteTokenizer()
+    if is_gguf(name_or_path):  # the tokenizer stored in a GGUF checkpoint, from its cached conversion
+        name_or_path = local_checkpoint(name_or_path, field="data.tokenizer")
     if Path(name_or_path).exists() and not Path(name_or_path).is_dir():
         raise UserError(f"{name_or_path}: a tokenizer is a directory (tokenizer.json or tokenizer.model)", field="data.tokenizer")
     return HFTokenizer(name_or_path)

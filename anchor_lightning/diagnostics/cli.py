@@ -3,8 +3,8 @@
     python -m anchor_lightning diagnose --model /path/to/hf-checkpoint --data docs.jsonl --out diag/
     python -m anchor_lightning diagnose --model recipes/llama-1b/64k-anchor.yaml --lengths 4096 8192 16384
 
-``--model`` is a Hugging Face checkpoint directory, a ``config.json``, or a recipe YAML (random init
-from its ``model.config``). Writes ``rope_deviation.json`` (every number) and PNG plots to ``--out``
+``--model`` is a Hugging Face checkpoint directory, a ``.gguf`` file, a ``config.json``, or a recipe
+YAML (random init from its ``model.config``). Writes ``rope_deviation.json`` (every number) and PNG plots to ``--out``
 and prints a summary. See docs/rope-precision.md for how to read them.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from anchor_lightning.checkpoint.gguf import local_checkpoint
 from anchor_lightning.data.corpus import add_corpus_arguments, load_corpus
 from anchor_lightning.diagnostics.plots import plot_sweep
 from anchor_lightning.diagnostics.sweep import PAPER_OFFSETS, SweepSettings, run_sweep, summary
@@ -29,7 +30,7 @@ def load_model(source: str, rope_theta: float | None, seed: int, max_length: int
     """(fp32 model, its checkpoint directory or None)."""
     from transformers import AutoModelForCausalLM
 
-    path = Path(source)
+    path = Path(local_checkpoint(source, field="--model"))
     if path.is_dir():
         config = configure(load_config(str(path), None), max_length, rope_theta)
         model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch.float32, attn_implementation="sdpa")
@@ -47,7 +48,7 @@ def load_model(source: str, rope_theta: float | None, seed: int, max_length: int
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m anchor_lightning diagnose", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="HF checkpoint directory, config.json, or recipe YAML")
+    parser.add_argument("--model", required=True, help="HF checkpoint directory, .gguf file, config.json, or recipe YAML")
     add_corpus_arguments(parser)
     parser.add_argument("--lengths", type=int, nargs="+", default=list(SweepSettings.lengths))
     parser.add_argument("--offsets", type=int, nargs="+", default=list(PAPER_OFFSETS))

@@ -30,7 +30,8 @@ def load_config(pretrained: str | None, config: dict[str, Any] | str | None) -> 
     if pretrained is not None:
         path = Path(pretrained)
         if not (path / "config.json").is_file():
-            raise UserError(f"{path}: not a Hugging Face checkpoint directory (no config.json)", field="model.pretrained")
+            raise UserError(f"{path}: not a Hugging Face checkpoint directory (no config.json) nor a .gguf file",
+                            field="model.pretrained")
         return AutoConfig.from_pretrained(path)
     if config is None:
         raise UserError("give either a checkpoint directory or a config", field="model.pretrained / model.config")

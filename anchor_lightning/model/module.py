@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import SumMetric
 from transformers import PreTrainedModel
 
+from anchor_lightning.checkpoint.gguf import local_checkpoint
 from anchor_lightning.attention.backends import (
     VARLEN_KERNEL_ENV,
     check_backend_layout,
@@ -69,7 +70,8 @@ class AnchorLM(L.LightningModule):
     Args:
         config: HF config for random init: a dict with ``model_type`` (e.g. ``llama``) and fields, or a
             path to a config file/directory. Ignored when ``pretrained`` is set.
-        pretrained: a local HF checkpoint directory to load weights (and config) from.
+        pretrained: a local HF checkpoint directory, or a ``.gguf`` file (converted once into a cache,
+            see ``checkpoint/gguf.py``), to load weights (and config) from.
         mode: ``anchor`` | ``intra_doc`` | ``intra_doc_reset`` | ``full`` (DESIGN.md section 2).
         backend: ``sdpa`` (dense mask; CPU, small rows) | ``varlen`` (FlashAttention-2, CUDA) |
             ``flex`` (compiled flex attention, CUDA for training).
@@ -128,8 +130,9 @@ class AnchorLM(L.LightningModule):
         if loss not in LOSS_IMPLEMENTATIONS:
             raise UserError(f"unknown loss {loss!r} (choose from {', '.join(LOSS_IMPLEMENTATIONS)})", field="model.loss")
         self.mode, self.backend, self.seq_len = mode, backend, seq_len
-        self.pretrained = pretrained
-        self.hf_config = configure(load_config(pretrained, config), seq_len, rope_theta, rope_scaling)
+        # a .gguf file is converted once into a cached Hugging Face directory (checkpoint/gguf.py)
+        self.pretrained = local_checkpoint(pretrained) if pretrained is not None else None
+        self.hf_config = configure(load_config(self.pretrained, config), seq_len, rope_theta, rope_scaling)
         if kernels not in KERNELS:
             raise UserError(f"unknown kernels {kernels!r} (choose from {', '.join(KERNELS)})", field="model.kernels")
         if (checkpoint_layers is not None or offload_activations) and not activation_checkpointing:
