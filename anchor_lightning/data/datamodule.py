@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from anchor_lightning.data import cache as row_cache
 from anchor_lightning.data.batch import collate_rows
-from anchor_lightning.data.packing import MIN_SEQ_LEN, PackingSpec, PackStats, check_mode_layout, iter_packed_rows
+from anchor_lightning.data.packing import (
+    MIN_SEQ_LEN,
+    PackingSpec,
+    PackStats,
+    check_mode_layout,
+    foreign_openings,
+    iter_packed_rows,
+)
 from anchor_lightning.data.sampler import EvalBatchSampler, RowRef, StepBatchSampler
 from anchor_lightning.data.sources import DEFAULT_SOURCE, Documents, DocumentSource, open_source
 from anchor_lightning.data.tokenizer import Tokenizer, load_tokenizer, resolve_anchor_id
@@ -66,7 +74,9 @@ class PackedDataModule(L.LightningDataModule):
         tokenizer: a tokenizer directory or hub name, or ``bytes`` for the built-in byte tokenizer;
             None: the directory of ``model.pretrained`` when set (from the CLI), else ``bytes``.
         anchor_id: the first-token id F; None uses the tokenizer's BOS (required when it has none).
-        append_eos: end every tokenized text document with the tokenizer's EOS.
+        append_eos: end every tokenized text document with an EOS.
+        eos_id: the id that ends text documents; None: the tokenizer's EOS. (A chat model's EOS, such as
+            ``<|im_end|>``, is not what separated documents in its pre-training.)
         tag_field: the paper's +Tag variant: the field naming each document's domain (``domain`` in
             the pre-tokenized ``source`` entries, or a JSON field / column); its tokens open every
             packed document and are excluded from the loss. None: no tags.
@@ -93,6 +103,7 @@ class PackedDataModule(L.LightningDataModule):
         tokenizer: str | None = None,
         anchor_id: int | None = None,
         append_eos: bool = True,
+        eos_id: int | None = None,
         tag_field: str | None = None,
         interleave_pieces: int | None = None,
         seq_len: int = 512,
@@ -116,7 +127,7 @@ class PackedDataModule(L.LightningDataModule):
         if interleave_pieces is not None and interleave_pieces < 1:
             raise UserError(f"must be at least 1, got {interleave_pieces}", field="data.interleave_pieces")
         self.train_source, self.val_source, self.val_fraction = train, val, val_fraction
-        self.format, self.text_field, self.append_eos = format, text_field, append_eos
+        self.format, self.text_field, self.append_eos, self.eos_id = format, text_field, append_eos, eos_id
         self.tag_field, self.interleave_pieces = tag_field, interleave_pieces
         self.tokenizer_name, self.anchor_id_config = tokenizer, anchor_id
         self.seq_len, self.mode, self.layout = seq_len, mode, layout
@@ -151,6 +162,7 @@ class PackedDataModule(L.LightningDataModule):
             data_format=self.format,
             text_field=self.text_field,
             append_eos=self.append_eos,
+            eos_id=self.eos_id,
             num_proc=self.tokenize_workers,
             tag_field=self.tag_field,
         )
@@ -166,6 +178,30 @@ class PackedDataModule(L.LightningDataModule):
             yield from iter_packed_rows(documents.token_ids, spec, stats, tags, interleave)
         except ValueError as err:
             raise UserError(str(err), field="data.tag_field") from None
+
+    def _check_openings(self, documents: Documents, description: str) -> None:
+        """Refuse (a special token) or warn about pre-tokenized documents that mostly open with an id the
+        packer neither strips nor uses as F: a BOS of another tokenizer, kept as content after F."""
+        spec = self.packing_spec()
+        openings, total = foreign_openings(documents.token_ids, spec)
+        if not openings:
+            return
+        token, count = openings.most_common(1)[0]
+        if count < max(2, total // 2):
+            return
+        message = (
+            f"{count} of {total} documents of {description} open with token id {token}, which is neither the first "
+            f"token F ({spec.first_token_id}) nor stripped ({', '.join(map(str, spec.strip_ids)) or 'nothing'}): "
+            "it would stay as content right after F"
+        )
+        if token in self.tokenizer.special_ids:
+            raise UserError(
+                f"{message}; it is a special token of the tokenizer: was the data tokenized for this model? "
+                "(data.anchor_id sets F; the tokenizer's BOS is stripped)",
+                field="data.train",
+            )
+        warnings.warn(f"{message} (if it is a BOS of the tokenizer the data was made with, the data does not match "
+                      "data.tokenizer)", stacklevel=2)
 
     def _cached(self, fingerprint: str, part: str, documents: Callable[[], Documents]) -> row_cache.PackedRows:
         """The packed rows of ``documents()`` under this spec, from the cache or packed now."""
@@ -201,6 +237,8 @@ class PackedDataModule(L.LightningDataModule):
             documents = train.load()
             if not documents.token_ids:
                 raise UserError("the data set is empty", field="data.train")
+            if train.pretokenized:
+                self._check_openings(documents, train.description)
             return documents
 
         def split(part: str) -> Documents:

@@ -60,6 +60,7 @@ The last row is padded, not dropped.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -216,6 +217,20 @@ class Piece:
 def strip_leading(document: Sequence[int], strip_ids: Iterable[int]) -> Sequence[int]:
     """Drop one leading BOS / anchor id: the packer puts its own first token there."""
     return document[1:] if len(document) and int(document[0]) in set(strip_ids) else document
+
+
+def foreign_openings(documents: Iterable[Sequence[int]], spec: PackingSpec) -> tuple[Counter, int]:
+    """(how many documents open with each id that is neither stripped nor F, number of documents). A
+    pre-tokenized corpus whose documents mostly open with one such id carries a BOS the packer does
+    not know: it would stay as content right after F."""
+    known = {spec.first_token_id, *spec.strip_ids}
+    openings: Counter = Counter()
+    total = 0
+    for document in documents:
+        total += 1
+        if len(document) and int(document[0]) not in known:
+            openings[int(document[0])] += 1
+    return openings, total
 
 
 def interleave_pieces(pieces: Iterable[Piece], max_pieces: int, seed: int) -> list[Piece]:

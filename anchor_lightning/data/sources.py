@@ -41,6 +41,7 @@ class DocumentSource:
     fingerprint: str
     description: str
     load: Callable[[], Documents]
+    pretokenized: bool = False  # token ids read as given (their documents may open with another BOS)
 
 
 def _iter_json_lines(path: Path) -> Iterator[tuple[int, dict]]:
@@ -130,11 +131,13 @@ def read_token_documents(path: Path, tag_field: str | None = None) -> Documents:
     return Documents(docs, tags if tag_field is not None else None)
 
 
-def tokenize(texts: list[str], tokenizer: Tokenizer, append_eos: bool, num_proc: int) -> list[np.ndarray]:
-    """Tokenize with ``datasets.map`` (parallel over ``num_proc`` processes for large inputs)."""
+def tokenize(texts: list[str], tokenizer: Tokenizer, append_eos: bool, num_proc: int, eos_id: int | None = None) -> list[np.ndarray]:
+    """Tokenize with ``datasets.map`` (parallel over ``num_proc`` processes for large inputs); each text
+    ends with ``eos_id`` (default: the tokenizer's EOS) when ``append_eos``."""
     from datasets import Dataset, disable_progress_bars, enable_progress_bars
 
-    eos = [tokenizer.eos_token_id] if append_eos and tokenizer.eos_token_id is not None else []
+    eos_id = tokenizer.eos_token_id if eos_id is None else eos_id
+    eos = [eos_id] if append_eos and eos_id is not None else []
 
     def encode(batch):
         return {"input_ids": [ids + eos for ids in tokenizer.encode_batch(batch["text"])]}
@@ -197,11 +200,15 @@ def open_source(
     num_proc: int = 1,
     split: str = "train",
     tag_field: str | None = None,
+    eos_id: int | None = None,
 ) -> DocumentSource:
     """Documents as token-id arrays from ``source`` (a path, a hub name, or ``"default"``)."""
     if data_format not in FORMATS:
         raise UserError(f"unknown format {data_format!r} (choose from {', '.join(FORMATS)})", field="data.format")
-    text_key = f"{tokenizer.fingerprint}/eos={append_eos}/tags={tag_field}"
+    text_key = f"{tokenizer.fingerprint}/eos={append_eos}/tags={tag_field}" + (f"/eos_id={eos_id}" if eos_id is not None else "")
+
+    def encode(texts: list[str]) -> list[np.ndarray]:
+        return tokenize(texts, tokenizer, append_eos, num_proc, eos_id)
     if source == DEFAULT_SOURCE or source.startswith(f"{DEFAULT_SOURCE}:"):
         count = default_corpus_size(source)
         if tag_field is not None:
@@ -209,7 +216,7 @@ def open_source(
         return DocumentSource(
             f"default-v1/{count}/{text_key}",
             f"embedded default corpus ({count} documents)",
-            lambda: Documents(tokenize(generate_documents(count), tokenizer, append_eos, num_proc)),
+            lambda: Documents(encode(generate_documents(count))),
         )
     path = Path(source)
     if data_format == "auto":
@@ -226,12 +233,13 @@ def open_source(
             f"tokenized/{_file_digest(path)}/tags={tag_field}",
             f"pre-tokenized {path}",
             lambda: read_token_documents(path, tag_field),
+            pretokenized=True,
         )
     if data_format == "text":
 
         def load_text() -> Documents:
             texts, tags = read_texts(path, text_field, tag_field)
-            return Documents(tokenize(texts, tokenizer, append_eos, num_proc), tags)
+            return Documents(encode(texts), tags)
 
         return DocumentSource(f"text/{_file_digest(path)}/{text_field}/{text_key}", f"text {path}", load_text)
     records = _datasets_records(source, split)
@@ -245,6 +253,7 @@ def open_source(
             f"datasets/{records._fingerprint}/tags={tag_field}",
             f"datasets {source}",
             lambda: Documents([np.asarray(ids, dtype=np.int64) for ids in records["input_ids"]], tags()),
+            pretokenized=True,
         )
     if text_field not in records.column_names:
         raise UserError(
@@ -253,5 +262,5 @@ def open_source(
     return DocumentSource(
         f"datasets/{records._fingerprint}/{text_field}/{text_key}",
         f"datasets {source}",
-        lambda: Documents(tokenize(list(records[text_field]), tokenizer, append_eos, num_proc), tags()),
+        lambda: Documents(encode(list(records[text_field])), tags()),
     )

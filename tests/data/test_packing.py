@@ -253,3 +253,11 @@ def test_interleaving_actually_interleaves():
     order = [int(s) for s, _ in rows[0].chunk_sources]
     assert stats.chunks > 6 and stats.split_documents > 0
     assert order != sorted(order), "pieces of different documents are shuffled together"
+
+
+def test_foreign_openings_count_documents_that_open_with_an_unknown_id():
+    from anchor_lightning.data.packing import foreign_openings
+
+    spec = PackingSpec(16, "per_doc", 0, (0, 1))
+    openings, total = foreign_openings([[1, 5, 6], [0, 5], [9, 5], [9, 6], [], [7]], spec)
+    assert total == 6 and openings == {9: 2, 7: 1}

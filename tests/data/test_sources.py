@@ -131,3 +131,44 @@ def test_default_corpus_size_is_selectable():
     assert generate_documents(1000)[:400] == generate_documents(400), "a larger corpus extends the default one"
     with pytest.raises(sources.UserError, match="default:N"):
         sources.open_source("default:many", ByteTokenizer())
+
+
+def test_eos_id_ends_text_documents_and_keys_the_cache(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["first text", "second text"]))
+    plain = sources.open_source(str(path), ByteTokenizer())
+    chosen = sources.open_source(str(path), ByteTokenizer(), eos_id=7)
+    assert [int(d[-1]) for d in plain.load().token_ids] == [257, 257]
+    assert [int(d[-1]) for d in chosen.load().token_ids] == [7, 7]
+    assert plain.fingerprint != chosen.fingerprint
+
+
+def _pretokenized(tmp_path, first: int, count: int = 6):
+    path = tmp_path / f"rows-{first}.jsonl"
+    path.write_text("".join(json.dumps({"input_ids": [first, 65, 66, 67, 68, 69] * 3}) + "\n" for _ in range(count)))
+    return str(path)
+
+
+def test_documents_opening_with_a_token_neither_stripped_nor_f_warn_with_the_count(tmp_path):
+    data = PackedDataModule(_pretokenized(tmp_path, 1), seq_len=64, layout="per_doc", val_fraction=0.0,
+                            cache_dir=str(tmp_path / "cache"))
+    with pytest.warns(UserWarning, match=r"6 of 6 documents of pre-tokenized .* open with token id 1, which is neither the first token F \(256\)"):
+        data.setup("fit")
+
+
+def test_documents_opening_with_a_special_token_that_is_not_f_are_refused(tmp_path):
+    from anchor_lightning.errors import UserError
+
+    data = PackedDataModule(_pretokenized(tmp_path, 257), seq_len=64, layout="per_doc", val_fraction=0.0,
+                            cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(UserError, match="open with token id 257.*special token of the tokenizer"):
+        data.setup("fit")
+
+
+def test_documents_opening_with_f_or_a_stripped_bos_pass_quietly(tmp_path, recwarn):
+    for first in (256, 65):  # F itself; documents that open with varied content
+        path = tmp_path / f"ok-{first}.jsonl"
+        lines = [[first + i, 66, 67, 68] for i in range(6)] if first == 65 else [[first, 65, 66, 67]] * 6
+        path.write_text("".join(json.dumps({"input_ids": ids}) + "\n" for ids in lines))
+        PackedDataModule(str(path), seq_len=64, layout="per_doc", val_fraction=0.0, cache_dir=str(tmp_path / f"c{first}")).setup("fit")
+    assert not [w for w in recwarn if "open with token id" in str(w.message)]
