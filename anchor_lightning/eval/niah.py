@@ -2,13 +2,18 @@
 
 A needle is a sentence ``The special magic number for <key> is <value>.`` inserted into real text at
 a chosen depth; the prompt ends with ``The special magic number for <key> is`` and the model is scored
-by the log-likelihood of K candidate values (the right one and K-1 distractors of the same form), so
-chance is 1/K and no generation or answer parsing is needed.
+by the log-likelihood of K candidate values of the same form, so chance is 1/K and no generation or
+answer parsing is needed.
 
-* ``single``: one needle;
-* ``multikey``: several needles with different keys (the others are distractors in the text); the
-  question asks for one key;
-* ``multivalue``: one key inserted several times with different values; any of them counts.
+* ``single``: one needle; the K-1 wrong candidates are numbers that appear nowhere in the prompt
+  (finding the one number of the form in the context suffices: a test of reach);
+* ``multikey``: K needles with different keys, one asked; the candidates are exactly the K values in
+  the prompt, so copying a number seen in the context is not enough: the key must be bound to its value;
+* ``multivalue``: the asked key inserted several times with different values (any of them counts) among
+  K-1 needles of other keys; the candidates are one of the asked key's values and the K-1 other keys'.
+
+Version 2 of the tasks (``TASKS_VERSION``): in version 1 the wrong candidates of every task were numbers
+absent from the prompt, which a model that merely copies numbers from its context gets right.
 
 Pure functions over token ids: the tokenizer only encodes the needle, question and candidate texts.
 """
@@ -21,7 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 
 TASKS = ("single", "multikey", "multivalue")
-KEYS = "amber basalt cedar dahlia ember fjord garnet harbor indigo juniper kestrel lagoon meadow nectar onyx".split()
+TASKS_VERSION = 2
+KEYS = (
+    "amber basalt cedar dahlia ember fjord garnet harbor indigo juniper kestrel lagoon meadow nectar onyx "
+    "pepper quartz raven saffron timber umber velvet willow yarrow zephyr almond bramble copper dune falcon"
+).split()
 
 
 @dataclass(frozen=True)
@@ -56,13 +65,14 @@ def build_trial(
     """One trial of ``length`` prompt tokens: the first token, text with needles, then the question."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
-    keys = list(rng.choice(KEYS, size=needles if task == "multikey" else 1, replace=False))
+    if task != "single" and candidates > len(KEYS):
+        raise ValueError(f"{task} needs a key per candidate: at most {len(KEYS)} candidates")
+    keys = list(rng.choice(KEYS, size=1 if task == "single" else candidates, replace=False))
     taken: set[int] = set()
     asked = keys[0]
+    inserted = [(key, _value(rng, taken)) for key in keys]
     if task == "multivalue":
-        inserted = [(asked, _value(rng, taken)) for _ in range(needles)]
-    else:
-        inserted = [(key, _value(rng, taken)) for key in keys]
+        inserted += [(asked, _value(rng, taken)) for _ in range(needles - 1)]
     right = [v for k, v in inserted if k == asked]
     question = encode(f"\nWhat is the special magic number for {asked}? The special magic number for {asked} is")
     needle_ids = [encode(f" The special magic number for {k} is {v}.") for k, v in inserted]
@@ -81,7 +91,10 @@ def build_trial(
         cursor = spots[i]
     pieces += [text[cursor:].tolist(), question]
     prompt = [t for piece in pieces for t in piece]
-    wrong = [_value(rng, taken) for _ in range(candidates - 1)]
+    if task == "single":
+        wrong = [_value(rng, taken) for _ in range(candidates - 1)]
+    else:  # the other keys' values: every candidate is a number of the prompt
+        wrong = [v for k, v in inserted if k != asked]
     values = [right[0]] + wrong
     rng.shuffle(values)
     answers = frozenset(i for i, v in enumerate(values) if v in right)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,35 +12,53 @@ from tqdm.auto import tqdm
 
 from anchor_lightning.eval.niah import Trial
 from anchor_lightning.eval.scoring import Scorer
+from anchor_lightning.eval.stats import wilson_interval
 
 
-def run_trials(scorer: Scorer, trials: Sequence[Trial], progress: bool = True) -> list[bool]:
-    """Whether each trial's best-scoring candidate is a right answer."""
+def run_trials(scorer: Scorer, trials: Sequence[Trial], progress: bool = True, seconds: list | None = None) -> list[bool]:
+    """Whether each trial's best-scoring candidate is a right answer (each trial's wall time appended to
+    ``seconds`` when given)."""
     hits = []
     for trial in tqdm(trials, desc="needles", disable=not progress, unit="trial"):
+        start = time.perf_counter()
         scores = scorer.loglikelihoods(trial.prompt, trial.candidates)
         hits.append(int(np.argmax(scores)) in trial.answers)
+        if seconds is not None:
+            seconds.append(time.perf_counter() - start)
     return hits
 
 
 def summarise(trials: Sequence[Trial], hits: Sequence[bool]) -> dict:
-    """Accuracy per task overall and on the depth x length grid, with chance and a standard error."""
+    """Accuracy per task overall, per context length (with a 95% Wilson interval) and on the
+    depth x length grid, with chance, a standard error at chance, and every trial's outcome in the
+    trials' order (``hits``, for paired comparisons of models run on the same trials)."""
     out: dict = {}
     for task in sorted({t.task for t in trials}):
         picked = [(t, h) for t, h in zip(trials, hits) if t.task == task]
         depths = sorted({t.depth for t, _ in picked})
         lengths = sorted({t.length for t, _ in picked})
         grid = [[float(np.mean([h for t, h in picked if t.depth == d and t.length == n])) for n in lengths] for d in depths]
-        accuracy = float(np.mean([h for _, h in picked]))
+        right = sum(bool(h) for _, h in picked)
         chance = float(np.mean([len(t.answers) / len(t.candidates) for t, _ in picked]))
+        by_length = {}
+        for n in lengths:
+            at = [bool(h) for t, h in picked if t.length == n]
+            low, high = wilson_interval(sum(at), len(at))
+            by_length[str(n)] = {"accuracy": sum(at) / len(at), "trials": len(at), "low": low, "high": high}
+        low, high = wilson_interval(right, len(picked))
         out[task] = {
-            "accuracy": accuracy,
+            "accuracy": right / len(picked),
             "trials": len(picked),
+            "low": low,
+            "high": high,
             "chance": chance,
             "stderr_at_chance": math.sqrt(chance * (1 - chance) / len(picked)),
+            "by_length": by_length,
             "depths": depths,
             "lengths": lengths,
             "grid": grid,  # rows: depths, columns: lengths
+            "hits": [bool(h) for _, h in picked],
+            "trial_lengths": [t.length for t, _ in picked],
         }
     return out
 

@@ -67,7 +67,7 @@ class ShallowOnly(Oracle):
 
 
 def trials(**kw):
-    options = dict(lengths=(512, 1024), depths=(0.0, 0.25, 0.5, 0.75, 1.0), trials=2, candidates=10)
+    options = dict(lengths=(1024, 2048), depths=(0.0, 0.25, 0.5, 0.75, 1.0), trials=2, candidates=10)
     options.update(kw)
     return build_trials(HAYSTACK, encode, TOKENIZER.bos_token_id, **options)
 
@@ -85,6 +85,10 @@ def test_trials_have_the_requested_length_one_right_answer_and_the_needle_at_its
         assert not {v for v, _ in found} & set(wrong)
         if trial.task == "single":
             assert len(found) == 1 and abs(found[0][1] - trial.depth) < 0.01
+        else:  # hard negatives: every candidate is a value of some needle in the prompt
+            text = bytes(t for t in trial.prompt if t < 256).decode()
+            assert all(f" is {value_of(c)}." in text for c in trial.candidates)
+            assert len(found) == (1 if trial.task == "multikey" else 4)
 
 
 def test_a_model_that_always_knows_the_needle_scores_100_percent():
@@ -156,7 +160,7 @@ def test_callback_logs_needle_accuracy_and_perplexity_during_validation(tmp_path
     fragment = tmp_path / "eval.yaml"
     fragment.write_text(yaml.safe_dump({"trainer": {"callbacks": [{
         "class_path": "anchor_lightning.callbacks.long_context.LongContextEval",
-        "init_args": {"lengths": [384], "depths": [0.0, 1.0], "trials": 1, "candidates": 4, "ppl_documents": 2}}]}}))
+        "init_args": {"lengths": [512], "depths": [0.0, 1.0], "trials": 1, "candidates": 4, "ppl_documents": 2}}]}}))
     main(["fit", "--config", "tests/configs/micro.yaml", "--config", str(fragment), "--trainer.max_steps=4",
           "--trainer.val_check_interval=4", f"--data.cache_dir={tmp_path / 'cache'}",
           f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"])
@@ -164,3 +168,86 @@ def test_callback_logs_needle_accuracy_and_perplexity_during_validation(tmp_path
     for task in TASKS:
         assert 0.0 <= logged[f"eval/niah_{task}"][-1][1] <= 1.0
     assert any(tag.startswith("eval/ppl_0_") for tag in logged)
+
+
+def test_wilson_interval_matches_known_values():
+    from anchor_lightning.eval.stats import wilson_interval
+
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.27753), abs=1e-5)
+    assert wilson_interval(10, 10) == pytest.approx((0.72247, 1.0), abs=1e-5)
+    low, high = wilson_interval(50, 100)
+    assert (low, high) == pytest.approx((0.40383, 0.59617), abs=1e-5)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_paired_comparison_counts_discordant_trials_and_gives_mcnemars_exact_p():
+    from anchor_lightning.eval.stats import paired_comparison
+
+    a = [True] * 5 + [True, False, False]
+    b = [False] * 5 + [True, False, False]
+    result = paired_comparison(a, b)
+    assert (result["only_a"], result["only_b"]) == (5, 0)
+    assert result["difference"] == pytest.approx(5 / 8)
+    assert result["p_value"] == pytest.approx(2 / 32)  # two-sided exact binomial on 5 discordant trials
+    assert paired_comparison(a, a)["p_value"] == 1.0
+    with pytest.raises(ValueError):
+        paired_comparison(a, b[:-1])
+
+
+def test_bootstrap_interval_brackets_the_ratio_and_is_flat_for_one_document():
+    from anchor_lightning.eval.stats import bootstrap_ratio_interval
+
+    rng = np.random.default_rng(0)
+    sums, counts = np.array([10.0, 30.0, 20.0, 40.0]), np.array([10, 10, 10, 10])
+    low, high = bootstrap_ratio_interval(sums, counts, 2000, rng)
+    assert low < 2.5 < high and 1.0 <= low and high <= 4.0
+    assert bootstrap_ratio_interval(sums[:1], counts[:1], 100, rng) == (1.0, 1.0)
+
+
+def test_summary_gives_accuracy_per_length_with_an_interval_and_every_trials_outcome():
+    built = trials(trials=3)
+    summary = summarise(built, run_trials(ShallowOnly(), built, progress=False))
+    for task, r in summary.items():
+        assert set(r["by_length"]) == {"1024", "2048"}
+        for n, cell in r["by_length"].items():
+            outcomes = [h for h, length in zip(r["hits"], r["trial_lengths"]) if length == int(n)]
+            assert cell["trials"] == len(outcomes) == 15 and cell["accuracy"] == pytest.approx(np.mean(outcomes))
+            assert cell["low"] <= cell["accuracy"] <= cell["high"]
+        assert len(r["hits"]) == r["trials"] == 30
+
+
+def test_chunked_token_losses_equal_one_full_forward():
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config("llama", vocab_size=258)).eval().double()
+    ids = [256] + encode("a document long enough to span several chunks of the output head")
+    losses = HFScorer(model, chunk=7).token_losses(ids)
+    with torch.no_grad():
+        logprobs = F.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, :-1].double(), -1)
+    expected = -logprobs.gather(-1, torch.tensor(ids[1:])[:, None])[:, 0].numpy()
+    np.testing.assert_allclose(losses, expected, rtol=1e-6)
+
+
+def test_evaluate_command_takes_a_rope_base_and_separate_perplexity_corpora(tmp_path, capsys):
+    from anchor_lightning.cli import main
+
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(tiny_config("llama", vocab_size=258)).save_pretrained(tmp_path / "model")
+    short = tmp_path / "short.jsonl"
+    short.write_text("".join(json.dumps({"text": t}) + "\n" for t in generate_documents(5)))
+    main(["evaluate", "--model", str(tmp_path / "model"), "--data", "default:60", "--ppl-data", "default:8",
+          "--short-data", str(short), "--short-length", "64", "--lengths", "512", "--depths", "0.5", "--trials", "1", "--candidates", "4",
+          "--rope-theta", "123456", "--dtype", "float32", "--out", str(tmp_path / "eval"), "--no-progress"])
+    results = json.loads((tmp_path / "eval" / "long_context.json").read_text())
+    assert results["rope_parameters"]["rope_theta"] == 123456.0
+    assert results["short_perplexity"]["documents"] == 5 and results["short_perplexity"]["tokens"] == 5 * 64
+    assert results["perplexity_by_position"][0]["documents"] == 4
+    assert "short-context ppl" in capsys.readouterr().out
+    assert results["niah_version"] == 2 and set(results["seconds"]) >= {"niah_512", "perplexity_by_position", "short_perplexity"}
+
+
+def test_default_lengths_follow_the_model_and_the_device():
+    from anchor_lightning.eval.cli import default_lengths
+
+    assert default_lengths(32768, "cuda") == [8192, 16384, 32768]
+    assert default_lengths(32768, "cpu") == [1024, 2048, 4096]
+    assert default_lengths(512, "cpu") == [128, 256, 512]

@@ -1,0 +1,49 @@
+"""Uncertainty for the evaluation's numbers: Wilson intervals for accuracies, bootstrap intervals for
+token-weighted means over documents, and an exact paired test between two models on the same trials."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+Z95 = 1.959963984540054
+
+
+def wilson_interval(hits: int, trials: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (95% by default); (0, 1) for no trials."""
+    if trials == 0:
+        return 0.0, 1.0
+    p = hits / trials
+    denominator = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def bootstrap_ratio_interval(sums: np.ndarray, counts: np.ndarray, resamples: int, rng: np.random.Generator,
+                             level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of sum(sums) / sum(counts) when whole documents (pairs of sum and count) are
+    resampled with replacement. One document gives a zero-width interval."""
+    sums, counts = np.asarray(sums, dtype=np.float64), np.asarray(counts, dtype=np.float64)
+    point = sums.sum() / counts.sum()
+    if len(sums) < 2 or resamples < 1:
+        return point, point
+    picks = rng.integers(0, len(sums), size=(resamples, len(sums)))
+    ratios = sums[picks].sum(1) / counts[picks].sum(1)
+    tail = (1 - level) / 2
+    return float(np.quantile(ratios, tail)), float(np.quantile(ratios, 1 - tail))
+
+
+def paired_comparison(a: Sequence[bool], b: Sequence[bool]) -> dict:
+    """Two models on the same trials: the accuracy difference a - b, and McNemar's exact two-sided
+    p-value over the discordant trials (those one model got right and the other wrong)."""
+    if len(a) != len(b):
+        raise ValueError("paired trials must be the same trials")
+    only_a = sum(1 for x, y in zip(a, b) if x and not y)
+    only_b = sum(1 for x, y in zip(a, b) if y and not x)
+    n = only_a + only_b
+    k = min(only_a, only_b)
+    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+    return {"difference": (sum(a) - sum(b)) / max(1, len(a)), "only_a": only_a, "only_b": only_b, "p_value": p}
