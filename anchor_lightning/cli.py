@@ -19,11 +19,16 @@ from lightning.pytorch.cli import LightningCLI
 
 from anchor_lightning.attention.backends import default_layout
 from anchor_lightning.callbacks.preemption import SaveOnSignal
-from anchor_lightning.callbacks.progress import StepProgressBar
+from anchor_lightning.callbacks.progress import PlainProgress, StepProgressBar
 from anchor_lightning.callbacks.throughput import TokenThroughput
 from anchor_lightning.data.datamodule import PackedDataModule
 from anchor_lightning.errors import UserError
 from anchor_lightning.model.module import AnchorLM
+
+
+def interactive_output() -> bool:
+    """Whether standard output is a terminal (a live progress bar) rather than a file or a pipe."""
+    return sys.stdout.isatty()
 
 
 def resolve_layout(mode: str, backend: str, layout: str | None) -> str:
@@ -111,9 +116,14 @@ class AnchorCLI(LightningCLI):
         parser.link_arguments(("model.mode", "model.backend", "model.layout"), "data.layout", compute_fn=resolve_layout)
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
-        """Add Lightning's progress bar, counting right under gradient accumulation (unless disabled)."""
+        """Progress, unless disabled: on a terminal Lightning's bar (counting right under gradient
+        accumulation), elsewhere (a log file, SLURM, CI) plain lines at logging steps."""
         if config.get("enable_progress_bar") is not False:
-            callbacks = [*callbacks, StepProgressBar()]
+            if interactive_output():
+                callbacks = [*callbacks, StepProgressBar()]
+            else:
+                config = {**config, "enable_progress_bar": False}
+                callbacks = [*callbacks, PlainProgress()]
         return super()._instantiate_trainer(config, callbacks)
 
     def before_instantiate_classes(self) -> None:

@@ -77,8 +77,11 @@ def test_global_batch_size_must_divide(tmp_path, capsys):
     assert "global batch of 7 rows is not a multiple of 2 rows x 1 devices" in capsys.readouterr().err
 
 
-def test_progress_bar_counts_micro_batches_of_the_remaining_steps(tmp_path):
+def test_progress_bar_counts_micro_batches_of_the_remaining_steps(tmp_path, monkeypatch):
+    from anchor_lightning import cli
     from tests.helpers import RecordProgressTotal
+
+    monkeypatch.setattr(cli, "interactive_output", lambda: True)
 
     RecordProgressTotal.seen.clear()
     main(["fit", "--config", MICRO, "--trainer.enable_progress_bar=true", "--trainer.accumulate_grad_batches=2",
@@ -87,6 +90,24 @@ def test_progress_bar_counts_micro_batches_of_the_remaining_steps(tmp_path):
     total, description = RecordProgressTotal.seen[0]
     assert total == 6  # 3 optimizer steps x 2 micro-batches, not Lightning's 3
     assert description.strip() == "Epoch 0"  # not "Epoch 0/-2"
+
+
+def test_output_to_a_file_gets_plain_progress_lines(tmp_path, capsys):
+    """Not a terminal (as under pytest, nohup or SLURM): a banner, a line per logging step with loss,
+    tokens/s and ETA, the validation result and where everything went; no bar frames."""
+    main(["fit", "--config", MICRO, "--trainer.enable_progress_bar=true", "--trainer.max_steps=4",
+          "--trainer.log_every_n_steps=2", "--trainer.val_check_interval=4", f"--data.cache_dir={tmp_path / 'cache'}",
+          f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"])
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    banner = next(line for line in lines if line.startswith("training "))
+    assert "mode anchor, backend sdpa, rows of 256 slots, 4 rows per step, 4 steps" in banner
+    steps = [line for line in lines if line.startswith("step ")]
+    assert [line.split()[1] for line in steps] == ["2/4", "4/4"]
+    assert all("loss " in line and "eta " in line for line in steps) and "tokens/s" in steps[-1]
+    assert any(line.startswith("validation at step 4: val/loss ") for line in lines)
+    assert lines[-1].startswith("done: step 4 in ") and str(tmp_path / "runs") in lines[-1]
+    assert "\r" not in out and "━" not in out
 
 
 def test_memory_savers_train_the_same_losses_through_the_cli(tmp_path):

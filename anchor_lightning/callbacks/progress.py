@@ -1,4 +1,4 @@
-"""A progress bar that counts micro-batches against the right total.
+"""Progress: a bar that counts micro-batches against the right total (on a terminal), or plain lines.
 
 Lightning caps an epoch's bar at ``max_steps - global_step`` batches, but with gradient accumulation a
 step is several batches (a run of 80 steps then shows "160/80"), and it prints the epoch as "0/-2"
@@ -7,6 +7,10 @@ when only ``max_steps`` is set. This bar fixes both and otherwise is Lightning's
 
 from __future__ import annotations
 
+import sys
+import time
+
+import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 
@@ -29,3 +33,88 @@ class StepProgressBar(_Base):
         epochs = self.trainer.max_epochs
         description = f"Epoch {current_epoch}" + (f"/{epochs - 1}" if epochs is not None and epochs > 0 else "")
         return f"{description:{len(self.validation_description)}}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class PlainProgress(L.Callback):
+    """Progress as plain lines, for output that is not a terminal (nohup, SLURM, CI logs), where a live
+    bar shows nothing until its last frame: a start banner (model, mode, backend and kernel, row length,
+    rows per step, log and checkpoint directories), a line per logging step (step, loss, tokens/s,
+    elapsed, ETA), validation results, and a closing line saying where everything went."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream
+        self._start: float | None = None
+        self._first_step = 0
+        self._pending: tuple[int, int, float, float] | None = None
+
+    def _print(self, trainer: L.Trainer, text: str) -> None:
+        if trainer.is_global_zero:
+            print(text, file=self.stream or sys.stdout, flush=True)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start, self._first_step = time.perf_counter(), trainer.global_step
+        module = pl_module
+        parameters = sum(p.numel() for p in module.parameters())
+        kernel = getattr(module, "varlen_kernel", None)
+        rows = getattr(getattr(trainer, "datamodule", None), "train_sampler", None)
+        rows_per_step = rows.rows_per_step if rows is not None else "?"
+        resumed = f", resumed at step {trainer.global_step}" if trainer.global_step else ""
+        self._print(trainer, (
+            f"training {getattr(module, 'pretrained', None) or 'a random init'} ({parameters / 1e6:.1f}M parameters): "
+            f"mode {getattr(module, 'mode', '?')}, backend {getattr(module, 'backend', '?')}"
+            + (f" (kernel {kernel})" if kernel else "")
+            + f", rows of {getattr(module, 'seq_len', '?')} slots, {rows_per_step} rows per step, "
+            f"{trainer.max_steps} steps{resumed}"
+        ))
+        self._print(trainer, f"  logs: {trainer.log_dir or 'none'}; checkpoints: {_checkpoint_dir(trainer) or 'none'}")
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        # Lightning runs callbacks' hooks before the module's, which logs this step's metrics: the line is
+        # written at the next hook, when they are there
+        if (batch_idx + 1) % trainer.accumulate_grad_batches or not trainer._logger_connector.should_update_logs:
+            return
+        step, total = trainer.global_step, trainer.max_steps
+        elapsed = time.perf_counter() - (self._start or time.perf_counter())
+        done = max(1, step - self._first_step)
+        eta = elapsed / done * (total - step) if total and total > 0 else 0.0
+        self._pending = (step, total, elapsed, eta)
+
+    def _flush(self, trainer: L.Trainer) -> None:
+        if self._pending is None:
+            return
+        step, total, elapsed, eta = self._pending
+        self._pending = None
+        metrics = trainer.callback_metrics
+        parts = [f"step {step}/{total}"]
+        for key, label, spec in (("train/loss", "loss", ".4f"), ("perf/tokens_per_sec", "tokens/s", ",.0f")):
+            if key in metrics:
+                parts.append(f"{label} {float(metrics[key]):{spec}}")
+        parts.append(f"elapsed {_duration(elapsed)}, eta {_duration(eta)}")
+        self._print(trainer, "  ".join(parts))
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        self._flush(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or "val/loss" not in trainer.callback_metrics:
+            return
+        self._print(trainer, f"validation at step {trainer.global_step}: val/loss {float(trainer.callback_metrics['val/loss']):.4f}")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush(trainer)
+        elapsed = time.perf_counter() - (self._start or time.perf_counter())
+        self._print(trainer, f"done: step {trainer.global_step} in {_duration(elapsed)}; logs in {trainer.log_dir or 'none'}, "
+                             f"checkpoints in {_checkpoint_dir(trainer) or 'none'}")
+
+
+def _checkpoint_dir(trainer: L.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    return str(callback.dirpath) if callback is not None and getattr(callback, "dirpath", None) else None
