@@ -11,6 +11,7 @@ import yaml
 
 from anchor_lightning.cli import main
 from anchor_lightning.model.schedule import parameter_groups
+from tests.conftest import SMOLLM2_GGUF
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -44,7 +45,14 @@ PAPER = {
     "llama-1b/64k-anchor.yaml": paper("llama", "64k", "anchor"),
     "llama-1b/64k-full.yaml": paper("llama", "64k", "full"),
 }
-EXPECTED = {**DEBUG, **PAPER}
+SMOLLM2 = {
+    f"smollm2-135m/32k-{m}.yaml": dict(
+        rope_theta=2236068.0, seq_len=32768, global_batch=4, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, mode=m,
+        backend="varlen", layout="per_doc", precision="bf16-mixed", max_steps=100, model_type="llama", anchor_id=0,
+    )
+    for m in ("anchor", "full", "intra_doc", "intra_doc_reset")
+}
+EXPECTED = {**DEBUG, **PAPER, **SMOLLM2}
 # parameter counts of the architectures (from their published configs), to catch a wrong shape
 PARAMETERS = {"llama2-7b": 6.74e9, "llama3-8b": 8.03e9, "mistral-7b-v0.3": 7.25e9, "qwen1.5-1.8b": 1.84e9, "llama-1b": 1.104e9}
 
@@ -68,11 +76,20 @@ def test_recipe_instantiates_with_its_values(name, tmp_path):
     raw = yaml.safe_load(text)
     assert raw["trainer"]["precision"] == expected["precision"]
     # the trainer is built on one CPU device here (GPU recipes run on GPU machines)
-    cli = main(["--config", str(path), "--trainer.accelerator=cpu", "--trainer.devices=1", f"--data.cache_dir={tmp_path}"], run=False)
+    given = []
+    if name in SMOLLM2:  # a pretrained-only recipe: the real GGUF checkpoint
+        if not SMOLLM2_GGUF.is_file():
+            pytest.skip(f"needs {SMOLLM2_GGUF}")
+        given = [f"--model.pretrained={SMOLLM2_GGUF}"]
+    cli = main(["--config", str(path), "--trainer.accelerator=cpu", "--trainer.devices=1", f"--data.cache_dir={tmp_path}", *given],
+               run=False)
     module, data, trainer = cli.model, cli.datamodule, cli.trainer
-    with torch.device("meta"):
+    if name in SMOLLM2:  # real weights (from_pretrained refuses the meta device); 135M parameters load in seconds
         module.configure_model()
-    assert next(module.model.parameters()).is_meta
+    else:
+        with torch.device("meta"):
+            module.configure_model()
+        assert next(module.model.parameters()).is_meta
     config = module.model.config
     assert config.model_type == expected["model_type"]
     assert config.rope_parameters["rope_theta"] == expected["rope_theta"]
@@ -91,6 +108,9 @@ def test_recipe_instantiates_with_its_values(name, tmp_path):
         assert sum(p.numel() for p in module.net.parameters()) == pytest.approx(PARAMETERS[family], rel=0.01)
         assert trainer.gradient_clip_val == 1.0 and module.activation_checkpointing
         assert module.checkpoint_layers is None and module.kernels == "auto"
+    if name in SMOLLM2:
+        assert sum(p.numel() for p in module.net.parameters()) == 134_515_008
+        assert data.eos_id == 0 and trainer.gradient_clip_val == 1.0
 
 
 FRAGMENTS = {
