@@ -1,0 +1,311 @@
+"""Tables and plots of the miniature from ``scripts/miniature/run.py``'s results.
+
+    python scripts/miniature/report.py RESULTS_DIR [--doc docs/miniature.md] [--raw docs/miniature]
+
+RESULTS_DIR holds one folder per model (``base``, ``base-theta``, ``anchor``, ``full``, ``intra_doc``,
+``intra_doc_reset``) with ``long_context.json``, ``diagnose/rope_deviation.json`` and, for trained
+modes, ``train.json``; plus ``environment.json``. Writes the figures to ``docs/figures/miniature-*.png``,
+copies the raw JSON to ``--raw``, and replaces the text between ``<!-- results:begin -->`` and
+``<!-- results:end -->`` in ``--doc`` with the tables (everything else in the page is left as is).
+Models that have no results yet are left out of the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from anchor_lightning.eval.stats import paired_comparison, wilson_interval  # noqa: E402
+
+MODELS = ("base", "base-theta", "anchor", "intra_doc_reset", "intra_doc", "full")
+LABELS = {
+    "base": "base (RoPE 100K)",
+    "base-theta": "base, RoPE 2.24M, untrained",
+    "anchor": "anchor",
+    "intra_doc_reset": "intra_doc_reset",
+    "intra_doc": "intra_doc",
+    "full": "full",
+}
+SHORT = {"base": "base", "base-theta": "base, new RoPE", "anchor": "anchor", "intra_doc_reset": "reset",
+         "intra_doc": "intra_doc", "full": "full"}
+COLORS = {"base": "0.5", "base-theta": "0.75", "anchor": "tab:red", "intra_doc_reset": "tab:green",
+          "intra_doc": "tab:blue", "full": "tab:purple"}
+TRAINED = ("anchor", "intra_doc_reset", "intra_doc", "full")
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def load(results: Path) -> dict:
+    found = {}
+    for name in MODELS:
+        folder = results / name
+        entry = {}
+        for key, paths in (("eval", [folder / "long_context.json"]), ("train", [folder / "train.json"]),
+                           ("diag", [folder / "diagnose" / "rope_deviation.json", folder / "rope_deviation.json"])):
+            path = next((p for p in paths if p.is_file()), None)
+            if path is not None:
+                entry[key] = json.loads(path.read_text())
+        if entry:
+            found[name] = entry
+    return found
+
+
+def k_label(n: int) -> str:
+    return f"{n // 1024}K" if n >= 1024 else str(n)
+
+
+def cell(accuracy: float, low: float, high: float) -> str:
+    return f"{accuracy:.0%} [{low:.0%}, {high:.0%}]"
+
+
+def training_table(found: dict) -> list[str]:
+    rows = [(m, found[m]["train"]) for m in TRAINED if m in found and "train" in found[m]]
+    if not rows:
+        return []
+    full = dict(rows).get("full")
+    lines = ["| mode | steps | tokens | tokens/s (median) | s/step (median) | step time / full | wall time | peak GiB | "
+             "last train loss | val/loss |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for mode, t in rows:
+        losses = [v for _, v in t["curves"].get("train/loss", [])]
+        ratio = (f"{t['seconds_per_step_median'] / full['seconds_per_step_median']:.2f}x"
+                 if full and full.get("seconds_per_step_median") and t.get("seconds_per_step_median") else "")
+        lines.append(
+            f"| {mode} | {t['steps']} | {t['tokens'] / 1e6:.1f}M | {t['tokens_per_sec_median']:,.0f} | "
+            f"{t['seconds_per_step_median']:.2f} | {ratio} | {t['wall_seconds']:.0f} s | "
+            f"{t['peak_gib']:.1f} | {np.mean(losses[-3:]):.3f} | {t['val_loss']:.3f} |"
+        )
+    return lines
+
+
+def niah_tables(found: dict) -> list[str]:
+    evaluated = [m for m in MODELS if m in found and "eval" in found[m]]
+    if not evaluated:
+        return []
+    lines = []
+    tasks = list(found[evaluated[0]]["eval"]["niah"])
+    for task in tasks:
+        lengths = list(found[evaluated[0]]["eval"]["niah"][task]["by_length"])
+        trials = found[evaluated[0]]["eval"]["niah"][task]["by_length"][lengths[0]]["trials"]
+        chance = found[evaluated[0]]["eval"]["niah"][task]["chance"]
+        lines += ["", f"**{task}** ({trials} trials per length, chance {chance:.0%}; accuracy [95% Wilson interval])", "",
+                  "| model | " + " | ".join(k_label(int(n)) for n in lengths) + " |",
+                  "| --- |" + " ---: |" * len(lengths)]
+        for m in evaluated:
+            by_length = found[m]["eval"]["niah"][task]["by_length"]
+            lines.append(f"| {LABELS[m]} | " + " | ".join(cell(by_length[n]["accuracy"], by_length[n]["low"], by_length[n]["high"])
+                                                         for n in lengths) + " |")
+    return lines
+
+
+def pooled_beyond(entry: dict, above: int) -> tuple[list[bool], list[str]]:
+    """Every trial's outcome at lengths above ``above``, over all tasks, in a fixed order."""
+    hits, keys = [], []
+    for task, r in entry["eval"]["niah"].items():
+        for i, (hit, n) in enumerate(zip(r["hits"], r["trial_lengths"])):
+            if n > above:
+                hits.append(hit)
+                keys.append(f"{task}/{i}")
+    return hits, keys
+
+
+def paired_table(found: dict, above: int = 8192) -> list[str]:
+    if "anchor" not in found or "eval" not in found["anchor"]:
+        return []
+    anchor, keys = pooled_beyond(found["anchor"], above)
+    lines = ["| anchor vs | anchor accuracy | other accuracy | difference | anchor only right | other only right | "
+             "McNemar p |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for other in ("intra_doc_reset", "intra_doc", "full", "base-theta", "base"):
+        if other not in found or "eval" not in found[other]:
+            continue
+        hits, other_keys = pooled_beyond(found[other], above)
+        if other_keys != keys:
+            continue
+        c = paired_comparison(anchor, hits)
+        a_low, a_high = wilson_interval(sum(anchor), len(anchor))
+        o_low, o_high = wilson_interval(sum(hits), len(hits))
+        lines.append(f"| {LABELS[other]} | {cell(np.mean(anchor), a_low, a_high)} | {cell(np.mean(hits), o_low, o_high)} | "
+                     f"{c['difference']:+.1%} | {c['only_a']} | {c['only_b']} | {c['p_value']:.3g} |")
+    return [f"Paired over the same {len(anchor)} trials beyond {k_label(above)} (16K and 32K, all three tasks):", "", *lines]
+
+
+def perplexity_table(found: dict) -> list[str]:
+    evaluated = [m for m in MODELS if m in found and "perplexity_by_position" in found[m].get("eval", {})]
+    if not evaluated:
+        return []
+    buckets = found[evaluated[0]]["eval"]["perplexity_by_position"]
+    documents = buckets[0]["documents"]
+    lines = [f"Perplexity by target position on {documents} held-out documents of at least 32K tokens "
+             "(token-weighted; [95% interval over documents] for the last bucket), and short-context perplexity "
+             "(WikiText-2 validation, the first 2,048 tokens of each article):", "",
+             "| model | " + " | ".join(f"{k_label(b['start'])}-{k_label(b['end'])}" for b in buckets) + " | short-context ppl |",
+             "| --- |" + " ---: |" * (len(buckets) + 1)]
+    for m in evaluated:
+        row = found[m]["eval"]["perplexity_by_position"]
+        cells = [f"{b['ppl']:.2f}" for b in row[:-1]] + [f"{row[-1]['ppl']:.2f} [{row[-1]['ppl_low']:.2f}, {row[-1]['ppl_high']:.2f}]"]
+        short = found[m]["eval"].get("short_perplexity")
+        cells.append(f"{short['ppl']:.2f} [{short['ppl_low']:.2f}, {short['ppl_high']:.2f}]" if short else "")
+        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def column_ratio(per_token: list[float]) -> float:
+    """Column 0's D_j over the median of the other shown columns."""
+    rest = np.median(per_token[1:])
+    return per_token[0] / rest if rest > 0 else float("inf")
+
+
+def diagnostic_table(found: dict) -> list[str]:
+    evaluated = [m for m in MODELS if m in found and "diag" in found[m]]
+    if not evaluated:
+        return []
+    lengths = found[evaluated[0]]["diag"]["length_sweep"]["lengths"]
+    per_len = " / ".join(k_label(n) for n in lengths)
+    lines = [f"| model | D bf16 ({per_len}) | D fp32 | first token's share of D (bf16) | column 0 / median column (bf16, "
+             f"L = {k_label(found[evaluated[0]]['diag']['per_token']['length'])}) | anchor rule: K/V, hidden max diff |",
+             "| --- | --- | --- | --- | ---: | --- |"]
+    for m in evaluated:
+        d = found[m]["diag"]
+        bf, fp = d["length_sweep"]["bfloat16"], d["length_sweep"].get("float32")
+        rule = d["anchor_rule"]["bfloat16"]
+        lines.append(
+            f"| {LABELS[m]} | {' / '.join(f'{x:.1f}' for x in bf['D'])} | "
+            f"{' / '.join(f'{x:.3f}' for x in fp['D']) if fp else ''} | {' / '.join(f'{x:.1%}' for x in bf['first_token_share'])} | "
+            f"{column_ratio(d['per_token']['bfloat16']):.0f}x | {max(rule['first_token_kv_max_diff']):.3g}, "
+            f"{max(rule['first_token_hidden_max_diff']):.3g} |"
+        )
+    return lines
+
+
+def plots(found: dict, figures: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures.mkdir(parents=True, exist_ok=True)
+    paths = []
+    evaluated = [m for m in MODELS if m in found and "perplexity_by_position" in found[m].get("eval", {})]
+    if evaluated:
+        fig, ax = plt.subplots(figsize=(7.5, 4.5))
+        for m in evaluated:
+            buckets = found[m]["eval"]["perplexity_by_position"]
+            x = [np.sqrt(max(b["start"], 1) * b["end"]) for b in buckets]
+            ax.plot(x, [b["ppl"] for b in buckets], "o-", ms=3, color=COLORS[m], label=LABELS[m])
+            ax.fill_between(x, [b["ppl_low"] for b in buckets], [b["ppl_high"] for b in buckets], color=COLORS[m], alpha=0.12)
+        ax.axvline(8192, color="k", ls=":", lw=1)
+        ax.text(8192, ax.get_ylim()[1], " 8K: pre-training length", va="top", fontsize=8)
+        ax.set(xscale="log", yscale="log", xlabel="target position (bucket centre)", ylabel="perplexity",
+               title="Perplexity by position, held-out documents >= 32K tokens")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+        paths.append(_save(fig, figures / "miniature-ppl-by-position.png"))
+    evaluated = [m for m in MODELS if m in found and "eval" in found[m]]
+    if evaluated:
+        tasks = list(found[evaluated[0]]["eval"]["niah"])
+        fig, axes = plt.subplots(len(evaluated), len(tasks), figsize=(3.6 * len(tasks), 2.3 * len(evaluated)), squeeze=False)
+        for row, m in zip(axes, evaluated):
+            for ax, task in zip(row, tasks):
+                r = found[m]["eval"]["niah"][task]
+                image = ax.imshow(r["grid"], vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+                ax.set_xticks(range(len(r["lengths"])), [k_label(n) for n in r["lengths"]], fontsize=7)
+                ax.set_yticks(range(len(r["depths"])), [f"{d:.0%}" for d in r["depths"]], fontsize=7)
+                ax.set_title(f"{SHORT[m]}: {task} {r['accuracy']:.0%}", fontsize=8)
+                for (i, j), value in np.ndenumerate(np.asarray(r["grid"])):
+                    ax.text(j, i, f"{value:.0%}", ha="center", va="center", fontsize=6)
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="accuracy (rows: needle depth)")
+        fig.savefig(figures / "miniature-niah.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(figures / "miniature-niah.png")
+    trained = [m for m in TRAINED if m in found and "train" in found[m]]
+    if trained:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for m in trained:
+            curve = found[m]["train"]["curves"].get("train/loss", [])
+            ax.plot([s for s, _ in curve], [v for _, v in curve], "o-", ms=2, color=COLORS[m], label=m)
+        ax.set(xlabel="optimizer step", ylabel="train/loss (nats)", title="Training loss, same rows in every mode")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        paths.append(_save(fig, figures / "miniature-train-loss.png"))
+    diagnosed = [m for m in MODELS if m in found and "diag" in found[m]]
+    if diagnosed:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for m in diagnosed:
+            values = found[m]["diag"]["per_token"]["bfloat16"]
+            ax.plot(range(len(values)), values, "o-", ms=2, color=COLORS[m], label=f"{LABELS[m]} (col 0: {column_ratio(values):.0f}x median)")
+        base = found.get("base", {}).get("diag")
+        if base and "float32" in base["per_token"]:
+            ax.plot(range(len(base["per_token"]["float32"])), base["per_token"]["float32"], "--", color="k", lw=1, label="base, fp32")
+        ax.set(yscale="log", xlabel="key column j", ylabel="D_j (bf16)",
+               title=f"Per-column deviation, L = {found[diagnosed[0]]['diag']['per_token']['length']}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        paths.append(_save(fig, figures / "miniature-per-column.png"))
+    return paths
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def tables(found: dict, environment: dict) -> str:
+    sections = [
+        f"Card: {environment.get('device', '?')}; torch {environment.get('torch')}, transformers {environment.get('transformers')}, "
+        f"lightning {environment.get('lightning')}, liger-kernel {environment.get('liger_kernel')}. "
+        "Generated by `scripts/miniature/report.py` from `docs/miniature/` (raw JSON).",
+        "", "### Training", "", *training_table(found),
+        "", "### Needle retrieval", *niah_tables(found),
+        "", *paired_table(found),
+        "", "### Perplexity", "", *perplexity_table(found),
+        "", "### The diagnostic", "", *diagnostic_table(found),
+    ]
+    return "\n".join(sections)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "miniature.md")
+    parser.add_argument("--raw", type=Path, default=ROOT / "docs" / "miniature")
+    parser.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures")
+    args = parser.parse_args(argv)
+    found = load(args.results)
+    environment_file = args.results / "environment.json"
+    environment = json.loads(environment_file.read_text()) if environment_file.is_file() else {}
+    if args.raw.resolve() != args.results.resolve():
+        for name in found:
+            for source in [args.results / name / "long_context.json", args.results / name / "train.json",
+                           args.results / name / "diagnose" / "rope_deviation.json"]:
+                if source.is_file():
+                    target = args.raw / name / source.name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(source, target)
+        for extra in ("environment.json", "state.json"):
+            if (args.results / extra).is_file():
+                args.raw.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(args.results / extra, args.raw / extra)
+    paths = plots(found, args.figures)
+    block = tables(found, environment)
+    text = args.doc.read_text() if args.doc.is_file() else f"{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{args.doc}: no {BEGIN} ... {END} block to fill")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    args.doc.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
+    print(block)
+    print(f"wrote {args.doc} and {', '.join(str(p) for p in paths)}")
+
+
+if __name__ == "__main__":
+    main()
