@@ -1,4 +1,4 @@
-from anchor_lightning.cli import main
+from anchor_lightning.commands import main
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from anchor_lightning.cli import main
+from anchor_lightning.commands import main
 from tests.conftest import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]

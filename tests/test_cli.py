@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from anchor_lightning.cli import main
+from anchor_lightning.commands import main
 
 MICRO = str(Path(__file__).parent / "configs" / "micro.yaml")
 
@@ -78,7 +78,7 @@ def test_global_batch_size_must_divide(tmp_path, capsys):
 
 
 def test_progress_bar_counts_micro_batches_of_the_remaining_steps(tmp_path, monkeypatch):
-    from anchor_lightning import cli
+    from anchor_lightning.commands import train as cli
     from tests.helpers import RecordProgressTotal
 
     monkeypatch.setattr(cli, "interactive_output", lambda: True)

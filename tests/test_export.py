@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from anchor_lightning.checkpoint.export import load_module
-from anchor_lightning.cli import main
+from anchor_lightning.commands import main
 from anchor_lightning.data.batch import collate_rows
 from anchor_lightning.data.packing import PackingSpec, pack_documents
 

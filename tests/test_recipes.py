@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from anchor_lightning.cli import main
+from anchor_lightning.commands import main
 from anchor_lightning.model.schedule import parameter_groups
 from tests.conftest import SMOLLM2_GGUF
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from anchor_lightning.cli import main
+from anchor_lightning.commands import main
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ROOT / "tests" / "configs" / "micro.yaml"

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from anchor_lightning.cli import main
+from anchor_lightning.commands import main
 from anchor_lightning.data.batch import collate_rows
 from anchor_lightning.data.packing import PackingSpec, pack_documents
 from tests.conftest import SHARED_DATA, SMOLLM2_GGUF, needs_smollm2

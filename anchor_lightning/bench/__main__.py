@@ -16,16 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 from anchor_lightning.attention.backends import VARLEN_KERNELS, runs_varlen_kernel
+from anchor_lightning.bench.common import SHAPE, grid, mfu_and_peak, run_process
 from anchor_lightning.bench.documents import document_lengths, lengths_summary
-
-# the issue's shape: Llama, hidden 2048, 16 layers, 32 heads, 8 KV heads, FFN 8192, vocab 32000
-SHAPE = {"hidden_size": 2048, "intermediate_size": 8192, "layers": 16, "heads": 32, "kv_heads": 8, "vocab_size": 32000}
 
 CONTENDERS = {
     "ours-anchor-varlen": {"kind": "ours", "mode": "anchor", "backend": "varlen"},
@@ -40,24 +36,6 @@ CONTENDERS = {
 PEERS = {name for name, c in CONTENDERS.items() if c["kind"] != "ours"}
 
 
-def run_process(command: list[str], spec: dict, timeout: int, **env: str) -> dict:
-    """Run a benchmark process; its last JSON line, or ``spec`` with the error (out of memory, the last
-    error line, or the exit status)."""
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False,
-                              env=dict(os.environ, PYTHONUNBUFFERED="1", **env))
-    except subprocess.TimeoutExpired:
-        return {**spec, "error": f"timed out after {timeout} s"}
-    results = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode == 0 and results:
-        return json.loads(results[-1])
-    if "OutOfMemoryError" in done.stderr or "CUDA out of memory" in done.stderr:
-        return {**spec, "error": "out of memory"}
-    lines = done.stderr.strip().splitlines()
-    errors = [line for line in lines if "Error" in line] or lines[-1:]
-    return {**spec, "error": (errors[-1] if errors else f"exit {done.returncode}")[:300]}
-
-
 def run_one(spec: dict, timeout: int) -> dict:
     """One contender in its own process."""
     return run_process([sys.executable, "-m", "anchor_lightning.bench.worker", json.dumps(spec)], spec, timeout)
@@ -67,13 +45,6 @@ def label(result: dict) -> str:
     """The contender's name, with the FlashAttention kernel where one was chosen."""
     kernel = result.get("varlen_kernel")
     return f"{result['name']}:{kernel}" if kernel else result["name"]
-
-
-def mfu_and_peak(result: dict) -> tuple[str, str]:
-    """The table cells for MFU and peak memory ("-" where unknown, e.g. on CPU)."""
-    mfu = f"{result['mfu']:.1%}" if result["mfu"] is not None else "-"
-    peak = f"{result['peak_gib']:.1f}" if result["peak_gib"] is not None else "-"
-    return mfu, peak
 
 
 def _ckpt(result: dict) -> str:
@@ -132,15 +103,6 @@ def run_best(spec: dict, settings: list, timeout: int) -> dict:
             return {**result, "tried": failed} if failed else result
         failed.append({"checkpointing": setting, "error": result["error"]})
     raise ValueError("no checkpointing setting to try")
-
-
-def grid(start: int, limit: int) -> list[int]:
-    """Powers of two and their midpoints (``1.5 x 2^k``), from ``start`` up to ``limit``."""
-    rows, length = [], 1 << max(0, (start - 1).bit_length() - 1)
-    while length <= limit:
-        rows += [r for r in (length, length * 3 // 2) if start <= r <= limit]
-        length *= 2
-    return rows
 
 
 def max_context(base: dict, timeout: int, start: int, limit: int) -> tuple[int, list[dict]]:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from anchor_lightning.bench.__main__ import SHAPE, grid, mfu_and_peak, run_process
+from anchor_lightning.bench.common import SHAPE, grid, mfu_and_peak, run_process
 
 PRESETS = {
     "1b": SHAPE,

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from anchor_lightning.eval.cli import evaluate
+from anchor_lightning.eval.suite import evaluate
 from anchor_lightning.eval.niah import TASKS
 from anchor_lightning.eval.scoring import HFScorer
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_info
+from anchor_lightning.messages import say
 
 
 class SaveOnSignal(L.Callback):
@@ -45,7 +45,7 @@ class SaveOnSignal(L.Callback):
         if not stop:
             return
         path = last_checkpoint_path(trainer)
-        rank_zero_info(f"signal received: saving {path} after step {trainer.global_step} and stopping")
+        say(f"signal received: saving {path} after step {trainer.global_step} and stopping")
         trainer.save_checkpoint(path)
         trainer.should_stop = True
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from anchor_lightning.checkpoint.identity import check_same_run
 from anchor_lightning.data import cache as row_cache
 from anchor_lightning.data.batch import collate_rows
 from anchor_lightning.data.packing import (
@@ -139,6 +140,7 @@ class PackedDataModule(L.LightningDataModule):
         self.val_rows: row_cache.PackedRows | None = None
         self.train_sampler: StepBatchSampler | None = None
         self.max_token_id = -1
+        self.identity: dict = {}  # which data and packing made the rows (set when they are built)
 
     # ------------------------------------------------------------------ tokenizer and packing
     @property
@@ -253,6 +255,11 @@ class PackedDataModule(L.LightningDataModule):
             return Documents(documents.token_ids[keep], documents.tags[keep] if documents.tags is not None else None)
 
         split_key = f"{train.fingerprint}/holdout={self.val_fraction if held_out else 0}"
+        self.identity = {
+            "train": split_key, "val": self._source(self.val_source).fingerprint if self.val_source is not None else None,
+            "packing": dict(self.packing_spec().__dict__), "tags": self.tag_field,
+            "interleave": [self.interleave_pieces, self.seed] if self.interleave_pieces else None,
+        }
         self.train_rows = self._cached(split_key, "train", lambda: split("train"))
         if len(self.train_rows) == 0:
             raise UserError("the training data set packs into no rows (no document has content)", field="data.train")
@@ -321,12 +328,16 @@ class PackedDataModule(L.LightningDataModule):
         return {"rows": len(self.train_rows), "rows_per_step": self.train_sampler.rows_per_step, "seed": self.seed}
 
     def state_dict(self) -> dict:
-        """Saved in every checkpoint: what the data position depends on (checked on resume)."""
+        """Saved in every checkpoint: what the data position depends on, and which data and packing made
+        the rows (both checked on resume)."""
         if self.train_sampler is None:
             return {}
-        return self._layout_fingerprint()
+        return {**self._layout_fingerprint(), "identity": self.identity}
 
     def load_state_dict(self, state: dict) -> None:
+        """Refuse other data or packing at once (the row position is checked when the loader is built)."""
+        state = dict(state)
+        check_same_run(state.pop("identity", None), self.identity, "data settings", "data")
         self._restored = state
 
     def _resume_position(self) -> None:

@@ -1,17 +1,7 @@
-"""See what a data config packs: statistics and one row drawn in ASCII.
-
-    python -m anchor_lightning inspect --config recipes/debug/tiny-cpu.yaml [--row 3] [--part val] [--width 64]
-
-Any ``fit`` option may follow (``--seq_len=1024``, ``--model.mode=full`` ...). Prints the packing
-statistics (rows, documents per row, chunks split, tokens dropped, padding), then one row: its packed
-documents with the start of their decoded text, and its attention mask (one character per block of
-slots: ``#`` where some query may attend to some key, ``.`` where none may) with positions.
-"""
+"""What a data module packed, as text: statistics and one row drawn in ASCII (the ``inspect`` verb,
+``anchor_lightning/commands/inspect.py``)."""
 
 from __future__ import annotations
-
-import argparse
-import warnings
 
 import numpy as np
 
@@ -78,18 +68,3 @@ def describe(datamodule, part: str = "train", row: int = 0, width: int = 64, sni
     out.append(f"attention mask, one character = {block:g} x {block:g} slots (rows: queries, columns: keys)")
     out.extend(f"  {line}" for line in cells)
     return "\n".join(out)
-
-
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m anchor_lightning inspect", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--row", type=int, default=0, help="which packed row to draw")
-    parser.add_argument("--part", choices=["train", "val"], default="train")
-    parser.add_argument("--width", type=int, default=64, help="characters per side of the mask drawing")
-    own, rest = parser.parse_known_args(argv)
-    from anchor_lightning.cli import main as cli_main
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # args are ours on purpose
-        cli = cli_main(rest + ["--trainer.logger=false"], run=False)
-    cli.datamodule.setup("fit")
-    print(describe(cli.datamodule, own.part, own.row, own.width))

@@ -21,6 +21,8 @@ class Tokenizer(Protocol):
 
     def decode(self, ids: list[int]) -> str: ...
 
+    def save_pretrained(self, directory) -> None: ...
+
     @property
     def special_ids(self) -> frozenset[int]: ...
 
@@ -41,11 +43,12 @@ class ByteTokenizer:
         return [list(t.encode("utf-8")) for t in texts]
 
     def decode(self, ids: list[int]) -> str:
+        """Bytes as UTF-8 text, ``<s>``/``</s>`` for BOS/EOS, ``<id N>`` for an id outside the vocabulary."""
         special = {self.bos_token_id: "<s>", self.eos_token_id: "</s>"}
         out, run = [], bytearray()
         for i in ids:
-            if i in special:
-                out.append(run.decode("utf-8", errors="replace") + special[i])
+            if i in special or not 0 <= i < 256:
+                out.append(run.decode("utf-8", errors="replace") + special.get(i, f"<id {i}>"))
                 run = bytearray()
             else:
                 run.append(i)
@@ -54,6 +57,22 @@ class ByteTokenizer:
     @property
     def special_ids(self) -> frozenset[int]:
         return frozenset((self.bos_token_id, self.eos_token_id))
+
+    def save_pretrained(self, directory) -> None:
+        """Write the same tokenizer as Hugging Face files (bytes 0-255, ``<s>`` 256, ``</s>`` 257), so an
+        exported model is usable on text with ``AutoTokenizer`` alone: a byte-level BPE with no merges,
+        the byte alphabet of byte-level BPE tokenizers (GPT-2's) spelling each byte."""
+        from tokenizers import Tokenizer as Core
+        from tokenizers import decoders, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        spelling = bytes_to_unicode()
+        core = Core(models.BPE(vocab={spelling[b]: b for b in range(256)}, merges=[]))
+        core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        core.decoder = decoders.ByteLevel()
+        core.add_special_tokens(["<s>", "</s>"])  # ids 256 and 257, after the bytes
+        PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>").save_pretrained(directory)
 
     @property
     def fingerprint(self) -> str:
@@ -83,6 +102,9 @@ class HFTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids)
+
+    def save_pretrained(self, directory) -> None:
+        self.tok.save_pretrained(directory)
 
     @property
     def special_ids(self) -> frozenset[int]:

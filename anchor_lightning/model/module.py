@@ -8,11 +8,13 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from anchor_lightning.messages import say
 from torchmetrics import SumMetric
 from transformers import PreTrainedModel
 
 from anchor_lightning.checkpoint.gguf import local_checkpoint
+from anchor_lightning.checkpoint.identity import KEY as IDENTITY_KEY
+from anchor_lightning.checkpoint.identity import check_same_run, model_identity
 from anchor_lightning.attention.backends import (
     VARLEN_KERNEL_ENV,
     check_backend_layout,
@@ -198,7 +200,7 @@ class AnchorLM(L.LightningModule):
             kernel = choose_varlen_kernel()
         except (ValueError, RuntimeError) as err:
             raise UserError(str(err), field=VARLEN_KERNEL_ENV) from None
-        rank_zero_info(f"varlen attention: FlashAttention kernel {kernel!r} ({VARLEN_KERNEL_ENV} to choose)")
+        say(f"varlen attention: FlashAttention kernel {kernel!r} ({VARLEN_KERNEL_ENV} to choose)")
         return kernel
 
     def setup(self, stage: str) -> None:
@@ -345,8 +347,17 @@ class AnchorLM(L.LightningModule):
             field="model.on_nonfinite",
         )
 
+    def run_identity(self) -> dict:
+        """The settings that make this run's model and rows what they are (checkpoint/identity.py)."""
+        return model_identity(self.mode, self.layout, self.seq_len, self.hf_config)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self.check_finite()  # never save weights a non-finite step has touched
+        checkpoint[IDENTITY_KEY] = self.run_identity()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse to resume a run trained under other settings (mode, layout, row length, model)."""
+        check_same_run(checkpoint.get(IDENTITY_KEY), self.run_identity(), "model settings", "model")
 
     def on_train_end(self) -> None:
         self.check_finite()

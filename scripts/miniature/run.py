@@ -48,15 +48,15 @@ EVALUATED = ("base", "base-theta", *MODES)
 FIRST_TOKEN = "0"  # F = <|endoftext|>: the recipes' data.anchor_id (see their header)
 
 EVAL = ["--lengths", "4096", "8192", "16384", "32768", "--depths", "0", "0.25", "0.5", "0.75", "1",
-        "--trials", "20", "--ppl-documents", "12", "--short-length", "2048"]
+        "--trials", "20", "--ppl_documents", "12", "--short_length", "2048"]
 DIAGNOSE = ["--lengths", "2048", "4096", "8192", "--offsets", "0", "8", "15", "17", "100", "1000", "--sequences", "4"]
 DRY_FIT = ["--seq_len=1024", "--trainer.max_steps=2", "--data.micro_batch_size=1", "--data.global_batch_size=1",
            "--trainer.accelerator=cpu", "--trainer.precision=32-true", "--model.backend=sdpa", "--model.layout=per_doc",
            "--model.optimizer.init_args.fused=false", "--data.num_workers=0", "--trainer.limit_val_batches=2",
            "--trainer.val_check_interval=2", "--trainer.log_every_n_steps=1"]
-DRY_EVAL = ["--lengths", "512", "1024", "--depths", "0", "1", "--trials", "1", "--ppl-documents", "2",
-            "--short-length", "256", "--device", "cpu"]
-DRY_DIAGNOSE = ["--lengths", "256", "512", "--offsets", "0", "16", "--sequences", "1", "--offset-length", "256",
+DRY_EVAL = ["--lengths", "512", "1024", "--depths", "0", "1", "--trials", "1", "--ppl_documents", "2",
+            "--short_length", "256", "--device", "cpu"]
+DRY_DIAGNOSE = ["--lengths", "256", "512", "--offsets", "0", "16", "--sequences", "1", "--offset_length", "256",
                 "--device", "cpu"]
 # first guesses of a step's seconds on one H200 (replaced by what the last run of the same kind took)
 GUESS = {"eval": 240.0, "export": 40.0}
@@ -132,15 +132,15 @@ class Runner:
         """``evaluate`` then ``diagnose`` of one model (run in a thread when evaluations share the GPU)."""
         out = self.work / "results" / name
         data = self.args.data.resolve()
-        rope = ["--rope-theta", theta] if theta else []
+        rope = ["--rope_theta", theta] if theta else []
         code, _, _ = self.command(f"eval-{name}", [
-            "evaluate", "--model", model, "--data", str(data / "needles.jsonl"), "--ppl-data", str(data / "ppl_long.jsonl"),
-            "--short-data", str(data / "short.jsonl"), "--first-token", FIRST_TOKEN, "--out", str(out), "--no-progress",
+            "evaluate", "--model", model, "--data", str(data / "needles.jsonl"), "--ppl_data", str(data / "ppl_long.jsonl"),
+            "--short_data", str(data / "short.jsonl"), "--first_token", FIRST_TOKEN, "--out", str(out), "--no_progress",
             *rope, *(DRY_EVAL if self.args.dry_run else EVAL)])
         if code == 0:
             code, _, _ = self.command(f"diagnose-{name}", [
-                "diagnose", "--model", model, "--data", str(data / "needles.jsonl"), "--first-token", FIRST_TOKEN,
-                "--out", str(out / "diagnose"), "--no-progress", *rope, *(DRY_DIAGNOSE if self.args.dry_run else DIAGNOSE)])
+                "diagnose", "--model", model, "--data", str(data / "needles.jsonl"), "--first_token", FIRST_TOKEN,
+                "--out", str(out / "diagnose"), "--no_progress", *rope, *(DRY_DIAGNOSE if self.args.dry_run else DIAGNOSE)])
         return code == 0
 
     def evaluate_all(self, theta: str) -> bool:
@@ -207,7 +207,7 @@ class Runner:
             print(f"[{self.elapsed()}] stopping before {step}: {self.left():.0f} s left", flush=True)
             return None
         checkpoint = self.work / "checkpoints" / f"smollm2-135m-32k-{mode}" / "last.ckpt"
-        code, seconds, _ = self.command(step, ["export", "--ckpt", str(checkpoint), "--out", str(target)])
+        code, seconds, _ = self.command(step, ["export", "--ckpt_path", str(checkpoint), "--out", str(target)])
         if code != 0:
             return None
         self.finish(step, "export", seconds)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from anchor_lightning.attention.masks import dense_mask
-from anchor_lightning.cli import main
+from anchor_lightning.commands import main
 from anchor_lightning.data.inspect import block_mask
 from tests.conftest import packed_batch
 

@@ -110,7 +110,7 @@ def test_d_logit_and_content_split():
 
 
 def test_diagnose_command_writes_json_and_plots(tmp_path, capsys):
-    from anchor_lightning.cli import main
+    from anchor_lightning.commands import main
 
     main(["diagnose", "--model", "tests/configs/micro.yaml", "--lengths", "64", "128", "--offsets", "0", "16", "100",
           "--offset-length", "128", "--sequences", "2", "--out", str(tmp_path), "--no-progress"])

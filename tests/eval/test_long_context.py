@@ -138,7 +138,7 @@ def test_perplexity_by_position_is_token_weighted_per_bucket():
 
 
 def test_evaluate_command_writes_json_and_heat_map(tmp_path, capsys):
-    from anchor_lightning.cli import main
+    from anchor_lightning.commands import main
 
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(tiny_config("llama", vocab_size=258)).save_pretrained(tmp_path / "model")
@@ -154,7 +154,7 @@ def test_evaluate_command_writes_json_and_heat_map(tmp_path, capsys):
 def test_callback_logs_needle_accuracy_and_perplexity_during_validation(tmp_path):
     import yaml
 
-    from anchor_lightning.cli import main
+    from anchor_lightning.commands import main
     from tests.test_cli import scalars
 
     fragment = tmp_path / "eval.yaml"
@@ -228,7 +228,7 @@ def test_chunked_token_losses_equal_one_full_forward():
 
 
 def test_evaluate_command_takes_a_rope_base_and_separate_perplexity_corpora(tmp_path, capsys):
-    from anchor_lightning.cli import main
+    from anchor_lightning.commands import main
 
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(tiny_config("llama", vocab_size=258)).save_pretrained(tmp_path / "model")
@@ -246,7 +246,7 @@ def test_evaluate_command_takes_a_rope_base_and_separate_perplexity_corpora(tmp_
 
 
 def test_default_lengths_follow_the_model_and_the_device():
-    from anchor_lightning.eval.cli import default_lengths
+    from anchor_lightning.eval.suite import default_lengths
 
     assert default_lengths(32768, "cuda") == [8192, 16384, 32768]
     assert default_lengths(32768, "cpu") == [1024, 2048, 4096]

@@ -15,7 +15,7 @@ import torch
 from transformers import LlamaConfig
 
 from anchor_lightning.attention.backends import IMPLEMENTATION_NAMES, prepare
-from anchor_lightning.cli import main
+from anchor_lightning.commands import main
 from anchor_lightning.data.default_corpus import generate_documents
 from anchor_lightning.data.packing import PackingSpec, pack_documents, target_keys
 from anchor_lightning.data.batch import collate_rows

@@ -1,13 +1,16 @@
-"""``python -m anchor_lightning fit|validate --config recipe.yaml [--config fragment.yaml]``.
+"""``anchor-lightning fit|validate --config recipe.yaml [--config fragment.yaml]``: LightningCLI.
 
 A thin LightningCLI: the row length is given once (top-level ``seq_len``) and linked to the model and
-the data; the model's attention mode and layout are linked to the data's packing. User errors print
-one line and exit with status 2, without a traceback.
+the data; the model's attention mode and layout are linked to the data's packing. Before any work:
+``--ckpt_path`` must name a readable checkpoint (``last``: one that exists; ``last-if-present``:
+resume when there is one), and a new run never writes into a checkpoint directory that already holds
+another run's checkpoints. The resolved config is saved beside the run's logs, never over a file the
+user wrote. User errors print one line and exit with status 2, without a traceback.
 """
 
 from __future__ import annotations
 
-import importlib
+import logging
 import sys
 import warnings
 from argparse import ArgumentError
@@ -15,10 +18,12 @@ from pathlib import Path
 
 import torch
 import yaml
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from anchor_lightning.attention.backends import default_layout
-from anchor_lightning.callbacks.preemption import SaveOnSignal
+from anchor_lightning.callbacks.preemption import SaveOnSignal, last_checkpoint_path
+from anchor_lightning.checkpoint.export import read_checkpoint
 from anchor_lightning.callbacks.progress import PlainProgress, StepProgressBar
 from anchor_lightning.callbacks.throughput import TokenThroughput
 from anchor_lightning.data.datamodule import PackedDataModule
@@ -102,6 +107,29 @@ def accumulation_for(global_batch: int, micro_batch: int, data_parallel: int) ->
     return global_batch // per_pass
 
 
+RESUME_IF_PRESENT = "last-if-present"
+SAVED_CONFIG_MARK = "# lightning.pytorch=="  # how LightningCLI opens the configs it saves
+
+
+class SaveRunConfig(SaveConfigCallback):
+    """The resolved config, saved in the run's log directory. Without a logger nothing is saved (the
+    working directory is the user's), and a file that LightningCLI did not write is never replaced."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if not trainer.loggers or trainer.log_dir is None:
+            return
+        path = Path(trainer.log_dir) / self.config_filename
+        if trainer.is_global_zero and path.is_file() and not path.read_text().startswith(SAVED_CONFIG_MARK):
+            warnings.warn(f"{path} exists and was not written by a run: the resolved config is not saved", stacklevel=1)
+            return
+        super().setup(trainer, pl_module, stage)
+
+
+def checkpoint_directory(trainer) -> Path | None:
+    callback = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    return Path(callback.dirpath) if callback is not None and callback.dirpath else None
+
+
 class AnchorCLI(LightningCLI):
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -137,7 +165,41 @@ class AnchorCLI(LightningCLI):
                 config.data.global_batch_size, config.data.micro_batch_size, data_parallel_size(config.trainer)
             )
 
+    def _checked_ckpt_path(self) -> str | None:
+        """``--ckpt_path`` resolved and checked before any work: ``last`` must exist, ``last-if-present``
+        becomes ``last`` or nothing, a file must be a readable checkpoint."""
+        given = self.config_init[self.subcommand].get("ckpt_path")
+        if given is None:
+            return None
+        if given in ("last", RESUME_IF_PRESENT):
+            last = Path(last_checkpoint_path(self.trainer))
+            if last.exists():
+                return "last"
+            if given == RESUME_IF_PRESENT:
+                return None
+            raise UserError(f"nothing to resume: {last} does not exist (drop --ckpt_path to start afresh, or "
+                            f"--ckpt_path {RESUME_IF_PRESENT} to resume only when there is one)", field="--ckpt_path")
+        if Path(given).is_dir():  # a sharded (FSDP) checkpoint
+            return given
+        read_checkpoint(given)
+        return given
 
+    def before_fit(self) -> None:
+        ckpt_path = self._checked_ckpt_path()
+        self.config_init[self.subcommand]["ckpt_path"] = ckpt_path
+        directory = checkpoint_directory(self.trainer)
+        if ckpt_path is None and directory is not None and directory.is_dir():
+            held = sorted(p.name for p in directory.iterdir() if p.name.endswith(".ckpt"))
+            if held:
+                raise UserError(
+                    f"already holds checkpoints of another run ({', '.join(held[:3])}{' ...' if len(held) > 3 else ''}): "
+                    "resume it with --ckpt_path last, or give this run its own directory "
+                    "(ModelCheckpoint's dirpath, or remove the old one)",
+                    file=str(directory),
+                )
+
+    def before_validate(self) -> None:
+        self.config_init[self.subcommand]["ckpt_path"] = self._checked_ckpt_path()
 
 
 def trainer_defaults() -> dict:
@@ -151,46 +213,33 @@ def trainer_defaults() -> dict:
     }
 
 
-TOOLS = {
-    "export": "anchor_lightning.checkpoint.export",
-    "inspect": "anchor_lightning.data.inspect",
-    "diagnose": "anchor_lightning.diagnostics.cli",
-    "evaluate": "anchor_lightning.eval.cli",
-}
+def quiet_lightning() -> None:
+    """Lightning's start-up lines (accelerators found, seed set, a tip) would precede every one-line
+    error; the run's own banner (callbacks/progress.py) says what matters. Warnings still show."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(args: list[str] | None = None, run: bool = True) -> AnchorCLI | None:
-    """Run the CLI (``run=False``: parse and instantiate only, for tests and tools).
-
-    ``fit`` and ``validate`` go to LightningCLI; ``export``, ``inspect``, ``diagnose`` and ``evaluate`` to their tools."""
+    """``fit`` / ``validate`` (``run=False``: parse and instantiate only, for tests and tools)."""
     given = list(sys.argv[1:] if args is None else args)
-    if given and given[0] in TOOLS:
-        tool = importlib.import_module(TOOLS[given[0]])
-        try:
-            tool.main(given[1:])
-        except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
-        return None
     # The data module places its sampler after the last trained step itself (data/datamodule.py,
     # _resume_position); Lightning cannot see that and would warn on every mid-epoch resume.
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # the front-end passes them on purpose
+    quiet_lightning()
     try:
         return AnchorCLI(
             AnchorLM,
             PackedDataModule,
-            args=args,
+            args=given,
             run=run,
             trainer_defaults=trainer_defaults(),
+            save_config_callback=SaveRunConfig,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,  # the module builds its optimizer and per-step schedule
-            # raise instead of printing the whole usage: main() prints one line
+            # raise instead of printing the whole usage: the front-end prints one line
             parser_kwargs={"exit_on_error": False},
         )
     except ArgumentError as err:
-        print(f"error: {config_error_line(str(err), given)} (see --help)", file=sys.stderr)
-        sys.exit(2)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-
+        raise UserError(f"{config_error_line(str(err), given)} (see anchor-lightning fit --help)") from None

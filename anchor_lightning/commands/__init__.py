@@ -1,0 +1,67 @@
+"""The command line: ``anchor-lightning VERB ...`` (or ``python -m anchor_lightning VERB ...``).
+
+Every verb's front-end lives in this package (library code never imports it); every verb reports bad
+input as one line on stderr with exit status 2, no traceback.
+
+    fit        train on packed rows (LightningCLI: --config recipe.yaml [--config fragment.yaml] ...)
+    validate   the validation loss of a model on a data config
+    export     a training checkpoint as a Hugging Face directory
+    inspect    what a data config packs: statistics and one row drawn
+    evaluate   needle retrieval and perplexity of a checkpoint
+    diagnose   BF16 RoPE's departure from relative positions (the paper's D)
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from anchor_lightning.errors import UserError
+
+# verb -> (module of this package, one line for --help); fit and validate share the LightningCLI
+VERBS = {
+    "fit": ("train", "train on packed rows (LightningCLI: --config recipe.yaml [--config fragment.yaml] ...)"),
+    "validate": ("train", "the validation loss of a model on a data config"),
+    "export": ("export", "a training checkpoint as a Hugging Face directory"),
+    "inspect": ("inspect", "what a data config packs: statistics and one row drawn"),
+    "evaluate": ("evaluate", "needle retrieval and perplexity of a checkpoint (a directory or .gguf)"),
+    "diagnose": ("diagnose", "BF16 RoPE's departure from relative positions (the paper's D)"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, VERBS))
+    lines = ["usage: anchor-lightning VERB [options]   (or: python -m anchor_lightning VERB [options])", "",
+             "Long-context continued pre-training of Hugging Face causal LMs with AnchorAttention.", "", "verbs:"]
+    lines += [f"  {verb:<{width}}  {text}" for verb, (_, text) in VERBS.items()]
+    lines += ["", "anchor-lightning VERB --help shows a verb's options."]
+    return "\n".join(lines)
+
+
+def main(args: list[str] | None = None, run: bool = True):
+    """Dispatch to a verb. ``run=False`` (tests, tools) parses and instantiates ``fit``'s classes only,
+    with the arguments given without a verb."""
+    given = list(sys.argv[1:] if args is None else args)
+    if not run:
+        from anchor_lightning.commands.train import main as train
+
+        return _one_line_errors(lambda: train(given, run=False))
+    if not given or given[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if given else sys.stderr)
+        sys.exit(0 if given else 2)
+    verb = given[0]
+    if verb not in VERBS:
+        print(f"error: unknown verb {verb!r} (choose from {', '.join(VERBS)}; anchor-lightning --help)", file=sys.stderr)
+        sys.exit(2)
+    module = importlib.import_module(f"anchor_lightning.commands.{VERBS[verb][0]}")
+    if verb in ("fit", "validate"):
+        return _one_line_errors(lambda: module.main(given, run=True))
+    return _one_line_errors(lambda: module.run(given[1:]))
+
+
+def _one_line_errors(call):
+    try:
+        return call()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

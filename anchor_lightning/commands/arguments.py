@@ -1,0 +1,39 @@
+"""What every verb's options share: one flag style and one-line errors.
+
+Flags are written with underscores, as LightningCLI writes them (``--ckpt_path``, ``--seq_len``); the
+same name with dashes is accepted too (``--ppl-data`` for ``--ppl_data``). A parse error becomes a
+:class:`UserError`, which the front-end prints as one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from anchor_lightning.errors import UserError
+
+
+class VerbParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line and whose flags take both spellings."""
+
+    def __init__(self, verb: str, description: str) -> None:
+        super().__init__(prog=f"anchor-lightning {verb}", description=description,
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    def add_argument(self, *names, **kwargs):
+        spellings = list(names)
+        for name in names:
+            if name.startswith("--") and "_" in name[2:]:
+                spellings.append("--" + name[2:].replace("_", "-"))
+        if spellings[0].startswith("--") and "dest" not in kwargs:
+            kwargs["dest"] = spellings[0][2:]
+        return super().add_argument(*spellings, **kwargs)
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see anchor-lightning {self.prog.split()[-1]} --help)")
+
+
+def add_corpus_arguments(parser: VerbParser) -> None:
+    """The text a tool reads (``diagnose``, ``evaluate``): a corpus, its tokenizer and the first token."""
+    parser.add_argument("--data", default="default:2000", help="a JSONL corpus (text or pre-tokenized), or default:N")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer directory or .gguf (default: the model's, else bytes)")
+    parser.add_argument("--first_token", type=int, default=None, help="the anchor / BOS id (default: the tokenizer's BOS)")

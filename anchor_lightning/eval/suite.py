@@ -1,0 +1,93 @@
+"""The long-context evaluation suite over any :class:`~anchor_lightning.eval.scoring.Scorer`: needle
+retrieval (accuracy per task and length with 95% Wilson intervals, every trial's outcome kept),
+perplexity by position and short-context perplexity (95% intervals over documents), with the seconds
+each part took. The ``evaluate`` verb (``anchor_lightning/commands/evaluate.py``) runs it on a
+checkpoint; :class:`~anchor_lightning.callbacks.long_context.LongContextEval` during training.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from anchor_lightning.errors import UserError
+from anchor_lightning.eval.niah import TASKS, TASKS_VERSION, build_trials
+from anchor_lightning.eval.report import run_trials, summarise
+from anchor_lightning.eval.scoring import Scorer, perplexity, perplexity_by_position
+
+
+def evaluate(
+    scorer: Scorer,
+    documents: list[np.ndarray],
+    encode,
+    first_token: int,
+    tasks=TASKS,
+    lengths=(4096,),
+    depths=(0.0, 0.25, 0.5, 0.75, 1.0),
+    trials: int = 5,
+    candidates: int = 10,
+    ppl_documents: int = 4,
+    seed: int = 0,
+    progress: bool = True,
+    ppl_corpus: list[np.ndarray] | None = None,
+    short_corpus: list[np.ndarray] | None = None,
+    short_length: int = 2048,
+) -> dict:
+    """Needle accuracy and, when the scorer can, perplexity by position (on the longest
+    ``ppl_documents`` of ``ppl_corpus``, default ``documents``, cut at the longest length) and
+    short-context perplexity (``short_corpus``, each document's first ``short_length`` tokens)."""
+    haystack = np.concatenate(documents)
+    try:
+        built = build_trials(haystack, encode, first_token, tasks, lengths, depths, trials, candidates, seed)
+    except ValueError as err:
+        raise UserError(str(err), field="--lengths") from None
+    per_trial: list[float] = []
+    results: dict = {"niah": summarise(built, run_trials(scorer, built, progress, per_trial)), "niah_version": TASKS_VERSION}
+    seconds = {f"niah_{n}": round(sum(s for t, s in zip(built, per_trial) if t.length == n), 2) for n in lengths}
+    if hasattr(scorer, "token_losses") and ppl_documents:
+        start = time.perf_counter()
+        longest = sorted(ppl_corpus or documents, key=len, reverse=True)[:ppl_documents]
+        losses = [scorer.token_losses([first_token, *d[: max(lengths) - 1].tolist()]) for d in longest]
+        results["perplexity_by_position"] = perplexity_by_position(losses)
+        seconds["perplexity_by_position"] = round(time.perf_counter() - start, 2)
+    if hasattr(scorer, "token_losses") and short_corpus:
+        start = time.perf_counter()
+        results["short_perplexity"] = perplexity(scorer, short_corpus, first_token, short_length)
+        seconds["short_perplexity"] = round(time.perf_counter() - start, 2)
+    results["seconds"] = seconds
+    return results
+
+
+def summary_lines(results: dict) -> list[str]:
+    lines = []
+    for task, r in results["niah"].items():
+        lines.append(
+            f"{task:>10}: {r['accuracy']:.1%} [{r['low']:.1%}, {r['high']:.1%}] over {r['trials']} trials "
+            f"(chance {r['chance']:.0%} +- {r['stderr_at_chance']:.1%})"
+        )
+        for n, cell in r["by_length"].items():
+            lines.append(f"{'':>12}{int(n):>7} tokens: {cell['accuracy']:.1%} [{cell['low']:.1%}, {cell['high']:.1%}] ({cell['trials']})")
+    for bucket in results.get("perplexity_by_position", []):
+        lines.append(
+            f"  ppl tokens {bucket['start']:>6}-{bucket['end']:<6} {bucket['ppl']:8.2f} "
+            f"[{bucket['ppl_low']:.2f}, {bucket['ppl_high']:.2f}] ({bucket['tokens']} tokens, {bucket['documents']} documents)"
+        )
+    short = results.get("short_perplexity")
+    if short:
+        lines.append(
+            f"  short-context ppl (first {short['length']} tokens of {short['documents']} documents): {short['ppl']:.2f} "
+            f"[{short['ppl_low']:.2f}, {short['ppl_high']:.2f}]"
+        )
+    if "seconds" in results:
+        lines.append("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in results["seconds"].items()))
+    return lines
+
+
+def default_lengths(trained: int | None, device: str) -> list[int]:
+    """A quarter, half and all of the length the model was trained on (4K on CPU at most: long
+    contexts take minutes per trial there)."""
+    top = trained or 4096
+    if device == "cpu":
+        top = min(top, 4096)
+    return [top // 4, top // 2, top]

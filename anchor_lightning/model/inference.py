@@ -1,0 +1,59 @@
+"""Models for the inference-side tools (``evaluate``, ``diagnose``): a checkpoint loaded as plain
+transformers serves it (its own ``sdpa`` attention, a KV cache), optionally at another RoPE base; for
+``diagnose`` also a random initialisation from a config or a recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import yaml
+
+from anchor_lightning.checkpoint.gguf import local_checkpoint
+from anchor_lightning.errors import UserError
+from anchor_lightning.model.build import configure, load_config
+
+
+def load_inference_model(
+    source: str,
+    *,
+    rope_theta: float | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    max_length: int | None = None,
+    allow_random: bool = False,
+    seed: int = 0,
+):
+    """(model in eval mode on ``device``, its checkpoint directory or None for a random init).
+
+    ``source`` is a Hugging Face directory or a ``.gguf`` file; with ``allow_random`` also a
+    ``config.json`` or a recipe YAML (random weights from its ``model.config``, seeded)."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(local_checkpoint(source, field="--model"))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError("not a Hugging Face checkpoint directory (no config.json) nor a .gguf file", file=source)
+        config = configure(load_config(str(path), None), max_length or 0, rope_theta)
+        config.use_cache = True
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, attn_implementation="sdpa")
+        except (OSError, ValueError) as err:  # e.g. a directory with a config.json and no weights
+            raise UserError(f"cannot load the checkpoint: {str(err).splitlines()[0]}", file=source) from None
+        return model.to(device).eval(), path
+    if not allow_random or not path.is_file():
+        what = "model directory, .gguf file, config or recipe" if allow_random else "model directory or .gguf file"
+        raise UserError(f"no such {what}", file=source)
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            recipe = yaml.safe_load(path.read_text())["model"]
+            fields = recipe["config"]
+        except (yaml.YAMLError, KeyError, TypeError):
+            raise UserError("a recipe needs model.config (the architecture) for a random init", file=source) from None
+        config = configure(load_config(None, fields), max_length or 0, rope_theta or recipe.get("rope_theta"))
+    else:
+        config = configure(load_config(None, str(path)), max_length or 0, rope_theta)
+    config.use_cache = True
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
+    return model.to(device).eval(), None
