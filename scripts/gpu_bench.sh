@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Issue 4's matrix on one GPU (name nvidia-h100-x1). Usage: scripts/gpu_bench.sh OUT_DIR [part...]
+# The throughput matrix on one GPU (name nvidia-h100-x1). Usage: scripts/gpu_bench.sh OUT_DIR [part...]
 # parts: 32k, 64k (exponential documents, pure bf16, ours and the peers), wikitext (64K, the shared
 # corpus's lengths: anchor vs full step time), master (ours under fp32 master weights), context
 # (longest trainable row, ours and the strongest peer), all. Each part writes OUT_DIR/<part>.json.
 # KERNELS="fa4 torch" runs our varlen anchor contender once per FlashAttention kernel (default: auto).
 set -euo pipefail
 out=${1:?output dir}; shift; parts=${*:-all}; mkdir -p $out
-data=${ANCHOR_SHARED_DATA:-../shared/data}
+data=${ANCHOR_SHARED_DATA:?set ANCHOR_SHARED_DATA to the folder holding wikitext2-valid.tokenized.jsonl}
 run() { python -m anchor_lightning.bench --varlen-kernel ${KERNELS:-auto} "$@"; }
 want() { [[ " $parts " == *" $1 "* || " $parts " == *" all "* ]]; }
 if want 32k; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The RoPE precision diagnostic on a 1B Llama-shaped model (issue 5): random init, then after a few
+# The RoPE precision diagnostic on a 1B Llama-shaped model: random init, then after a few
 # hundred steps of our training (no pretrained weights here), at 4K-16K. Usage: scripts/gpu_diagnose_1b.sh OUT [steps]
 set -euo pipefail
 out=${1:?output dir}; steps=${2:-300}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 7: a LLaMA-2-7B-shaped Llama (random init) at 64K and 128K rows, anchor (varlen) and full
+# 8 GPUs: a LLaMA-2-7B-shaped Llama (random init) at 64K and 128K rows, anchor (varlen) and full
 # attention, FSDP2 over every GPU of the machine, activation checkpointing on every layer, Ulysses
 # sequence parallelism in groups of 2 at 128K. Prints tokens/s (per GPU), MFU, peak memory per GPU and
 # step time, and the anchor/full step-time ratio at each row length.

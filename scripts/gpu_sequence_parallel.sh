@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6 on 2 GPUs (name nvidia-h100-x2): Ulysses sequence parallelism against one GPU, 1B shape.
+# Sequence parallelism on 2 GPUs (name nvidia-h100-x2): Ulysses sequence parallelism against one GPU, 1B shape.
 # Usage: scripts/gpu_sequence_parallel.sh OUT_DIR [part...]   parts: check speed context cli (default: all)
 #   check:   loss and gradients of one 64K row, split over 2 GPUs vs computed on one (bf16 autocast)
 #   speed:   tokens/s per GPU at the same row length, 1 GPU vs 2 GPUs sharing each row

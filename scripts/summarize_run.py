@@ -1,6 +1,6 @@
 """Print the last logged value (and the median of the last N) of a run's TensorBoard scalars.
 
-    python scripts/summarize_run.py runs/llama-1b-64k-anchor [--tags perf/tokens_per_sec memory/peak_gib]
+python scripts/summarize_run.py runs/llama-1b-64k-anchor [--tags perf/tokens_per_sec memory/peak_gib]
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ def main() -> None:
     for tag in args.tags:
         if tag in values:
             tail = values[tag][-args.last :]
-            print(f"{args.log_dir}  {tag:32s} last {values[tag][-1]:.4g}  median(last {len(tail)}) {statistics.median(tail):.4g}")
+            print(
+                f"{args.log_dir}  {tag:32s} last {values[tag][-1]:.4g}  median(last {len(tail)}) {statistics.median(tail):.4g}"
+            )
 
 
 if __name__ == "__main__":

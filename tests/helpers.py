@@ -62,10 +62,20 @@ class StopAtStep(L.Callback):
 
 
 class RecordProgressTotal(L.Callback):
-    """Remember the progress bar's total and description at the start of each training epoch."""
+    """Remember the progress bar's total and description at the start of each training epoch, and its
+    count and shown metrics at the end of training."""
 
     seen: list[tuple[float, str]] = []
+    end: dict = {}
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         bar = trainer.progress_bar_callback
         RecordProgressTotal.seen.append((bar.total_train_batches, bar._get_train_description(trainer.current_epoch)))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        bar = trainer.progress_bar_callback
+        task = bar.progress.tasks[bar.train_progress_bar_id] if getattr(bar, "progress", None) is not None else None
+        RecordProgressTotal.end = {
+            "metrics": bar.get_metrics(trainer, pl_module),
+            "completed": task.completed if task else None,
+        }

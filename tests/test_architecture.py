@@ -29,15 +29,23 @@ def imports(path: Path) -> set[str]:
 
 
 def is_command(module: str) -> bool:
-    return module == "anchor_lightning.commands" or module.startswith("anchor_lightning.commands.") or module.endswith("__main__")
+    return (
+        module == "anchor_lightning.commands"
+        or module.startswith("anchor_lightning.commands.")
+        or module.endswith("__main__")
+    )
 
 
 def library_modules() -> list[Path]:
-    return [p for p in PACKAGE.rglob("*.py") if "commands" not in p.relative_to(PACKAGE).parts and p.name != "__main__.py"]
+    return [
+        p for p in PACKAGE.rglob("*.py") if "commands" not in p.relative_to(PACKAGE).parts and p.name != "__main__.py"
+    ]
 
 
 def test_library_code_never_imports_command_code():
-    offenders = {str(p.relative_to(PACKAGE.parent)): sorted(m for m in imports(p) if is_command(m)) for p in library_modules()}
+    offenders = {
+        str(p.relative_to(PACKAGE.parent)): sorted(m for m in imports(p) if is_command(m)) for p in library_modules()
+    }
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
@@ -49,7 +57,10 @@ def test_the_rule_sees_an_offender(tmp_path, monkeypatch):
     tree_path.write_text(source)
     monkeypatch.setattr("tests.test_architecture.PACKAGE", tmp_path / "anchor_lightning")
     assert sorted(m for m in imports(tree_path) if is_command(m)) == [
-        "anchor_lightning.bench.__main__", "anchor_lightning.commands.train", "anchor_lightning.commands.train.main"]
+        "anchor_lightning.bench.__main__",
+        "anchor_lightning.commands.train",
+        "anchor_lightning.commands.train.main",
+    ]
 
 
 def test_every_verb_has_its_front_end_in_commands():
@@ -57,4 +68,8 @@ def test_every_verb_has_its_front_end_in_commands():
 
     for verb, (module, _) in VERBS.items():
         assert (PACKAGE / "commands" / f"{module}.py").is_file(), verb
-    assert not (PACKAGE / "cli.py").exists() and not (PACKAGE / "diagnose.py").exists() and not (PACKAGE / "evaluate.py").exists()
+    assert (
+        not (PACKAGE / "cli.py").exists()
+        and not (PACKAGE / "diagnose.py").exists()
+        and not (PACKAGE / "evaluate.py").exists()
+    )

@@ -20,8 +20,16 @@ MICRO = str(ROOT / "tests" / "configs" / "micro.yaml")
 def run_cli(capsys, tmp_path, *overrides: str) -> str:
     """Run ``fit`` in-process; return the single error line (asserting there is exactly one)."""
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", MICRO, f"--data.cache_dir={tmp_path / 'cache'}",
-              f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", *overrides])
+        main(
+            [
+                "fit",
+                "--config",
+                MICRO,
+                f"--data.cache_dir={tmp_path / 'cache'}",
+                f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+                *overrides,
+            ]
+        )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
@@ -83,7 +91,9 @@ def test_tokenizer_without_bos_and_no_anchor_id(capsys, tmp_path):
     vocab = {"[UNK]": 0, "alpha": 1, "beta": 2, "</s>": 3}
     core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", eos_token="</s>").save_pretrained(tmp_path / "tok")
+    PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", eos_token="</s>").save_pretrained(
+        tmp_path / "tok"
+    )
     data = write(tmp_path / "t.jsonl", ['{"text": "alpha beta"}'] * 40)
     line = run_cli(capsys, tmp_path, f"--data.train={data}", f"--data.tokenizer={tmp_path / 'tok'}")
     assert "field 'data.anchor_id'" in line and "no BOS" in line
@@ -129,13 +139,19 @@ def test_bad_value_in_a_config_file_names_the_file(capsys, tmp_path):
     assert err.startswith(f'error: {bad}: Parser key "model.backend"') and "\n" not in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override", ["--data.train=/nonexistent/data.jsonl", "--model.mode=anchr"])
 def test_as_a_user_sees_it(tmp_path, override):
     """The real process: exit status 2, one error line, no traceback."""
     result = subprocess.run(
         [sys.executable, "-m", "anchor_lightning", "fit", "--config", MICRO, override, f"--data.cache_dir={tmp_path}"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr + result.stdout
-    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [result.stderr.strip().splitlines()[-1]]
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        result.stderr.strip().splitlines()[-1]
+    ]

@@ -38,7 +38,15 @@ def test_cpu_fit_writes_tensorboard_and_the_loss_falls(tmp_path, mode):
     loss = [v for _, v in logged["train/loss"]]
     assert len(loss) == 25
     assert loss[-1] < loss[0] - 1.5, loss
-    for tag in ("train/ppl", "train/lr", "train/grad_norm", "train/tokens_seen", "perf/tokens_per_sec", "val/loss", "val/ppl"):
+    for tag in (
+        "train/ppl",
+        "train/lr",
+        "train/grad_norm",
+        "train/tokens_seen",
+        "perf/tokens_per_sec",
+        "val/loss",
+        "val/ppl",
+    ):
         assert tag in logged, tag
     ppl = dict(logged["train/ppl"])
     for step, value in logged["train/loss"]:
@@ -48,7 +56,9 @@ def test_cpu_fit_writes_tensorboard_and_the_loss_falls(tmp_path, mode):
 
 
 def test_row_length_is_given_once_and_reaches_model_and_data(tmp_path):
-    cli = main(["--config", MICRO, "--seq_len=192", "--model.backend=varlen", f"--data.cache_dir={tmp_path}"], run=False)
+    cli = main(
+        ["--config", MICRO, "--seq_len=192", "--model.backend=varlen", f"--data.cache_dir={tmp_path}"], run=False
+    )
     assert cli.model.seq_len == cli.datamodule.seq_len == 192
     assert cli.datamodule.layout == "per_doc" and cli.datamodule.mode == "anchor"
 
@@ -62,42 +72,86 @@ def test_a_second_config_layers_a_fragment(tmp_path):
 
 
 def test_validate_subcommand_runs(tmp_path, capsys):
-    main(["validate", "--config", MICRO, f"--data.cache_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    main(
+        [
+            "validate",
+            "--config",
+            MICRO,
+            f"--data.cache_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ]
+    )
     assert "val/loss" in capsys.readouterr().out
 
 
 def test_global_batch_size_sets_accumulation(tmp_path):
-    cli = main(["--config", MICRO, "--data.global_batch_size=8", "--data.micro_batch_size=2", f"--data.cache_dir={tmp_path}"], run=False)
+    cli = main(
+        ["--config", MICRO, "--data.global_batch_size=8", "--data.micro_batch_size=2", f"--data.cache_dir={tmp_path}"],
+        run=False,
+    )
     assert cli.trainer.accumulate_grad_batches == 4
 
 
 def test_global_batch_size_must_divide(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        main(["--config", MICRO, "--data.global_batch_size=7", "--data.micro_batch_size=2", f"--data.cache_dir={tmp_path}"], run=False)
+        main(
+            [
+                "--config",
+                MICRO,
+                "--data.global_batch_size=7",
+                "--data.micro_batch_size=2",
+                f"--data.cache_dir={tmp_path}",
+            ],
+            run=False,
+        )
     assert "global batch of 7 rows is not a multiple of 2 rows x 1 devices" in capsys.readouterr().err
 
 
-def test_progress_bar_counts_micro_batches_of_the_remaining_steps(tmp_path, monkeypatch):
+def test_progress_bar_counts_optimizer_steps_and_shows_loss_lr_and_speed(tmp_path, monkeypatch):
     from anchor_lightning.commands import train as cli
     from tests.helpers import RecordProgressTotal
 
     monkeypatch.setattr(cli, "interactive_output", lambda: True)
 
     RecordProgressTotal.seen.clear()
-    main(["fit", "--config", MICRO, "--trainer.enable_progress_bar=true", "--trainer.accumulate_grad_batches=2",
-          "--trainer.max_steps=3", "--trainer.callbacks+=tests.helpers.RecordProgressTotal",
-          f"--data.cache_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    main(
+        [
+            "fit",
+            "--config",
+            MICRO,
+            "--trainer.enable_progress_bar=true",
+            "--trainer.accumulate_grad_batches=2",
+            "--trainer.max_steps=3",
+            "--trainer.callbacks+=tests.helpers.RecordProgressTotal",
+            f"--data.cache_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ]
+    )
     total, description = RecordProgressTotal.seen[0]
-    assert total == 6  # 3 optimizer steps x 2 micro-batches, not Lightning's 3
+    assert total == 3  # optimizer steps, not Lightning's 6 micro-batches
     assert description.strip() == "Epoch 0"  # not "Epoch 0/-2"
+    end = RecordProgressTotal.end
+    assert end["completed"] == 3
+    assert set(end["metrics"]) >= {"loss", "lr"} and "v_num" not in end["metrics"]
+    assert all(isinstance(v, str) for v in end["metrics"].values())
 
 
 def test_output_to_a_file_gets_plain_progress_lines(tmp_path, capsys):
     """Not a terminal (as under pytest, nohup or SLURM): a banner, a line per logging step with loss,
     tokens/s and ETA, the validation result and where everything went; no bar frames."""
-    main(["fit", "--config", MICRO, "--trainer.enable_progress_bar=true", "--trainer.max_steps=4",
-          "--trainer.log_every_n_steps=2", "--trainer.val_check_interval=4", f"--data.cache_dir={tmp_path / 'cache'}",
-          f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"])
+    main(
+        [
+            "fit",
+            "--config",
+            MICRO,
+            "--trainer.enable_progress_bar=true",
+            "--trainer.max_steps=4",
+            "--trainer.log_every_n_steps=2",
+            "--trainer.val_check_interval=4",
+            f"--data.cache_dir={tmp_path / 'cache'}",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+        ]
+    )
     out = capsys.readouterr().out
     lines = out.splitlines()
     banner = next(line for line in lines if line.startswith("training "))
@@ -115,8 +169,15 @@ def test_memory_savers_train_the_same_losses_through_the_cli(tmp_path):
     steps' logged losses equal the plain run's (CPU, fp32, same seed and rows)."""
     steps = ["--trainer.max_steps=4", "--trainer.log_every_n_steps=1", "--trainer.limit_val_batches=0"]
     plain = fit(tmp_path / "plain", *steps)
-    saved = fit(tmp_path / "saved", *steps, "--model.activation_checkpointing=true", "--model.checkpoint_layers=1",
-                "--model.offload_activations=true", "--model.mlp_tile=64", "--model.kernels=none")
+    saved = fit(
+        tmp_path / "saved",
+        *steps,
+        "--model.activation_checkpointing=true",
+        "--model.checkpoint_layers=1",
+        "--model.offload_activations=true",
+        "--model.mlp_tile=64",
+        "--model.kernels=none",
+    )
     assert [s for s, _ in plain["train/loss"]] == [s for s, _ in saved["train/loss"]]
     for (_, a), (_, b) in zip(plain["train/loss"], saved["train/loss"]):
         assert b == pytest.approx(a, rel=1e-5)
@@ -128,3 +189,29 @@ def test_liger_kernels_on_cpu_are_refused_with_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "model.kernels" in err and "liger-kernel and a CUDA device" in err and "Traceback" not in err
+
+
+def test_tensorboard_shows_the_runs_settings_against_val_loss_and_no_epoch_scalar(tmp_path):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    fit(
+        tmp_path,
+        "--trainer.max_steps=4",
+        "--trainer.val_check_interval=4",
+        "--trainer.logger.class_path=anchor_lightning.loggers.TensorBoard",
+    )
+    events = EventAccumulator(str(next((tmp_path / "runs").rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    assert "val/loss" in scalars and "epoch" not in scalars and "hp_metric" not in scalars
+    content = events.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    shown = {
+        key: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
+        for key, value in start.hparams.items()
+    }
+    assert shown["mode"] == "anchor" and shown["backend"] == "sdpa" and shown["layout"] == "shared"
+    assert shown["seq_len"] == 256 and shown["rows_per_step"] == 4 and shown["lr"] == pytest.approx(0.005)
+    assert shown["activation_checkpointing"] == "false" and "_instantiator" not in shown
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} == {"val/loss", "val/ppl"}

@@ -17,28 +17,61 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 DEBUG = {
     "debug/tiny-cpu.yaml": dict(
-        rope_theta=1e4, seq_len=512, global_batch=8, lr=3e-3, betas=(0.9, 0.95), weight_decay=0.1, mode="anchor",
-        backend="sdpa", layout="shared", precision="32-true", max_steps=80, model_type="llama",
+        rope_theta=1e4,
+        seq_len=512,
+        global_batch=8,
+        lr=3e-3,
+        betas=(0.9, 0.95),
+        weight_decay=0.1,
+        mode="anchor",
+        backend="sdpa",
+        layout="shared",
+        precision="32-true",
+        max_steps=80,
+        model_type="llama",
     ),
     "debug/tiny-gpu.yaml": dict(
-        rope_theta=5e5, seq_len=8192, global_batch=2, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1, mode="anchor",
-        backend="varlen", layout="per_doc", precision="bf16-mixed", max_steps=60, model_type="llama",
+        rope_theta=5e5,
+        seq_len=8192,
+        global_batch=2,
+        lr=1e-3,
+        betas=(0.9, 0.95),
+        weight_decay=0.1,
+        mode="anchor",
+        backend="varlen",
+        layout="per_doc",
+        precision="bf16-mixed",
+        max_steps=60,
+        model_type="llama",
     ),
 }
 
 
 def paper(model_type: str, context: str, mode: str) -> dict:
-    """The paper's setting (PAPER.md, section 4): RoPE base 5M at 64K and 10M at 128K, AdamW lr 2e-5,
+    """The paper's setting (docs/design.md, "The paper's setting"): RoPE base 5M at 64K and 10M at 128K, AdamW lr 2e-5,
     betas (0.9, 0.95), weight decay 0.1, 2000 steps of 8 rows, bf16 compute over fp32 master weights."""
     return dict(
-        rope_theta=5e6 if context == "64k" else 1e7, seq_len=65536 if context == "64k" else 131072, global_batch=8,
-        lr=2e-5, betas=(0.9, 0.95), weight_decay=0.1, mode=mode, backend="varlen", layout="per_doc",
-        precision="bf16-mixed", max_steps=2000, model_type=model_type,
+        rope_theta=5e6 if context == "64k" else 1e7,
+        seq_len=65536 if context == "64k" else 131072,
+        global_batch=8,
+        lr=2e-5,
+        betas=(0.9, 0.95),
+        weight_decay=0.1,
+        mode=mode,
+        backend="varlen",
+        layout="per_doc",
+        precision="bf16-mixed",
+        max_steps=2000,
+        model_type=model_type,
     )
 
 
 PAPER = {
-    **{f"llama2-7b/{c}-{m}.yaml": paper("llama", c, m) for c in ("64k", "128k") for m in ("anchor", "full", "intra_doc", "intra_doc_reset")},
+    **{
+        f"llama2-7b/{c}-{m}.yaml": paper("llama", c, m)
+        for c in ("64k", "128k")
+        for m in ("anchor", "full", "intra_doc", "intra_doc_reset")
+    },
     "llama3-8b/64k-anchor.yaml": paper("llama", "64k", "anchor"),
     "mistral-7b-v0.3/64k-anchor.yaml": paper("mistral", "64k", "anchor"),
     "qwen1.5-1.8b/64k-anchor.yaml": dict(paper("qwen2", "64k", "anchor"), anchor_id=151643),
@@ -47,14 +80,31 @@ PAPER = {
 }
 SMOLLM2 = {
     f"smollm2-135m/32k-{m}.yaml": dict(
-        rope_theta=2236068.0, seq_len=32768, global_batch=4, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, mode=m,
-        backend="varlen", layout="per_doc", precision="bf16-mixed", max_steps=100, model_type="llama", anchor_id=0,
+        rope_theta=2236068.0,
+        seq_len=32768,
+        global_batch=4,
+        lr=1e-4,
+        betas=(0.9, 0.95),
+        weight_decay=0.1,
+        mode=m,
+        backend="varlen",
+        layout="per_doc",
+        precision="bf16-mixed",
+        max_steps=100,
+        model_type="llama",
+        anchor_id=0,
     )
     for m in ("anchor", "full", "intra_doc", "intra_doc_reset")
 }
 EXPECTED = {**DEBUG, **PAPER, **SMOLLM2}
 # parameter counts of the architectures (from their published configs), to catch a wrong shape
-PARAMETERS = {"llama2-7b": 6.74e9, "llama3-8b": 8.03e9, "mistral-7b-v0.3": 7.25e9, "qwen1.5-1.8b": 1.84e9, "llama-1b": 1.104e9}
+PARAMETERS = {
+    "llama2-7b": 6.74e9,
+    "llama3-8b": 8.03e9,
+    "mistral-7b-v0.3": 7.25e9,
+    "qwen1.5-1.8b": 1.84e9,
+    "llama-1b": 1.104e9,
+}
 
 
 def all_recipes() -> list[str]:
@@ -81,8 +131,17 @@ def test_recipe_instantiates_with_its_values(name, tmp_path):
         if not SMOLLM2_GGUF.is_file():
             pytest.skip(f"needs {SMOLLM2_GGUF}")
         given = [f"--model.pretrained={SMOLLM2_GGUF}"]
-    cli = main(["--config", str(path), "--trainer.accelerator=cpu", "--trainer.devices=1", f"--data.cache_dir={tmp_path}", *given],
-               run=False)
+    cli = main(
+        [
+            "--config",
+            str(path),
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=1",
+            f"--data.cache_dir={tmp_path}",
+            *given,
+        ],
+        run=False,
+    )
     module, data, trainer = cli.model, cli.datamodule, cli.trainer
     if name in SMOLLM2:  # real weights (from_pretrained refuses the meta device); 135M parameters load in seconds
         module.configure_model()
@@ -116,21 +175,34 @@ def test_recipe_instantiates_with_its_values(name, tmp_path):
 FRAGMENTS = {
     "strategy/fsdp.yaml": lambda t: type(t.strategy).__name__ == "ShardedStrategy" and not t.strategy.cpu_offload,
     "strategy/fsdp-offload.yaml": lambda t: type(t.strategy).__name__ == "ShardedStrategy" and t.strategy.cpu_offload,
-    "strategy/fsdp-sequence-parallel.yaml": lambda t: type(t.strategy).__name__ == "ShardedStrategy"
-    and t.strategy.sequence_parallel_size == 2,
+    "strategy/fsdp-sequence-parallel.yaml": lambda t: (
+        type(t.strategy).__name__ == "ShardedStrategy" and t.strategy.sequence_parallel_size == 2
+    ),
     "strategy/ddp.yaml": lambda t: type(t.strategy).__name__ == "DDPStrategy",
     "trainer/gpu-bf16.yaml": lambda t: t.precision == "bf16-mixed",
 }
 
 
 def test_every_fragment_is_listed():
-    assert sorted(str(p.relative_to(RECIPES.parent / "conf")) for p in (RECIPES.parent / "conf").rglob("*.yaml")) == sorted(FRAGMENTS)
+    assert sorted(
+        str(p.relative_to(RECIPES.parent / "conf")) for p in (RECIPES.parent / "conf").rglob("*.yaml")
+    ) == sorted(FRAGMENTS)
 
 
 @pytest.mark.parametrize("fragment", sorted(FRAGMENTS))
 def test_conf_fragments_layer_over_a_recipe(fragment, tmp_path):
     path = RECIPES.parent / "conf" / fragment
     assert path.read_text().startswith("# "), "a fragment opens with a comment saying what it is for"
-    cli = main(["--config", str(RECIPES / "debug/tiny-cpu.yaml"), "--config", str(path), "--trainer.accelerator=cpu",
-                "--trainer.devices=1", f"--data.cache_dir={tmp_path}"], run=False)
+    cli = main(
+        [
+            "--config",
+            str(RECIPES / "debug/tiny-cpu.yaml"),
+            "--config",
+            str(path),
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=1",
+            f"--data.cache_dir={tmp_path}",
+        ],
+        run=False,
+    )
     assert FRAGMENTS[fragment](cli.trainer)

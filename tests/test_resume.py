@@ -29,7 +29,9 @@ def corpus(tmp_path):
     rng = random.Random(1)
     words = "river stone lamp bridge north quiet seven garden".split()
     path = tmp_path / "docs.jsonl"
-    path.write_text("".join(json.dumps({"text": " ".join(rng.choices(words, k=rng.randint(5, 40)))}) + "\n" for _ in range(70)))
+    path.write_text(
+        "".join(json.dumps({"text": " ".join(rng.choices(words, k=rng.randint(5, 40)))}) + "\n" for _ in range(70))
+    )
     return path
 
 
@@ -43,14 +45,29 @@ def config(tmp_path: Path, name: str, corpus: Path, *callbacks: dict) -> list[st
             "val_check_interval": None,
             "limit_val_batches": 0,
             "callbacks": [
-                {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                 "init_args": {"dirpath": str(run_dir / "ckpt"), "every_n_train_steps": 2, "save_last": True, "save_top_k": -1}},
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {
+                        "dirpath": str(run_dir / "ckpt"),
+                        "every_n_train_steps": 2,
+                        "save_last": True,
+                        "save_top_k": -1,
+                    },
+                },
                 {"class_path": "anchor_lightning.callbacks.trace.StepTrace", "init_args": {"directory": str(run_dir)}},
                 *callbacks,
             ],
-            "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": str(run_dir / "tb")}},
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": str(run_dir / "tb")},
+            },
         },
-        "data": {"train": str(corpus), "val_fraction": 0.0, "micro_batch_size": 2, "cache_dir": str(tmp_path / "cache")},
+        "data": {
+            "train": str(corpus),
+            "val_fraction": 0.0,
+            "micro_batch_size": 2,
+            "cache_dir": str(tmp_path / "cache"),
+        },
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(fragment))
@@ -97,19 +114,25 @@ def test_sigterm_in_the_middle_of_a_step_saves_and_resumes(tmp_path, corpus, uni
     assert_same_run(uninterrupted, trace(tmp_path, "term"))
 
 
+@pytest.mark.slow
 def test_sigterm_as_a_process_sees_it(tmp_path, corpus):
     signal_at = {"class_path": "tests.helpers.SignalAtStep", "init_args": {"step": 2}}
     args = config(tmp_path, "proc", corpus, signal_at) + [f"--trainer.max_steps={STEPS}"]
-    result = subprocess.run([sys.executable, "-m", "anchor_lightning", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "anchor_lightning", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "signal received" in result.stdout + result.stderr
     assert torch.load(tmp_path / "proc" / "ckpt" / "last.ckpt", weights_only=False)["global_step"] == 3
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_save_keeps_the_previous_checkpoint(tmp_path, corpus):
     killer = {"class_path": "tests.helpers.KillDuringSave", "init_args": {"step": 4}}
     args = config(tmp_path, "kill", corpus, killer) + [f"--trainer.max_steps={STEPS}"]
-    result = subprocess.run([sys.executable, "-m", "anchor_lightning", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "anchor_lightning", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == -signal.SIGKILL
     ckpt = tmp_path / "kill" / "ckpt"
     last = torch.load(ckpt / "last.ckpt", weights_only=False)
@@ -124,7 +147,9 @@ def test_kill_9_during_a_save_keeps_the_previous_checkpoint(tmp_path, corpus):
 def test_non_finite_gradient_stops_naming_step_and_rows(tmp_path, corpus, capsys):
     poison = {"class_path": "tests.helpers.NanGradientAtStep", "init_args": {"step": 3}}
     with pytest.raises(SystemExit) as stopped:
-        main(config(tmp_path, "nan", corpus, poison) + [f"--trainer.max_steps={STEPS}", "--trainer.log_every_n_steps=1"])
+        main(
+            config(tmp_path, "nan", corpus, poison) + [f"--trainer.max_steps={STEPS}", "--trainer.log_every_n_steps=1"]
+        )
     assert stopped.value.code == 2
     err = capsys.readouterr().err
     rows = trace(tmp_path, "nan")[3]["rows"]

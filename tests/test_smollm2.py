@@ -21,9 +21,17 @@ from tests.conftest import SHARED_DATA, SMOLLM2_GGUF, needs_smollm2
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes" / "smollm2-135m").glob("32k-*.yaml"))
 # a CPU run of the GPU recipe: 1K rows, the dense-mask backend, per-document layout as varlen packs it
-CPU = ["--trainer.accelerator=cpu", "--trainer.precision=32-true", "--model.backend=sdpa", "--model.layout=per_doc",
-       "--model.optimizer.init_args.fused=false", "--data.num_workers=0", "--seq_len=1024",
-       "--data.micro_batch_size=1", "--data.global_batch_size=1"]
+CPU = [
+    "--trainer.accelerator=cpu",
+    "--trainer.precision=32-true",
+    "--model.backend=sdpa",
+    "--model.layout=per_doc",
+    "--model.optimizer.init_args.fused=false",
+    "--data.num_workers=0",
+    "--seq_len=1024",
+    "--data.micro_batch_size=1",
+    "--data.global_batch_size=1",
+]
 
 
 def documents(tmp_path: Path) -> Path:
@@ -59,8 +67,18 @@ def test_the_four_recipes_differ_only_in_mode_and_names():
 
 @needs_smollm2
 def test_the_recipe_anchors_documents_on_endoftext_and_strips_both_openers(tmp_path):
-    cli = main(["--config", str(RECIPES[0]), f"--model.pretrained={SMOLLM2_GGUF}", *CPU,
-                f"--data.train={documents(tmp_path)}", "--data.val=null", f"--data.cache_dir={tmp_path / 'rows'}"], run=False)
+    cli = main(
+        [
+            "--config",
+            str(RECIPES[0]),
+            f"--model.pretrained={SMOLLM2_GGUF}",
+            *CPU,
+            f"--data.train={documents(tmp_path)}",
+            "--data.val=null",
+            f"--data.cache_dir={tmp_path / 'rows'}",
+        ],
+        run=False,
+    )
     data = cli.datamodule
     assert data.tokenizer.tok.convert_ids_to_tokens([data.anchor_id]) == ["<|endoftext|>"]
     assert data.packing_spec().strip_ids == (0, 1)  # F itself and the tokenizer's BOS <|im_start|>
@@ -77,11 +95,23 @@ def test_pretokenized_documents_opening_with_a_foreign_special_token_are_refused
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps({"input_ids": [2, 504, 3575, 282, 4649] * 20}) + "\n" for _ in range(4)))
     with pytest.raises(SystemExit):
-        main(["fit", "--config", str(RECIPES[0]), f"--model.pretrained={SMOLLM2_GGUF}", *CPU, f"--data.train={path}",
-              "--data.val=null", "--data.val_fraction=0", f"--data.cache_dir={tmp_path / 'rows'}",
-              "--trainer.max_steps=1"])
+        main(
+            [
+                "fit",
+                "--config",
+                str(RECIPES[0]),
+                f"--model.pretrained={SMOLLM2_GGUF}",
+                *CPU,
+                f"--data.train={path}",
+                "--data.val=null",
+                "--data.val_fraction=0",
+                f"--data.cache_dir={tmp_path / 'rows'}",
+                "--trainer.max_steps=1",
+            ]
+        )
 
 
+@pytest.mark.slow
 @needs_smollm2
 def test_two_steps_start_from_the_pretrained_loss_and_the_export_reloads_with_the_same_logits(tmp_path, capsys):
     """The acceptance check: the first logged loss is the pretrained model's (WikiText perplexity ~13,
@@ -90,12 +120,41 @@ def test_two_steps_start_from_the_pretrained_loss_and_the_export_reloads_with_th
     from tests.test_cli import scalars
 
     fragment = tmp_path / "ckpt.yaml"
-    fragment.write_text(yaml.safe_dump({"trainer": {"callbacks": [
-        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True}}],
-        "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": str(tmp_path / "runs")}}}}))
-    main(["fit", "--config", str(RECIPES[0]), "--config", str(fragment), f"--model.pretrained={SMOLLM2_GGUF}", *CPU,
-          f"--data.train={documents(tmp_path)}", "--data.val=null", "--data.val_fraction=0",
-          f"--data.cache_dir={tmp_path / 'rows'}", "--trainer.max_steps=2", "--trainer.log_every_n_steps=1"])
+    fragment.write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {
+                    "callbacks": [
+                        {
+                            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                            "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True},
+                        }
+                    ],
+                    "logger": {
+                        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                        "init_args": {"save_dir": str(tmp_path / "runs")},
+                    },
+                }
+            }
+        )
+    )
+    main(
+        [
+            "fit",
+            "--config",
+            str(RECIPES[0]),
+            "--config",
+            str(fragment),
+            f"--model.pretrained={SMOLLM2_GGUF}",
+            *CPU,
+            f"--data.train={documents(tmp_path)}",
+            "--data.val=null",
+            "--data.val_fraction=0",
+            f"--data.cache_dir={tmp_path / 'rows'}",
+            "--trainer.max_steps=2",
+            "--trainer.log_every_n_steps=1",
+        ]
+    )
     losses = [v for _, v in scalars(tmp_path / "runs")["train/loss"]]
     print(f"SmolLM2-135M, 1K rows of WikiText, anchor mode: train/loss {losses}")
     assert len(losses) == 2 and losses[0] < 4.0, losses
@@ -118,7 +177,12 @@ def test_two_steps_start_from_the_pretrained_loss_and_the_export_reloads_with_th
         hidden = module.hidden_states(collate_rows(rows, "anchor", "per_doc"))
         expected = (hidden @ module.model.get_output_embeddings().weight.t())[0].numpy()
     out = tmp_path / "logits.npy"
-    result = subprocess.run([sys.executable, "-c", FRESH, str(tmp_path / "hf"), json.dumps(ids), str(out)],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH, str(tmp_path / "hf"), json.dumps(ids), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     np.testing.assert_allclose(np.load(out), expected, rtol=1e-4, atol=1e-4)

@@ -6,7 +6,7 @@
 
 Each contender runs in its own subprocess (an out-of-memory or a compile cache cannot taint the
 next), in alternating order per row length; the table gives tokens/s, FLOPs per token, MFU
-(DESIGN.md's rule over the card's bf16 peak, 989 TFLOP/s on H100/H200), peak memory and the ratio to
+(docs/design.md's FLOPs rule over the card's bf16 peak, 989 TFLOP/s on H100/H200), peak memory and the ratio to
 the fastest peer at that length.
 ``--max-context`` finds, per contender, the longest row (powers of two and their midpoints) that
 completes full training steps.
@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from anchor_lightning.attention.backends import VARLEN_KERNELS, runs_varlen_kernel
+from anchor_lightning.attention.varlen_kernels import VARLEN_KERNELS, runs_varlen_kernel
 from anchor_lightning.bench.common import SHAPE, grid, mfu_and_peak, run_process
 from anchor_lightning.bench.documents import document_lengths, lengths_summary
 
@@ -53,8 +53,10 @@ def _ckpt(result: dict) -> str:
 
 
 def table(results: list[dict]) -> str:
-    lines = [f"{'contender':>26} {'row':>7} {'precision':>11} {'ckpt':>4} {'tok/s':>9} {'GFLOP/tok':>9} "
-             f"{'MFU':>6} {'peak GiB':>8} {'vs best peer':>12}"]
+    lines = [
+        f"{'contender':>26} {'row':>7} {'precision':>11} {'ckpt':>4} {'tok/s':>9} {'GFLOP/tok':>9} "
+        f"{'MFU':>6} {'peak GiB':>8} {'vs best peer':>12}"
+    ]
     for row in sorted({r["seq_len"] for r in results}):
         at = [r for r in results if r["seq_len"] == row]
         peers = [r["tokens_per_sec"] for r in at if r["name"] in PEERS and "error" not in r]
@@ -65,8 +67,10 @@ def table(results: list[dict]) -> str:
                 continue
             ratio = f"{r['tokens_per_sec'] / best:.2f}x" if best else "-"
             mfu, peak = mfu_and_peak(r)
-            lines.append(f"{label(r):>26} {row:>7} {r['precision']:>11} {_ckpt(r):>4} "
-                         f"{r['tokens_per_sec']:>9.0f} {r['flops_per_token'] / 1e9:>9.2f} {mfu:>6} {peak:>8} {ratio:>12}")
+            lines.append(
+                f"{label(r):>26} {row:>7} {r['precision']:>11} {_ckpt(r):>4} "
+                f"{r['tokens_per_sec']:>9.0f} {r['flops_per_token'] / 1e9:>9.2f} {mfu:>6} {peak:>8} {ratio:>12}"
+            )
     return "\n".join(lines)
 
 
@@ -76,8 +80,10 @@ def host_work(results: list[dict]) -> str:
     for r in results:
         if "collate_ms" in r and "step_seconds" in r:
             share = (r["pack_ms"] + r["collate_ms"]) / (r["step_seconds"] * 1e3)
-            lines.append(f"  {label(r):>24} {r['seq_len']:>7}: pack {r['pack_ms']:.1f} ms, collate {r['collate_ms']:.1f} ms "
-                         f"= {share:.2%} of the step")
+            lines.append(
+                f"  {label(r):>24} {r['seq_len']:>7}: pack {r['pack_ms']:.1f} ms, collate {r['collate_ms']:.1f} ms "
+                f"= {share:.2%} of the step"
+            )
     return "\n".join(lines)
 
 
@@ -122,38 +128,79 @@ def contender_specs(name: str, row: int, shape: dict, args: argparse.Namespace) 
     contenders, per FlashAttention kernel asked for."""
     contender = CONTENDERS[name]
     ours = contender["kind"] == "ours"
-    base = {**shape, **contender, "name": name, "seq_len": row, "documents": args.documents, "seed": args.seed,
-            "warmup": args.warmup, "steps": args.steps, "mode": contender.get("mode"), "profile": args.profile}
+    base = {
+        **shape,
+        **contender,
+        "name": name,
+        "seq_len": row,
+        "documents": args.documents,
+        "seed": args.seed,
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "mode": contender.get("mode"),
+        "profile": args.profile,
+    }
     if ours:
         base.update(kernels=args.kernels, offload=args.offload, mlp_tile=args.mlp_tile)
     kernels = args.varlen_kernel if ours and runs_varlen_kernel(contender["backend"], contender["mode"]) else [None]
-    return [{**base, "precision": precision, **({"varlen_kernel": kernel} if kernel else {})}
-            for precision in args.precision for kernel in kernels]
+    return [
+        {**base, "precision": precision, **({"varlen_kernel": kernel} if kernel else {})}
+        for precision in args.precision
+        for kernel in kernels
+    ]
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python -m anchor_lightning.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[32768, 65536], help="row lengths")
-    parser.add_argument("--contenders", nargs="+", default=["ours-anchor-varlen", "ours-anchor-flex", "ours-full-varlen",
-                                                             "hf-flex-liger", "hf-sdpa-full-liger"], choices=list(CONTENDERS))
-    parser.add_argument("--documents", default="exponential:1500:64:16384",
-                        help="exponential:MEAN:MIN:MAX (torch Generator, --seed) or a pre-tokenized JSONL corpus")
+    parser.add_argument(
+        "--contenders",
+        nargs="+",
+        default=["ours-anchor-varlen", "ours-anchor-flex", "ours-full-varlen", "hf-flex-liger", "hf-sdpa-full-liger"],
+        choices=list(CONTENDERS),
+    )
+    parser.add_argument(
+        "--documents",
+        default="exponential:1500:64:16384",
+        help="exponential:MEAN:MIN:MAX (torch Generator, --seed) or a pre-tokenized JSONL corpus",
+    )
     parser.add_argument("--precision", nargs="+", default=["bf16"], choices=["bf16", "fp32-master"])
-    parser.add_argument("--checkpointing", choices=["auto", "on", "off"], default="auto",
-                        help="auto: each contender's fastest setting that fits: none up to 32K rows (all layers if "
-                             "that runs out of memory), above that --checkpoint-layers for ours, then all layers")
-    parser.add_argument("--checkpoint-layers", type=int, default=None,
-                        help="ours: recompute only the first N decoder layers (selective checkpointing)")
-    parser.add_argument("--kernels", default="auto", choices=["auto", "liger", "none"],
-                        help="ours: fused RMSNorm/RoPE/SwiGLU (auto: Liger when installed)")
-    parser.add_argument("--varlen-kernel", nargs="+", default=["auto"], choices=list(VARLEN_KERNELS),
-                        help="ours with the varlen backend: FlashAttention kernel(s) to run, each a contender "
-                             "(auto: the fastest installed)")
+    parser.add_argument(
+        "--checkpointing",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="auto: each contender's fastest setting that fits: none up to 32K rows (all layers if "
+        "that runs out of memory), above that --checkpoint-layers for ours, then all layers",
+    )
+    parser.add_argument(
+        "--checkpoint-layers",
+        type=int,
+        default=None,
+        help="ours: recompute only the first N decoder layers (selective checkpointing)",
+    )
+    parser.add_argument(
+        "--kernels",
+        default="auto",
+        choices=["auto", "liger", "none"],
+        help="ours: fused RMSNorm/RoPE/SwiGLU (auto: Liger when installed)",
+    )
+    parser.add_argument(
+        "--varlen-kernel",
+        nargs="+",
+        default=["auto"],
+        choices=list(VARLEN_KERNELS),
+        help="ours with the varlen backend: FlashAttention kernel(s) to run, each a contender "
+        "(auto: the fastest installed)",
+    )
     parser.add_argument("--offload", action="store_true", help="ours: checkpointed layer inputs in host memory")
     parser.add_argument("--mlp-tile", type=int, default=None, help="ours: MLP over this many slots at a time")
-    parser.add_argument("--shape", type=json.loads, default={}, help='override the model shape, e.g. \'{"layers": 2}\'')
-    parser.add_argument("--config", default=None, metavar="DIR",
-                        help="a Hugging Face config directory or config.json for the model (instead of the Llama shape)")
+    parser.add_argument("--shape", type=json.loads, default={}, help="override the model shape, e.g. '{\"layers\": 2}'")
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="DIR",
+        help="a Hugging Face config directory or config.json for the model (instead of the Llama shape)",
+    )
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1)
@@ -161,8 +208,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--max-context", action="store_true", help="probe the longest trainable row instead")
     parser.add_argument("--start", type=int, default=4096, help="shortest row the probe tries")
     parser.add_argument("--limit", type=int, default=1 << 20, help="largest row the probe tries")
-    parser.add_argument("--profile", default=None, metavar="DIR",
-                        help="profile one extra step per contender: device time per kernel class, top kernels (DIR/*.txt)")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        metavar="DIR",
+        help="profile one extra step per contender: device time per kernel class, top kernels (DIR/*.txt)",
+    )
     parser.add_argument("--out", default="bench.json")
     args = parser.parse_args(argv)
 
@@ -171,7 +222,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         from transformers import AutoConfig
 
         shape = {"config": args.config, "vocab_size": AutoConfig.from_pretrained(args.config).vocab_size}
-    print(f"documents: {args.documents} ({lengths_summary(document_lengths(args.documents, max(args.rows), args.seed))})")
+    print(
+        f"documents: {args.documents} ({lengths_summary(document_lengths(args.documents, max(args.rows), args.seed))})"
+    )
     results = []
     for i, row in enumerate(args.rows):
         order = args.contenders if i % 2 == 0 else list(reversed(args.contenders))  # alternate the order

@@ -15,8 +15,14 @@ def run_process(command: list[str], spec: dict, timeout: int, **env: str) -> dic
     """Run a benchmark process; its last JSON line, or ``spec`` with the error (out of memory, the last
     error line, or the exit status)."""
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False,
-                              env=dict(os.environ, PYTHONUNBUFFERED="1", **env))
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=dict(os.environ, PYTHONUNBUFFERED="1", **env),
+        )
     except subprocess.TimeoutExpired:
         return {**spec, "error": f"timed out after {timeout} s"}
     results = [line for line in done.stdout.splitlines() if line.startswith("{")]

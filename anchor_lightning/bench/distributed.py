@@ -9,7 +9,7 @@ Each configuration runs as its own ``torchrun`` job (an out-of-memory on one ran
 the sweep). Parameters are sharded over every rank (fp32 master shards, bf16 compute, fp32 gradient
 reduction: ``anchor_lightning.parallel.strategy.build_sharded``); ranks are split into groups of
 ``--sp`` that share each row (``--sp 1``: plain FSDP, each rank its own row). Reported per
-configuration: tokens/s (all GPUs and per GPU), FLOPs per token and MFU by DESIGN.md's rule, the
+configuration: tokens/s (all GPUs and per GPU), FLOPs per token and MFU by docs/design.md's FLOPs rule, the
 largest peak memory of any rank, the loss.
 
 ``--check`` compares sequence parallelism with one GPU on the same row instead: every rank builds the
@@ -34,52 +34,79 @@ from anchor_lightning.bench.common import SHAPE, grid, mfu_and_peak, run_process
 PRESETS = {
     "1b": SHAPE,
     # LLaMA-2-7B (meta-llama/Llama-2-7b-hf config): random init, weights are not needed for speed
-    "llama2-7b": {"hidden_size": 4096, "intermediate_size": 11008, "layers": 32, "heads": 32, "kv_heads": 32,
-                  "vocab_size": 32000},
+    "llama2-7b": {
+        "hidden_size": 4096,
+        "intermediate_size": 11008,
+        "layers": 32,
+        "heads": 32,
+        "kv_heads": 32,
+        "vocab_size": 32000,
+    },
 }
 
 
 # ---------------------------------------------------------------------------------------- driver
 def launch(spec: dict, gpus: int, timeout: int) -> dict:
     """Run one configuration under torchrun; rank 0's JSON, or the error."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}",
-               "-m", "anchor_lightning.bench.distributed", "--worker", json.dumps(spec)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={gpus}",
+        "-m",
+        "anchor_lightning.bench.distributed",
+        "--worker",
+        json.dumps(spec),
+    ]
     return run_process(command, spec, timeout, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
 
 
 def table(results: list[dict]) -> str:
-    lines = [f"{'mode':>6} {'row':>8} {'GPUs':>4} {'SP':>3} {'layers':>6} {'tok/s':>9} {'tok/s/GPU':>9} "
-             f"{'GFLOP/tok':>9} {'MFU':>6} {'peak GiB':>8} {'step s':>7}"]
+    lines = [
+        f"{'mode':>6} {'row':>8} {'GPUs':>4} {'SP':>3} {'layers':>6} {'tok/s':>9} {'tok/s/GPU':>9} "
+        f"{'GFLOP/tok':>9} {'MFU':>6} {'peak GiB':>8} {'step s':>7}"
+    ]
     for r in results:
         head = f"{r['mode']:>6} {r['seq_len']:>8} {r['gpus']:>4} {r['sp']:>3} {r['layers']:>6}"
         if "error" in r:
             lines.append(f"{head}  {r['error']}")
             continue
         mfu, peak = mfu_and_peak(r)
-        lines.append(f"{head} {r['tokens_per_sec']:>9.0f} {r['tokens_per_sec_per_gpu']:>9.0f} "
-                     f"{r['flops_per_token'] / 1e9:>9.2f} {mfu:>6} {peak:>8} {r['step_seconds']:>7.2f}")
+        lines.append(
+            f"{head} {r['tokens_per_sec']:>9.0f} {r['tokens_per_sec_per_gpu']:>9.0f} "
+            f"{r['flops_per_token'] / 1e9:>9.2f} {mfu:>6} {peak:>8} {r['step_seconds']:>7.2f}"
+        )
     return "\n".join(lines)
 
 
 def step_ratios(results: list[dict]) -> str:
     """Anchor step time over full-attention step time, per row length and group size, where both ran."""
     steps = {(r["mode"], r["seq_len"], r["sp"]): r["step_seconds"] for r in results if "step_seconds" in r}
-    lines = [f"anchor/full step time at {row} (SP {sp}): {seconds / steps[('full', row, sp)]:.2f}"
-             for (mode, row, sp), seconds in sorted(steps.items(), key=lambda x: x[0][1:])
-             if mode == "anchor" and ("full", row, sp) in steps]
+    lines = [
+        f"anchor/full step time at {row} (SP {sp}): {seconds / steps[('full', row, sp)]:.2f}"
+        for (mode, row, sp), seconds in sorted(steps.items(), key=lambda x: x[0][1:])
+        if mode == "anchor" and ("full", row, sp) in steps
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(prog="python -m anchor_lightning.bench.distributed", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m anchor_lightning.bench.distributed", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--gpus", type=int, default=torch.cuda.device_count() or 2, help="processes (one per GPU)")
     parser.add_argument("--preset", choices=list(PRESETS), default="1b", help="model shape")
     parser.add_argument("--shape", type=json.loads, default={}, help="override fields of the preset")
-    parser.add_argument("--config", default=None, metavar="DIR", help="a Hugging Face config directory (instead of a preset)")
+    parser.add_argument(
+        "--config", default=None, metavar="DIR", help="a Hugging Face config directory (instead of a preset)"
+    )
     parser.add_argument("--layers", type=int, default=None, help="decoder layers (fewer than the preset: dry runs)")
     parser.add_argument("--rows", type=int, nargs="+", default=[65536])
-    parser.add_argument("--modes", nargs="+", default=["anchor"], choices=["anchor", "intra_doc", "intra_doc_reset", "full"])
+    parser.add_argument(
+        "--modes", nargs="+", default=["anchor"], choices=["anchor", "intra_doc", "intra_doc_reset", "full"]
+    )
     parser.add_argument("--backend", default="varlen", choices=["varlen", "sdpa", "flex"])
     parser.add_argument("--sp", type=int, default=1, help="sequence-parallel group size (ranks sharing a row)")
     parser.add_argument("--documents", default="exponential:1500:64:16384")
@@ -91,7 +118,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=int, default=900, help="seconds per configuration")
-    parser.add_argument("--check", action="store_true", help="compare the sequence-parallel loss/gradients with one GPU")
+    parser.add_argument(
+        "--check", action="store_true", help="compare the sequence-parallel loss/gradients with one GPU"
+    )
     parser.add_argument("--max-context", action="store_true", help="probe the longest row that trains")
     parser.add_argument("--start", type=int, default=65536)
     parser.add_argument("--limit", type=int, default=1 << 21)
@@ -108,10 +137,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
         shape = {"config": args.config, "vocab_size": config.vocab_size, "layers": config.num_hidden_layers}
     if args.layers is not None:
         shape["layers"] = args.layers
-    base = {**shape, "preset": args.preset, "gpus": args.gpus, "sp": args.sp, "backend": args.backend,
-            "documents": args.documents, "checkpointing": args.checkpointing == "on", "offload": args.offload,
-            "mlp_tile": args.mlp_tile, "kernels": args.kernels, "warmup": args.warmup, "steps": args.steps,
-            "seed": args.seed, "check": args.check}
+    base = {
+        **shape,
+        "preset": args.preset,
+        "gpus": args.gpus,
+        "sp": args.sp,
+        "backend": args.backend,
+        "documents": args.documents,
+        "checkpointing": args.checkpointing == "on",
+        "offload": args.offload,
+        "mlp_tile": args.mlp_tile,
+        "kernels": args.kernels,
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "seed": args.seed,
+        "check": args.check,
+    }
     if args.gpus % args.sp:
         parser.error(f"--gpus {args.gpus} cannot be split into sequence-parallel groups of --sp {args.sp}")
     results = []
@@ -119,7 +160,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if args.max_context:
             best = 0
             for row in grid(args.start, args.limit):
-                result = launch({**base, "mode": mode, "seq_len": row, "warmup": 0, "steps": 1}, args.gpus, args.timeout)
+                result = launch(
+                    {**base, "mode": mode, "seq_len": row, "warmup": 0, "steps": 1}, args.gpus, args.timeout
+                )
                 print(json.dumps(result), flush=True)
                 results.append(result)
                 if "error" in result:
@@ -146,7 +189,9 @@ def _batch(spec: dict, data_rank: int, device: torch.device) -> dict:
     from anchor_lightning.data.packing import PackingSpec, pack_documents
 
     layout = default_layout(spec["backend"], spec["mode"])
-    rows, _ = pack_documents(_documents({**spec, "seed": spec["seed"] + data_rank}), PackingSpec(spec["seq_len"], layout, 1, (1,)))
+    rows, _ = pack_documents(
+        _documents({**spec, "seed": spec["seed"] + data_rank}), PackingSpec(spec["seq_len"], layout, 1, (1,))
+    )
     batch = collate_rows(rows[:1], spec["mode"], layout)
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -175,8 +220,12 @@ def _loss(net, batch: dict, spec: dict, group) -> torch.Tensor:
     slots = local_slots(spec["seq_len"], group) if group is not None else slice(None)
     autocast = batch["input_ids"].is_cuda
     with offloaded_activations(spec["offload"]), torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-        return net(batch["input_ids"][:, slots], batch["position_ids"][:, slots], batch["labels"][:, slots],
-                   prepare(batch, spec["backend"], group))
+        return net(
+            batch["input_ids"][:, slots],
+            batch["position_ids"][:, slots],
+            batch["labels"][:, slots],
+            prepare(batch, spec["backend"], group),
+        )
 
 
 def _check(spec: dict, device: torch.device, group) -> dict:
@@ -205,9 +254,13 @@ def _check(spec: dict, device: torch.device, group) -> dict:
     if dist.get_rank() == 0:
         split = torch.cat([p.grad.float().flatten() for p in net.parameters()])
         cosine = torch.nn.functional.cosine_similarity(reference, split, dim=0).item()
-        out = {"loss_one_gpu": reference_loss, "loss_split": total.item(),
-               "loss_rel_diff": abs(total.item() - reference_loss) / abs(reference_loss), "grad_cosine": cosine,
-               "grad_rel_norm_diff": ((split - reference).norm() / reference.norm()).item()}
+        out = {
+            "loss_one_gpu": reference_loss,
+            "loss_split": total.item(),
+            "loss_rel_diff": abs(total.item() - reference_loss) / abs(reference_loss),
+            "grad_cosine": cosine,
+            "grad_rel_norm_diff": ((split - reference).norm() / reference.norm()).item(),
+        }
     return out
 
 
@@ -265,9 +318,13 @@ def worker(spec: dict) -> dict:
             per_token = flops_per_token(net, batch["doc_ids"][0].cpu().numpy(), spec["mode"])
             peak_gpu = peak_flops(torch.cuda.get_device_name()) if cuda else None
             result.update(
-                step_seconds=seconds, tokens_per_sec=tokens / seconds, tokens_per_sec_per_gpu=tokens / seconds / world,
-                flops_per_token=per_token, mfu=per_token * tokens / seconds / world / peak_gpu if peak_gpu else None,
-                peak_gib=peak.item() if cuda else None, loss=total.item() / targets,
+                step_seconds=seconds,
+                tokens_per_sec=tokens / seconds,
+                tokens_per_sec_per_gpu=tokens / seconds / world,
+                flops_per_token=per_token,
+                mfu=per_token * tokens / seconds / world / peak_gpu if peak_gpu else None,
+                peak_gib=peak.item() if cuda else None,
+                loss=total.item() / targets,
                 device=torch.cuda.get_device_name() if cuda else "cpu",
             )
             if not torch.isfinite(torch.tensor(result["loss"])):

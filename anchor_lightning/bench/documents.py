@@ -14,7 +14,7 @@ def document_lengths(source: str, total: int, seed: int = 1) -> list[int]:
     """Lengths (tokens, first token included) adding up to at least ``total``.
 
     ``exponential:MEAN:MIN:MAX`` draws from an exponential distribution with a torch Generator seeded
-    with ``seed`` (the issue's peer table: ``exponential:1500:64:16384``, seed 1); a path to a JSONL file
+    with ``seed`` (the peer tables of docs/results.md: ``exponential:1500:64:16384``, seed 1); a path to a JSONL file
     repeats that corpus's document lengths in order (pre-tokenized rows split by ``source``)."""
     if source.startswith("exponential:"):
         mean, low, high = (float(x) for x in source.split(":")[1:])

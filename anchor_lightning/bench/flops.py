@@ -1,4 +1,4 @@
-"""FLOPs per token of a benchmark row by DESIGN.md's rule (see ``anchor_lightning.model.flops``)."""
+"""FLOPs per token of a benchmark row by docs/design.md's FLOPs rule (see ``anchor_lightning.model.flops``)."""
 
 from __future__ import annotations
 

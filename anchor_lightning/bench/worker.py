@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from anchor_lightning.attention.backends import VARLEN_KERNEL_ENV
+from anchor_lightning.attention.varlen_kernels import VARLEN_KERNEL_ENV
 from anchor_lightning.bench.documents import document_lengths
 
 
@@ -49,14 +49,20 @@ def _config(spec: dict):
             config.num_hidden_layers = spec["layers"]
         return config
     return LlamaConfig(
-        vocab_size=spec["vocab_size"], hidden_size=spec["hidden_size"], intermediate_size=spec["intermediate_size"],
-        num_hidden_layers=spec["layers"], num_attention_heads=spec["heads"], num_key_value_heads=spec["kv_heads"],
-        max_position_embeddings=spec["seq_len"], use_cache=False,
+        vocab_size=spec["vocab_size"],
+        hidden_size=spec["hidden_size"],
+        intermediate_size=spec["intermediate_size"],
+        num_hidden_layers=spec["layers"],
+        num_attention_heads=spec["heads"],
+        num_key_value_heads=spec["kv_heads"],
+        max_position_embeddings=spec["seq_len"],
+        use_cache=False,
     )
 
 
 def _ours(spec: dict, device: torch.device):
-    from anchor_lightning.attention.backends import choose_varlen_kernel, default_layout, prepare, runs_varlen_kernel
+    from anchor_lightning.attention.backends import default_layout, prepare
+    from anchor_lightning.attention.varlen_kernels import choose_varlen_kernel, runs_varlen_kernel
     from anchor_lightning.data.batch import collate_rows
     from anchor_lightning.data.packing import PackingSpec, pack_documents
     from anchor_lightning.model.build import build_model, configure
@@ -79,13 +85,22 @@ def _ours(spec: dict, device: torch.device):
     checkpointing = spec["checkpointing"]
     layers = None if isinstance(checkpointing, bool) else int(checkpointing)
     offload = spec.get("offload", False)
-    spec["kernels_applied"] = speed_up(model.lm, device.type, spec.get("kernels", "auto"), bool(checkpointing),
-                                       layers, spec.get("mlp_tile"))
+    spec["kernels_applied"] = speed_up(
+        model.lm, device.type, spec.get("kernels", "auto"), bool(checkpointing), layers, spec.get("mlp_tile")
+    )
 
     def step():
         with offloaded_activations(offload):
-            return model(batch["input_ids"], batch["position_ids"], batch["labels"], prepare(batch, spec["backend"]),
-                         spec.get("loss", "auto")) / batch["num_targets"]
+            return (
+                model(
+                    batch["input_ids"],
+                    batch["position_ids"],
+                    batch["labels"],
+                    prepare(batch, spec["backend"]),
+                    spec.get("loss", "auto"),
+                )
+                / batch["num_targets"]
+            )
 
     return model, step, batch["doc_ids"][0].cpu().numpy()
 
@@ -167,9 +182,13 @@ def _profile(spec: dict, step, optimizer, autocast: bool, device: torch.device) 
         by_class[kernel_class(e.key)] = by_class.get(kernel_class(e.key), 0.0) + e.device_time_total
     kernel = f"-{spec['varlen_kernel']}" if spec.get("varlen_kernel") else ""
     lines = [f"{spec['name']}{kernel} row {spec['seq_len']}: device time {total / 1e3:.1f} ms"]
-    lines += [f"  {cls:<16} {t / 1e3:8.1f} ms {t / total:6.1%}" for cls, t in sorted(by_class.items(), key=lambda x: -x[1])]
-    lines += [f"  {e.device_time_total / 1e3:8.1f} ms {e.count:5d}x  {e.key[:110]}"
-              for e in sorted(kernels, key=lambda e: -e.device_time_total)[:25]]
+    lines += [
+        f"  {cls:<16} {t / 1e3:8.1f} ms {t / total:6.1%}" for cls, t in sorted(by_class.items(), key=lambda x: -x[1])
+    ]
+    lines += [
+        f"  {e.device_time_total / 1e3:8.1f} ms {e.count:5d}x  {e.key[:110]}"
+        for e in sorted(kernels, key=lambda e: -e.device_time_total)[:25]
+    ]
     out = Path(spec["profile"])
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{spec['name']}{kernel}-{spec['seq_len']}.txt").write_text("\n".join(lines) + "\n")

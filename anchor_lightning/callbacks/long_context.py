@@ -12,9 +12,9 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from anchor_lightning.eval.suite import evaluate
 from anchor_lightning.eval.niah import TASKS
 from anchor_lightning.eval.scoring import HFScorer
+from anchor_lightning.eval.suite import evaluate
 
 
 class LongContextEval(L.Callback):
@@ -52,13 +52,24 @@ class LongContextEval(L.Callback):
         try:
             with torch.autocast(pl_module.device.type, dtype=torch.bfloat16, enabled=pl_module.device.type == "cuda"):
                 results = evaluate(
-                    HFScorer(model), documents, lambda text: data.tokenizer.encode_batch([text])[0], data.anchor_id,
-                    self.tasks, self.lengths, self.depths, self.trials, self.candidates, self.ppl_documents, progress=False,
+                    HFScorer(model),
+                    documents,
+                    lambda text: data.tokenizer.encode_batch([text])[0],
+                    data.anchor_id,
+                    self.tasks,
+                    self.lengths,
+                    self.depths,
+                    self.trials,
+                    self.candidates,
+                    self.ppl_documents,
+                    progress=False,
                 )
         finally:
             model.set_attn_implementation(previous)
             model.train(was_training)
         metrics = {f"eval/niah_{task}": r["accuracy"] for task, r in results["niah"].items()}
-        metrics.update({f"eval/ppl_{b['start']}_{b['end']}": b["ppl"] for b in results.get("perplexity_by_position", [])})
+        metrics.update(
+            {f"eval/ppl_{b['start']}_{b['end']}": b["ppl"] for b in results.get("perplexity_by_position", [])}
+        )
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)

@@ -1,4 +1,5 @@
-"""Save and stop cleanly on SIGTERM / SIGUSR1 (preemption, SLURM's warning signal, ``kill``).
+"""Save and stop cleanly on SIGTERM / SIGUSR1 / SIGINT (preemption, SLURM's warning signal, ``kill``,
+Ctrl-C; a second Ctrl-C stops at once).
 
 Lightning 2.6 saves nothing on SIGTERM by itself. The handler only sets a flag; at the end of the
 optimizer step in progress the run writes ``last.ckpt`` (atomically) and stops, so ``fit --ckpt_path
@@ -13,17 +14,22 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+
 from anchor_lightning.messages import say
 
 
 class SaveOnSignal(L.Callback):
-    def __init__(self, signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1")) -> None:
+    def __init__(self, signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1", "SIGINT")) -> None:
         self.signals = signals
         self.received: int | None = None
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            raise KeyboardInterrupt  # Ctrl-C twice: stop now, without a checkpoint
         self.received = signum
+        if signum == signal.SIGINT:
+            say("Ctrl-C: saving last.ckpt after the step in progress (Ctrl-C again to stop at once)")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.received = None
@@ -36,7 +42,9 @@ class SaveOnSignal(L.Callback):
             signal.signal(number, handler)
         self._previous.clear()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         if (batch_idx + 1) % trainer.accumulate_grad_batches:
             return
         stop = self.received is not None
@@ -53,5 +61,9 @@ class SaveOnSignal(L.Callback):
 def last_checkpoint_path(trainer: L.Trainer) -> str:
     """``last.ckpt`` in the ModelCheckpoint's directory (where ``--ckpt_path last`` looks)."""
     callback = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-    directory = callback.dirpath if callback is not None and callback.dirpath else Path(trainer.default_root_dir) / "checkpoints"
+    directory = (
+        callback.dirpath
+        if callback is not None and callback.dirpath
+        else Path(trainer.default_root_dir) / "checkpoints"
+    )
     return str(Path(directory) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}")

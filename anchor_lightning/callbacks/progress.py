@@ -1,8 +1,10 @@
-"""Progress: a bar that counts micro-batches against the right total (on a terminal), or plain lines.
+"""Progress: a bar that counts optimizer steps (on a terminal), or plain lines (a log file, SLURM, CI).
 
-Lightning caps an epoch's bar at ``max_steps - global_step`` batches, but with gradient accumulation a
-step is several batches (a run of 80 steps then shows "160/80"), and it prints the epoch as "0/-2"
-when only ``max_steps`` is set. This bar fixes both and otherwise is Lightning's (Rich when installed).
+Lightning's bar counts micro-batches (with gradient accumulation an 80-step run shows "160/80"),
+prints the epoch as "0/-2" when only ``max_steps`` is set, shows the logger's version as
+``v_num: 3.000`` and only the metrics logged with ``prog_bar``. This bar counts optimizer steps of
+the remaining run and shows the loss, the learning rate and tokens/s; otherwise it is Lightning's
+(Rich when installed).
 """
 
 from __future__ import annotations
@@ -19,15 +21,39 @@ if _RICH_AVAILABLE:
 else:  # pragma: no cover - rich ships with the pinned requirements
     _Base = TQDMProgressBar
 
+# what the bar shows, from the logged metrics: (key, label, format)
+SHOWN = (
+    ("train/loss", "loss", ".4f"),
+    ("val/loss", "val/loss", ".4f"),
+    ("train/lr", "lr", ".2e"),
+    ("perf/tokens_per_sec", "tokens/s", ",.0f"),
+)
+
+
+def shown_metrics(metrics: dict) -> dict[str, str]:
+    return {label: format(float(metrics[key]), spec) for key, label, spec in SHOWN if key in metrics}
+
 
 class StepProgressBar(_Base):
     @property
     def total_train_batches(self):
+        """Optimizer steps left in this epoch of the run."""
         trainer = self.trainer
+        steps = trainer.num_training_batches // trainer.accumulate_grad_batches
         if trainer.max_steps is not None and trainer.max_steps > 0:
-            remaining = (trainer.max_steps - trainer.global_step) * trainer.accumulate_grad_batches
-            return min(trainer.num_training_batches, remaining)
-        return trainer.num_training_batches
+            return min(steps, trainer.max_steps - trainer.global_step)
+        return steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        """Advance once per optimizer step (the bar's count is the epoch's steps done)."""
+        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+            return
+        super().on_train_batch_end(
+            trainer, pl_module, outputs, batch, (batch_idx + 1) // trainer.accumulate_grad_batches - 1
+        )
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        return shown_metrics(trainer.callback_metrics)
 
     def _get_train_description(self, current_epoch: int) -> str:
         epochs = self.trainer.max_epochs
@@ -64,16 +90,21 @@ class PlainProgress(L.Callback):
         rows = getattr(getattr(trainer, "datamodule", None), "train_sampler", None)
         rows_per_step = rows.rows_per_step if rows is not None else "?"
         resumed = f", resumed at step {trainer.global_step}" if trainer.global_step else ""
-        self._print(trainer, (
-            f"training {getattr(module, 'pretrained', None) or 'a random init'} ({parameters / 1e6:.1f}M parameters): "
-            f"mode {getattr(module, 'mode', '?')}, backend {getattr(module, 'backend', '?')}"
-            + (f" (kernel {kernel})" if kernel else "")
-            + f", rows of {getattr(module, 'seq_len', '?')} slots, {rows_per_step} rows per step, "
-            f"{trainer.max_steps} steps{resumed}"
-        ))
+        self._print(
+            trainer,
+            (
+                f"training {getattr(module, 'pretrained', None) or 'a random init'} ({parameters / 1e6:.1f}M parameters): "
+                f"mode {getattr(module, 'mode', '?')}, backend {getattr(module, 'backend', '?')}"
+                + (f" (kernel {kernel})" if kernel else "")
+                + f", rows of {getattr(module, 'seq_len', '?')} slots, {rows_per_step} rows per step, "
+                f"{trainer.max_steps} steps{resumed}"
+            ),
+        )
         self._print(trainer, f"  logs: {trainer.log_dir or 'none'}; checkpoints: {_checkpoint_dir(trainer) or 'none'}")
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         # Lightning runs callbacks' hooks before the module's, which logs this step's metrics: the line is
         # written at the next hook, when they are there
         if (batch_idx + 1) % trainer.accumulate_grad_batches or not trainer._logger_connector.should_update_logs:
@@ -89,11 +120,9 @@ class PlainProgress(L.Callback):
             return
         step, total, elapsed, eta = self._pending
         self._pending = None
-        metrics = trainer.callback_metrics
-        parts = [f"step {step}/{total}"]
-        for key, label, spec in (("train/loss", "loss", ".4f"), ("perf/tokens_per_sec", "tokens/s", ",.0f")):
-            if key in metrics:
-                parts.append(f"{label} {float(metrics[key]):{spec}}")
+        shown = shown_metrics(trainer.callback_metrics)
+        shown.pop("val/loss", None)  # validation gets its own line
+        parts = [f"step {step}/{total}", *(f"{label} {value}" for label, value in shown.items())]
         parts.append(f"elapsed {_duration(elapsed)}, eta {_duration(eta)}")
         self._print(trainer, "  ".join(parts))
 
@@ -106,13 +135,19 @@ class PlainProgress(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or "val/loss" not in trainer.callback_metrics:
             return
-        self._print(trainer, f"validation at step {trainer.global_step}: val/loss {float(trainer.callback_metrics['val/loss']):.4f}")
+        self._print(
+            trainer,
+            f"validation at step {trainer.global_step}: val/loss {float(trainer.callback_metrics['val/loss']):.4f}",
+        )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush(trainer)
         elapsed = time.perf_counter() - (self._start or time.perf_counter())
-        self._print(trainer, f"done: step {trainer.global_step} in {_duration(elapsed)}; logs in {trainer.log_dir or 'none'}, "
-                             f"checkpoints in {_checkpoint_dir(trainer) or 'none'}")
+        self._print(
+            trainer,
+            f"done: step {trainer.global_step} in {_duration(elapsed)}; logs in {trainer.log_dir or 'none'}, "
+            f"checkpoints in {_checkpoint_dir(trainer) or 'none'}",
+        )
 
 
 def _checkpoint_dir(trainer: L.Trainer) -> str | None:

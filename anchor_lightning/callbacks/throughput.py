@@ -16,22 +16,24 @@ class TokenThroughput(L.Callback):
 
     * ``perf/tokens_per_sec``: non-padding tokens of all ranks per second;
     * ``perf/tokens_per_sec_per_device``;
-    * ``perf/mfu``: this rank's model FLOPs per second (DESIGN.md's rule) over the card's dense bf16
-      peak (``peak_tflops``, or known from the card's name: H100/H200 989, A100 312);
+    * ``perf/mfu``: this rank's model FLOPs per second (docs/design.md's FLOPs rule) over the card's dense bf16
+      peak (``$ANCHOR_PEAK_TFLOPS``, else the datasheet value of a known card: ``model/flops.py``);
     * ``memory/peak_gib``: the most CUDA memory allocated so far on this rank.
     """
 
-    def __init__(self, peak_tflops: float | None = None) -> None:
-        self.peak = peak_tflops * 1e12 if peak_tflops else None
+    def __init__(self) -> None:
+        self.peak: float | None = None
         self._mark: tuple[float, int, float] | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         device = trainer.strategy.root_device
-        if self.peak is None and device.type == "cuda":
+        if device.type == "cuda":
             self.peak = peak_flops(torch.cuda.get_device_name(device))
         self._mark = None
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         if (batch_idx + 1) % trainer.accumulate_grad_batches or not trainer._logger_connector.should_update_logs:
             return
         now, tokens, flops = time.perf_counter(), pl_module.tokens_seen, pl_module.flops_seen

@@ -23,7 +23,9 @@ class StepTrace(L.Callback):
     def __init__(self, directory: str = "runs/trace") -> None:
         self.directory = Path(directory)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         if (batch_idx + 1) % trainer.accumulate_grad_batches:
             return
         step = pl_module.global_step - 1

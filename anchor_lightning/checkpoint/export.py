@@ -44,8 +44,11 @@ def read_checkpoint(ckpt: str) -> dict:
     """A checkpoint file written by ``fit``, or a one-line error for anything else."""
     path = Path(ckpt)
     if path.is_dir():
-        raise UserError("a sharded (FSDP) checkpoint directory: first run python -m "
-                        "lightning.pytorch.utilities.consolidate_checkpoint on it", file=str(path))
+        raise UserError(
+            "a sharded (FSDP) checkpoint directory: first run python -m "
+            "lightning.pytorch.utilities.consolidate_checkpoint on it",
+            file=str(path),
+        )
     if not path.is_file():
         raise UserError("no such checkpoint file", file=str(path))
     try:
@@ -54,7 +57,9 @@ def read_checkpoint(ckpt: str) -> dict:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(f"not a readable checkpoint (truncated or not a torch file: {first})", file=str(path)) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
-        raise UserError("not a checkpoint written by anchor-lightning's fit (no state_dict / hyper_parameters)", file=str(path))
+        raise UserError(
+            "not a checkpoint written by anchor-lightning's fit (no state_dict / hyper_parameters)", file=str(path)
+        )
     return checkpoint
 
 
@@ -108,12 +113,24 @@ def export(ckpt: str, out: str, dtype: str = "float32") -> Path:
 
     saved = AutoTokenizer.from_pretrained(target)
     adds = saved("x")["input_ids"][:1] == [anchor]
-    bos_rule = (f"The tokenizer adds F by itself (`tokenizer(text)` starts with {anchor}); with "
-                "`add_special_tokens=False`, as below, put it first yourself." if adds else
-                f"The tokenizer does NOT add F (`tokenizer(text)` does not start with {anchor}): put it first yourself, "
-                "as below, for generation, scoring and fine-tuning alike.")
-    (target / "ANCHOR.md").write_text(NOTE.format(
-        mode=module.mode, backend=module.backend, seq_len=module.seq_len, rope=rope, anchor=anchor,
-        anchor_text=_text(tokenizer, anchor), eos=eos, eos_text=_text(tokenizer, eos), bos_rule=bos_rule,
-    ))
+    bos_rule = (
+        f"The tokenizer adds F by itself (`tokenizer(text)` starts with {anchor}); with "
+        "`add_special_tokens=False`, as below, put it first yourself."
+        if adds
+        else f"The tokenizer does NOT add F (`tokenizer(text)` does not start with {anchor}): put it first yourself, "
+        "as below, for generation, scoring and fine-tuning alike."
+    )
+    (target / "ANCHOR.md").write_text(
+        NOTE.format(
+            mode=module.mode,
+            backend=module.backend,
+            seq_len=module.seq_len,
+            rope=rope,
+            anchor=anchor,
+            anchor_text=_text(tokenizer, anchor),
+            eos=eos,
+            eos_text=_text(tokenizer, eos),
+            bos_rule=bos_rule,
+        )
+    )
     return target

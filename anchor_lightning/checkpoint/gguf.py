@@ -97,16 +97,22 @@ def local_checkpoint(path: str | os.PathLike, field: str = "model.pretrained") -
     try:
         tmp.mkdir(parents=True)
     except OSError as err:
-        raise UserError(f"cannot create the GGUF conversion cache ({err.strerror}); set ANCHOR_LIGHTNING_CACHE",
-                        file=str(tmp.parent)) from None
+        raise UserError(
+            f"cannot create the GGUF conversion cache ({err.strerror}); set ANCHOR_LIGHTNING_CACHE",
+            file=str(tmp.parent),
+        ) from None
     try:
         try:
             convert(source, tmp)
         except (ValueError, KeyError, OSError, RuntimeError) as err:
-            raise UserError(f"cannot convert this GGUF file: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
-                            file=str(source), field=field) from None
-        (tmp / SOURCE_FILE).write_text(json.dumps({"file": str(source.resolve()), "sha256": digest,
-                                                   "converter": CONVERTER_VERSION}, indent=1))
+            raise UserError(
+                f"cannot convert this GGUF file: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+                file=str(source),
+                field=field,
+            ) from None
+        (tmp / SOURCE_FILE).write_text(
+            json.dumps({"file": str(source.resolve()), "sha256": digest, "converter": CONVERTER_VERSION}, indent=1)
+        )
         if target.exists():  # another process converted the same file first: keep theirs
             shutil.rmtree(tmp)
         else:

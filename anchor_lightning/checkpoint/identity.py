@@ -10,9 +10,20 @@ from anchor_lightning.errors import UserError
 KEY = "anchor_lightning_identity"
 # config fields that do not change the model's function (paths, versions, runtime switches)
 VOLATILE = {
-    "_name_or_path", "name_or_path", "transformers_version", "dtype", "torch_dtype", "use_cache", "architectures",
-    "_attn_implementation", "_attn_implementation_internal", "attn_implementation", "_commit_hash", "output_attentions",
-    "output_hidden_states", "return_dict",
+    "_name_or_path",
+    "name_or_path",
+    "transformers_version",
+    "dtype",
+    "torch_dtype",
+    "use_cache",
+    "architectures",
+    "_attn_implementation",
+    "_attn_implementation_internal",
+    "attn_implementation",
+    "_commit_hash",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
 }
 
 

@@ -31,8 +31,13 @@ VERBS = {
 
 def usage() -> str:
     width = max(map(len, VERBS))
-    lines = ["usage: anchor-lightning VERB [options]   (or: python -m anchor_lightning VERB [options])", "",
-             "Long-context continued pre-training of Hugging Face causal LMs with AnchorAttention.", "", "verbs:"]
+    lines = [
+        "usage: anchor-lightning VERB [options]   (or: python -m anchor_lightning VERB [options])",
+        "",
+        "Long-context continued pre-training of Hugging Face causal LMs with AnchorAttention.",
+        "",
+        "verbs:",
+    ]
     lines += [f"  {verb:<{width}}  {text}" for verb, (_, text) in VERBS.items()]
     lines += ["", "anchor-lightning VERB --help shows a verb's options."]
     return "\n".join(lines)
@@ -51,7 +56,9 @@ def main(args: list[str] | None = None, run: bool = True):
         sys.exit(0 if given else 2)
     verb = given[0]
     if verb not in VERBS:
-        print(f"error: unknown verb {verb!r} (choose from {', '.join(VERBS)}; anchor-lightning --help)", file=sys.stderr)
+        print(
+            f"error: unknown verb {verb!r} (choose from {', '.join(VERBS)}; anchor-lightning --help)", file=sys.stderr
+        )
         sys.exit(2)
     module = importlib.import_module(f"anchor_lightning.commands.{VERBS[verb][0]}")
     if verb in ("fit", "validate"):

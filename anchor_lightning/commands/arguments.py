@@ -16,8 +16,11 @@ class VerbParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line and whose flags take both spellings."""
 
     def __init__(self, verb: str, description: str) -> None:
-        super().__init__(prog=f"anchor-lightning {verb}", description=description,
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(
+            prog=f"anchor-lightning {verb}",
+            description=description,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
 
     def add_argument(self, *names, **kwargs):
         spellings = list(names)
@@ -35,5 +38,9 @@ class VerbParser(argparse.ArgumentParser):
 def add_corpus_arguments(parser: VerbParser) -> None:
     """The text a tool reads (``diagnose``, ``evaluate``): a corpus, its tokenizer and the first token."""
     parser.add_argument("--data", default="default:2000", help="a JSONL corpus (text or pre-tokenized), or default:N")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer directory or .gguf (default: the model's, else bytes)")
-    parser.add_argument("--first_token", type=int, default=None, help="the anchor / BOS id (default: the tokenizer's BOS)")
+    parser.add_argument(
+        "--tokenizer", default=None, help="tokenizer directory or .gguf (default: the model's, else bytes)"
+    )
+    parser.add_argument(
+        "--first_token", type=int, default=None, help="the anchor / BOS id (default: the tokenizer's BOS)"
+    )

@@ -38,8 +38,13 @@ def parser() -> VerbParser:
     p = VerbParser("diagnose", __doc__.split("\n\n")[0].split(": ", 1)[1])
     p.add_argument("--model", required=True, help="HF checkpoint directory, .gguf file, config.json, or recipe YAML")
     add_corpus_arguments(p)
-    p.add_argument("--lengths", type=int, nargs="+", default=None,
-                   help="sequence lengths (default: 64 to the model's max_position_embeddings in factors of 4; 4K at most on CPU)")
+    p.add_argument(
+        "--lengths",
+        type=int,
+        nargs="+",
+        default=None,
+        help="sequence lengths (default: 64 to the model's max_position_embeddings in factors of 4; 4K at most on CPU)",
+    )
     p.add_argument("--offsets", type=int, nargs="+", default=list(PAPER_OFFSETS))
     p.add_argument("--b", type=int, default=16, help="the fixed offset b")
     p.add_argument("--offset_length", type=int, default=4096, help="sequence length of the offset sweep")
@@ -56,20 +61,33 @@ def parser() -> VerbParser:
 def run(argv: list[str]) -> dict:
     args = parser().parse_args(argv)
     out = writable_directory(args.out, "--out")
-    master, checkpoint = load_inference_model(args.model, rope_theta=args.rope_theta, allow_random=True, seed=args.seed,
-                                              max_length=max(args.lengths or [0]) + max(args.offsets) + 1)
+    master, checkpoint = load_inference_model(
+        args.model,
+        rope_theta=args.rope_theta,
+        allow_random=True,
+        seed=args.seed,
+        max_length=max(args.lengths or [0]) + max(args.offsets) + 1,
+    )
     trained = getattr(master.config, "max_position_embeddings", None)
     lengths = args.lengths or default_lengths(trained, torch.device(args.device).type)
     if trained and max(lengths) > trained:
-        warnings.warn(f"lengths up to {max(lengths)} exceed the model's max_position_embeddings ({trained})", stacklevel=1)
+        warnings.warn(
+            f"lengths up to {max(lengths)} exceed the model's max_position_embeddings ({trained})", stacklevel=1
+        )
     tokenizer = corpus_tokenizer(args.tokenizer, checkpoint)
     first_token = first_token_of(tokenizer, args.first_token)
     documents = load_documents(args.data, tokenizer)
     if max(int(d.max()) for d in documents if len(d)) >= master.config.vocab_size:
-        raise UserError(f"the data's token ids exceed the model's vocabulary ({master.config.vocab_size})", field="--data")
+        raise UserError(
+            f"the data's token ids exceed the model's vocabulary ({master.config.vocab_size})", field="--data"
+        )
     settings = SweepSettings(
-        lengths=tuple(lengths), offsets=tuple(args.offsets), b=args.b, offset_length=args.offset_length,
-        sequences=args.sequences, dtypes=tuple(args.dtypes),
+        lengths=tuple(lengths),
+        offsets=tuple(args.offsets),
+        b=args.b,
+        offset_length=args.offset_length,
+        sequences=args.sequences,
+        dtypes=tuple(args.dtypes),
     )
 
     def model_for(dtype: str):

@@ -31,14 +31,21 @@ from anchor_lightning.paths import writable_directory
 
 def parser() -> VerbParser:
     p = VerbParser("evaluate", __doc__.split("\n\n")[0].split(": ", 1)[1])
-    p.add_argument("--model", required=True, help="a Hugging Face checkpoint directory (e.g. from `export`) or a .gguf file")
+    p.add_argument(
+        "--model", required=True, help="a Hugging Face checkpoint directory (e.g. from `export`) or a .gguf file"
+    )
     add_corpus_arguments(p)
     p.add_argument("--ppl_data", default=None, help="corpus for perplexity by position (default: --data)")
     p.add_argument("--short_data", default=None, help="corpus for short-context perplexity (default: none)")
     p.add_argument("--short_length", type=int, default=2048, help="tokens per document of the short-context perplexity")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    p.add_argument("--lengths", type=int, nargs="+", default=None,
-                   help="context lengths (default: 1/4, 1/2 and all of the model's max_position_embeddings; 4K at most on CPU)")
+    p.add_argument(
+        "--lengths",
+        type=int,
+        nargs="+",
+        default=None,
+        help="context lengths (default: 1/4, 1/2 and all of the model's max_position_embeddings; 4K at most on CPU)",
+    )
     p.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     p.add_argument("--trials", type=int, default=5, help="trials per (task, length, depth)")
     p.add_argument("--candidates", type=int, default=10, help="answers to choose from (chance = 1 / this)")
@@ -55,11 +62,15 @@ def parser() -> VerbParser:
 def run(argv: list[str]) -> dict:
     args = parser().parse_args(argv)
     out = writable_directory(args.out, "--out")
-    model, path = load_inference_model(args.model, rope_theta=args.rope_theta, dtype=getattr(torch, args.dtype), device=args.device)
+    model, path = load_inference_model(
+        args.model, rope_theta=args.rope_theta, dtype=getattr(torch, args.dtype), device=args.device
+    )
     trained = getattr(model.config, "max_position_embeddings", None)
     lengths = args.lengths or default_lengths(trained, torch.device(args.device).type)
     if trained and max(lengths) > trained:
-        warnings.warn(f"lengths up to {max(lengths)} exceed the model's max_position_embeddings ({trained})", stacklevel=1)
+        warnings.warn(
+            f"lengths up to {max(lengths)} exceed the model's max_position_embeddings ({trained})", stacklevel=1
+        )
     tokenizer = corpus_tokenizer(args.tokenizer, path)
     first_token = first_token_of(tokenizer, args.first_token)
 
@@ -67,14 +78,30 @@ def run(argv: list[str]) -> dict:
         return tokenizer.encode_batch([text])[0]
 
     results = evaluate(
-        HFScorer(model), load_documents(args.data, tokenizer), encode, first_token, args.tasks, lengths, args.depths,
-        args.trials, args.candidates, args.ppl_documents, args.seed, progress=not args.no_progress,
+        HFScorer(model),
+        load_documents(args.data, tokenizer),
+        encode,
+        first_token,
+        args.tasks,
+        lengths,
+        args.depths,
+        args.trials,
+        args.candidates,
+        args.ppl_documents,
+        args.seed,
+        progress=not args.no_progress,
         ppl_corpus=load_documents(args.ppl_data, tokenizer) if args.ppl_data else None,
         short_corpus=load_documents(args.short_data, tokenizer) if args.short_data else None,
         short_length=args.short_length,
     )
-    results.update(model=args.model, data=args.data, ppl_data=args.ppl_data or args.data, short_data=args.short_data,
-                   rope_parameters=dict(model.config.rope_parameters or {}), first_token=first_token)
+    results.update(
+        model=args.model,
+        data=args.data,
+        ppl_data=args.ppl_data or args.data,
+        short_data=args.short_data,
+        rope_parameters=dict(model.config.rope_parameters or {}),
+        first_token=first_token,
+    )
     (out / "long_context.json").write_text(json.dumps(results, indent=1))
     figure = heat_map(results["niah"], out / "niah_heatmap.png")
     print("\n".join(summary_lines(results)))

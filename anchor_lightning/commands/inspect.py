@@ -30,8 +30,15 @@ def run(argv: list[str]) -> None:
 
     own, rest = parser().parse_known_args(argv)
     # the data alone: no accelerator, no logger, no checkpoints (a GPU recipe inspects on any machine)
-    quiet = ["--trainer.logger=false", "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto",
-             "--trainer.callbacks=null", "--trainer.enable_checkpointing=false", "--trainer.precision=32-true"]
+    quiet = [
+        "--trainer.logger=false",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.strategy=auto",
+        "--trainer.callbacks=null",
+        "--trainer.enable_checkpointing=false",
+        "--trainer.precision=32-true",
+    ]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # args are ours on purpose
         cli = train_main(rest + quiet, run=False)

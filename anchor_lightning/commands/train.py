@@ -10,6 +10,7 @@ user wrote. User errors print one line and exit with status 2, without a traceba
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import sys
 import warnings
@@ -23,12 +24,13 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from anchor_lightning.attention.backends import default_layout
 from anchor_lightning.callbacks.preemption import SaveOnSignal, last_checkpoint_path
-from anchor_lightning.checkpoint.export import read_checkpoint
 from anchor_lightning.callbacks.progress import PlainProgress, StepProgressBar
 from anchor_lightning.callbacks.throughput import TokenThroughput
+from anchor_lightning.checkpoint.export import read_checkpoint
 from anchor_lightning.data.datamodule import PackedDataModule
 from anchor_lightning.errors import UserError
 from anchor_lightning.model.module import AnchorLM
+from anchor_lightning.paths import writable_directory
 
 
 def interactive_output() -> bool:
@@ -125,6 +127,41 @@ class SaveRunConfig(SaveConfigCallback):
         super().setup(trainer, pl_module, stage)
 
 
+SETTINGS_IN_NAMES = ("mode", "backend", "layout", "seq_len")
+
+
+def _fill(text, values: dict, where: str):
+    if not isinstance(text, str) or "{" not in text:
+        return text
+    try:
+        return text.format_map(values)
+    except (KeyError, ValueError, IndexError) as err:
+        raise UserError(
+            f"{text!r}: the names may use {', '.join('{' + k + '}' for k in SETTINGS_IN_NAMES)} ({err})", field=where
+        ) from None
+
+
+def name_by_settings(config) -> None:
+    """Fill ``{mode}``, ``{backend}``, ``{layout}`` and ``{seq_len}`` in the logger's name/save_dir and in
+    every callback's ``dirpath``, so that runs differing in those settings write to different places."""
+    values = {
+        "mode": config.model.mode,
+        "backend": config.model.backend,
+        "seq_len": config.seq_len,
+        "layout": resolve_layout(config.model.mode, config.model.backend, config.model.layout),
+    }
+    loggers = config.trainer.logger if isinstance(config.trainer.logger, list) else [config.trainer.logger]
+    for logger in loggers:
+        init = getattr(logger, "init_args", None)
+        for key in ("name", "save_dir", "version", "sub_dir"):
+            if init is not None and key in init:
+                init[key] = _fill(init[key], values, f"trainer.logger.init_args.{key}")
+    for callback in config.trainer.callbacks or []:
+        init = getattr(callback, "init_args", None)
+        if init is not None and "dirpath" in init:
+            init["dirpath"] = _fill(init["dirpath"], values, "trainer.callbacks.init_args.dirpath")
+
+
 def checkpoint_directory(trainer) -> Path | None:
     callback = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     return Path(callback.dirpath) if callback is not None and callback.dirpath else None
@@ -158,6 +195,7 @@ class AnchorCLI(LightningCLI):
         """A pretrained checkpoint directory brings its tokenizer unless one is named; a global batch
         size sets gradient accumulation from the number of devices."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        name_by_settings(config)
         if config.data.tokenizer is None and config.model.pretrained is not None:
             config.data.tokenizer = config.model.pretrained
         if config.data.global_batch_size is not None:
@@ -177,16 +215,31 @@ class AnchorCLI(LightningCLI):
                 return "last"
             if given == RESUME_IF_PRESENT:
                 return None
-            raise UserError(f"nothing to resume: {last} does not exist (drop --ckpt_path to start afresh, or "
-                            f"--ckpt_path {RESUME_IF_PRESENT} to resume only when there is one)", field="--ckpt_path")
+            raise UserError(
+                f"nothing to resume: {last} does not exist (drop --ckpt_path to start afresh, or "
+                f"--ckpt_path {RESUME_IF_PRESENT} to resume only when there is one)",
+                field="--ckpt_path",
+            )
         if Path(given).is_dir():  # a sharded (FSDP) checkpoint
             return given
         read_checkpoint(given)
         return given
 
+    def _check_output_directories(self) -> None:
+        """The log and checkpoint directories take files (a read-only place stops the run now, not at
+        the first save)."""
+        for logger in self.trainer.loggers:
+            root = getattr(logger, "root_dir", None) or getattr(logger, "save_dir", None)
+            if root:
+                writable_directory(root, "trainer.logger")
+        directory = checkpoint_directory(self.trainer)
+        if directory is not None:
+            writable_directory(directory, "ModelCheckpoint.dirpath")
+
     def before_fit(self) -> None:
         ckpt_path = self._checked_ckpt_path()
         self.config_init[self.subcommand]["ckpt_path"] = ckpt_path
+        self._check_output_directories()
         directory = checkpoint_directory(self.trainer)
         if ckpt_path is None and directory is not None and directory.is_dir():
             held = sorted(p.name for p in directory.iterdir() if p.name.endswith(".ckpt"))
@@ -205,7 +258,7 @@ class AnchorCLI(LightningCLI):
 def trainer_defaults() -> dict:
     """Fresh default callbacks for every CLI run (callbacks keep per-run state)."""
     return {
-        "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs"}},
+        "logger": {"class_path": "anchor_lightning.loggers.TensorBoard", "init_args": {"save_dir": "runs"}},
         "callbacks": [TokenThroughput(), SaveOnSignal()],
         "plugins": [{"class_path": "anchor_lightning.checkpoint.atomic_io.AtomicCheckpointIO"}],
         # the data module's sampler already splits rows over ranks (and knows each step's global targets)
@@ -220,15 +273,51 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def shipped_config(path: str) -> str:
+    """``recipes/...`` and ``conf/...`` name the files shipped with the package when no such file is in
+    the working directory (after ``pip install``, or run from outside a clone)."""
+    if Path(path).exists() or Path(path).parts[:1] not in (("recipes",), ("conf",)):
+        return path
+    installed = Path(str(importlib.resources.files("anchor_lightning"))) / path
+    checkout = Path(__file__).resolve().parents[2] / path
+    return str(next((p for p in (installed, checkout) if p.is_file()), path))
+
+
+def with_shipped_configs(args: list[str]) -> list[str]:
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg in ("--config", "-c") and i + 1 < len(out):
+            out[i + 1] = shipped_config(out[i + 1])
+        elif arg.startswith("--config="):
+            out[i] = "--config=" + shipped_config(arg.split("=", 1)[1])
+    return out
+
+
+def check_named_checkpoint(args: list[str]) -> None:
+    """A checkpoint file named on the command line is readable before LightningCLI opens it (it reads
+    the checkpoint's hyper-parameters while parsing, and would stop there with a traceback)."""
+    for i, arg in enumerate(args):
+        value = (
+            arg.split("=", 1)[1]
+            if arg.startswith("--ckpt_path=")
+            else args[i + 1]
+            if arg == "--ckpt_path" and i + 1 < len(args)
+            else None
+        )
+        if value and value not in ("last", "best", "hpc", RESUME_IF_PRESENT) and not Path(value).is_dir():
+            read_checkpoint(value)
+
+
 def main(args: list[str] | None = None, run: bool = True) -> AnchorCLI | None:
     """``fit`` / ``validate`` (``run=False``: parse and instantiate only, for tests and tools)."""
-    given = list(sys.argv[1:] if args is None else args)
+    given = with_shipped_configs(list(sys.argv[1:] if args is None else args))
     # The data module places its sampler after the last trained step itself (data/datamodule.py,
     # _resume_position); Lightning cannot see that and would warn on every mid-epoch resume.
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # the front-end passes them on purpose
     quiet_lightning()
     try:
+        check_named_checkpoint(given)
         return AnchorCLI(
             AnchorLM,
             PackedDataModule,

@@ -1,4 +1,4 @@
-"""Rows to a batch: the one contract every attention backend consumes (DESIGN.md section 2).
+"""Rows to a batch: the one contract every attention backend consumes (docs/design.md, "The batch contract").
 
 A batch is a dict:
 

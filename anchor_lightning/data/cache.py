@@ -3,7 +3,8 @@
 A cache entry is a directory ``<cache_dir>/<key>/`` with raw arrays (``input_ids.bin``, ``doc_ids.bin``,
 ``is_first.bin``, ``is_tag.bin``, ``chunk_sources.bin``), per-row ``chunk_offsets``, ``targets`` and ``tokens``,
 and ``meta.json`` (shapes, packing statistics, the key's parts). It is written under a temporary
-name and renamed, so an interrupted write never leaves a half entry behind.
+name and renamed, so an interrupted write never leaves a half entry behind (and the temporary
+directory of a writer that was killed is removed by the next writer of the same entry on that host).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -72,10 +74,35 @@ _ARRAYS = {
 }
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_entries(directory: Path) -> list[Path]:
+    """Half-written entries of ``directory`` left by processes of this host that died (a kill during
+    packing): their temporary directories name the host and the process id."""
+    host = socket.gethostname()
+    removed = []
+    for tmp in directory.parent.glob(f".{directory.name}.*.tmp"):
+        parts = tmp.name[len(directory.name) + 2 : -len(".tmp")].split(".")
+        if len(parts) == 3 and parts[0] == host and parts[1].isdigit() and not _alive(int(parts[1])):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
 def write_rows(directory: Path, rows: Iterable[PackedRow], stats: PackStats, parts: dict) -> PackedRows:
     """Stream rows to ``directory`` (atomically) and return them memory-mapped."""
     directory = Path(directory)
-    tmp = directory.with_name(f".{directory.name}.{uuid.uuid4().hex[:8]}.tmp")
+    if directory.parent.is_dir():
+        remove_stale_entries(directory)
+    tmp = directory.with_name(f".{directory.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.mkdir(parents=True)
     try:
         files = {name: open(tmp / f"{name}.bin", "wb") for name in _ARRAYS}
@@ -134,5 +161,7 @@ def load_rows(directory: Path) -> PackedRows:
     for name, dtype in _ARRAYS.items():
         path = directory / f"{name}.bin"
         empty = int(np.prod(shapes[name])) == 0
-        arrays[name] = np.zeros(shapes[name], dtype) if empty else np.memmap(path, dtype=dtype, mode="r", shape=shapes[name])
+        arrays[name] = (
+            np.zeros(shapes[name], dtype) if empty else np.memmap(path, dtype=dtype, mode="r", shape=shapes[name])
+        )
     return PackedRows(**arrays, stats=meta["stats"], max_token_id=meta["max_token_id"], directory=directory)

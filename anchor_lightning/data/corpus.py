@@ -30,5 +30,7 @@ def first_token_of(tokenizer: Tokenizer, first_token: int | None) -> int:
     if first_token is None:
         raise UserError("the tokenizer has no BOS: give --first_token", field="--first_token")
     if not 0 <= first_token < len(tokenizer):
-        raise UserError(f"{first_token} is outside the tokenizer's vocabulary ({len(tokenizer)})", field="--first_token")
+        raise UserError(
+            f"{first_token} is outside the tokenizer's vocabulary ({len(tokenizer)})", field="--first_token"
+        )
     return int(first_token)

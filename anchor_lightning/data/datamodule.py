@@ -27,6 +27,7 @@ from anchor_lightning.data.sampler import EvalBatchSampler, RowRef, StepBatchSam
 from anchor_lightning.data.sources import DEFAULT_SOURCE, Documents, DocumentSource, open_source
 from anchor_lightning.data.tokenizer import Tokenizer, load_tokenizer, resolve_anchor_id
 from anchor_lightning.errors import UserError
+from anchor_lightning.paths import writable_directory
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class PackedDataModule(L.LightningDataModule):
     ):
         super().__init__()
         # layout is the model's choice (linked here, resolved from its backend): the model logs it
-        self.save_hyperparameters(ignore=["layout"])
+        self.save_hyperparameters(ignore=["layout"], logger=False)  # the module logs the run's summary
         check_mode_layout(mode, layout)
         if seq_len < MIN_SEQ_LEN:
             raise UserError(f"row length {seq_len} is too small (at least {MIN_SEQ_LEN} slots)", field="seq_len")
@@ -202,8 +203,11 @@ class PackedDataModule(L.LightningDataModule):
                 "(data.anchor_id sets F; the tokenizer's BOS is stripped)",
                 field="data.train",
             )
-        warnings.warn(f"{message} (if it is a BOS of the tokenizer the data was made with, the data does not match "
-                      "data.tokenizer)", stacklevel=2)
+        warnings.warn(
+            f"{message} (if it is a BOS of the tokenizer the data was made with, the data does not match "
+            "data.tokenizer)",
+            stacklevel=2,
+        )
 
     def _cached(self, fingerprint: str, part: str, documents: Callable[[], Documents]) -> row_cache.PackedRows:
         """The packed rows of ``documents()`` under this spec, from the cache or packed now."""
@@ -214,7 +218,7 @@ class PackedDataModule(L.LightningDataModule):
             "spec": spec.__dict__,
             "interleave": [self.interleave_pieces, self.seed] if self.interleave_pieces else None,
         }
-        directory = self.cache_dir / row_cache.cache_key(parts)
+        directory = writable_directory(self.cache_dir, "data.cache_dir") / row_cache.cache_key(parts)
         if (directory / "meta.json").is_file():
             return row_cache.load_rows(directory)
         stats = PackStats()
@@ -256,8 +260,10 @@ class PackedDataModule(L.LightningDataModule):
 
         split_key = f"{train.fingerprint}/holdout={self.val_fraction if held_out else 0}"
         self.identity = {
-            "train": split_key, "val": self._source(self.val_source).fingerprint if self.val_source is not None else None,
-            "packing": dict(self.packing_spec().__dict__), "tags": self.tag_field,
+            "train": split_key,
+            "val": self._source(self.val_source).fingerprint if self.val_source is not None else None,
+            "packing": dict(self.packing_spec().__dict__),
+            "tags": self.tag_field,
             "interleave": [self.interleave_pieces, self.seed] if self.interleave_pieces else None,
         }
         self.train_rows = self._cached(split_key, "train", lambda: split("train"))

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 _MASK = (1 << 64) - 1
 
-_NAMES = "Ada Basil Cora Dario Elsa Felix Greta Hugo Iris Jonas Kira Leo Mira Nils Olga Pavel Rhea Sami Tove Uma".split()
+_NAMES = (
+    "Ada Basil Cora Dario Elsa Felix Greta Hugo Iris Jonas Kira Leo Mira Nils Olga Pavel Rhea Sami Tove Uma".split()
+)
 _PLACES = "harbour valley library tower market orchard station garden bridge castle forest quarry".split()
 _ADJECTIVES = "quiet old bright small green narrow busy cold distant golden heavy open".split()
 _NOUNS = "boat lamp letter map river clock window road song stone bell cart".split()

@@ -33,12 +33,13 @@ Positions (RoPE) and attention per mode, shown on the per_doc row above (x = may
 
 In ``anchor`` mode every F sits at position 0 and content is numbered 1, 2, 3 ... over content slots
 only, never reset, so both layouts give every content token the same position and the same
-attention: a per_doc F sees only itself, exactly like the shared one (DESIGN.md section 2).
+attention: a per_doc F sees only itself, exactly like the shared one (docs/design.md, "Attention modes").
 
 Labels are pre-shifted (``labels[i]`` is the target predicted at slot i) and follow one rule in every
 mode: -100 where the query slot is an F, where the target slot is an F, and where the target lies in
-another document (or in padding). All modes and layouts therefore train on the same
-(document, offset) targets.
+another document (or in padding). So, for the same rows, every mode trains the same (document, offset)
+targets. The two layouts make different rows (the shared layout spends one F per row, per_doc one per
+packed document), so documents split at other places and a few targets next to the splits differ.
 
 Two optional variants from the paper (section 3):
 
@@ -243,7 +244,9 @@ def interleave_pieces(pieces: Iterable[Piece], max_pieces: int, seed: int) -> li
         count = min(n, int(rng.integers(1, max_pieces + 1)))
         cuts = np.sort(rng.choice(np.arange(1, n), size=count - 1, replace=False)) if count > 1 else []
         bounds = [0, *(int(c) for c in cuts), n]
-        queues.append([Piece(piece.source, piece.offset + a, piece.tokens[a:b]) for a, b in zip(bounds[:-1], bounds[1:])])
+        queues.append(
+            [Piece(piece.source, piece.offset + a, piece.tokens[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        )
     order = np.repeat(np.arange(len(queues)), [len(q) for q in queues])
     rng.shuffle(order)
     heads = [0] * len(queues)
@@ -298,7 +301,9 @@ def iter_packed_rows(
     for piece in stream:
         tag = np.asarray(tags[piece.source], dtype=np.int64) if tags is not None else no_tag
         if spec.seq_len - 1 - len(tag) < 1:  # an empty row: F, the tag, and at least one token
-            raise ValueError(f"the tag of document {piece.source} ({len(tag)} tokens) leaves no room in a {spec.seq_len}-slot row")
+            raise ValueError(
+                f"the tag of document {piece.source} ({len(tag)} tokens) leaves no room in a {spec.seq_len}-slot row"
+            )
         offset = 0
         while offset < len(piece.tokens):
             if row.room(len(tag)) < 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,25 +45,67 @@ class DocumentSource:
     pretokenized: bool = False  # token ids read as given (their documents may open with another BOS)
 
 
+MAX_TOKEN_ID = 2**31 - 1  # rows store ids as int32
+UNSUPPORTED = {
+    ".zst": "zstd-compressed",
+    ".parquet": "Parquet",
+    ".arrow": "Arrow",
+    ".bz2": "bzip2-compressed",
+    ".xz": "xz-compressed",
+    ".csv": "CSV",
+}
+
+
+def _open_lines(path: Path):
+    """The file's lines as bytes: plain JSONL, or gzip-compressed (``.gz``)."""
+    if path.suffix == ".gz":
+        import gzip
+
+        return gzip.open(path, "rb")
+    kind = UNSUPPORTED.get(path.suffix.lower())
+    if kind is not None:
+        raise UserError(
+            f"unsupported format: {kind} files are not read (JSONL, .jsonl.gz or a saved datasets directory are)",
+            file=str(path),
+        )
+    return path.open("rb")
+
+
 def _iter_json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    if path.is_dir():
+        raise UserError("a directory, not a JSONL file", file=str(path))
     if not path.is_file():
         raise UserError("no such file", file=str(path))
-    with path.open("rb") as f:
-        for number, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise UserError(f"malformed JSON ({err.msg if hasattr(err, 'msg') else err})", file=str(path), line=number) from None
-            if not isinstance(record, dict):
-                raise UserError("each line must be a JSON object", file=str(path), line=number)
-            yield number, record
+    import gzip
+    import zlib
+
+    try:
+        with _open_lines(path) as f:
+            for number, raw in enumerate(f, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    record = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                    raise UserError(
+                        f"malformed JSON ({err.msg if hasattr(err, 'msg') else err})", file=str(path), line=number
+                    ) from None
+                if not isinstance(record, dict):
+                    raise UserError("each line must be a JSON object", file=str(path), line=number)
+                yield number, record
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise UserError(f"not a readable gzip file ({err})", file=str(path)) from None
 
 
 def detect_format(path: Path) -> str:
     """``tokenized`` if the first record has ``input_ids``, ``text`` otherwise; ``datasets`` for a directory."""
     if path.is_dir():
+        if not any((path / marker).is_file() for marker in ("dataset_info.json", "state.json", "dataset_dict.json")):
+            raise UserError(
+                "a directory that is not a saved datasets data set (give a JSONL file, or a directory "
+                "written by datasets' save_to_disk)",
+                file=str(path),
+            )
         return "datasets"
     for _, record in _iter_json_lines(path):
         return "tokenized" if "input_ids" in record else "text"
@@ -95,32 +138,50 @@ def read_texts(path: Path, field: str = "text", tag_field: str | None = None) ->
 def _split_sources(ids: np.ndarray, sources, path: Path, number: int, tag_field: str | None):
     if not isinstance(sources, list):
         raise UserError("must be a list of {start, end} objects", file=str(path), line=number, field="source")
-    docs, tags, previous = [], [], 0
+    docs, tags, previous, uncovered = [], [], 0, 0
     for k, entry in enumerate(sources):
         end = entry.get("end") if isinstance(entry, dict) else None
         start = entry.get("start", previous) if isinstance(entry, dict) else None
         if not isinstance(end, int) or not isinstance(start, int) or not previous <= start <= end <= len(ids):
             raise UserError(
-                f"entry {k} needs integer start <= end within 0..{len(ids)}, in order", file=str(path), line=number, field="source"
+                f"entry {k} needs integer start <= end within 0..{len(ids)}, in order",
+                file=str(path),
+                line=number,
+                field="source",
             )
         docs.append(ids[start:end])
         if tag_field is not None:
             tags.append(_tag(entry, tag_field, path, number, f"source[{k}].{tag_field}"))
+        uncovered += start - previous
         previous = end
-    return docs, tags
+    return docs, tags, uncovered + len(ids) - previous
 
 
 def read_token_documents(path: Path, tag_field: str | None = None) -> Documents:
     """Pre-tokenized documents (one per ``source`` entry, else one per line) and their tags."""
-    docs, tags = [], []
+    docs, tags, uncovered, uncovered_lines = [], [], 0, 0
     for number, record in _iter_json_lines(path):
         ids = record.get("input_ids")
-        if not isinstance(ids, list) or not all(isinstance(i, int) and i >= 0 for i in ids):
-            problem = "missing" if "input_ids" not in record else "must be a list of non-negative integers"
-            raise UserError(problem, file=str(path), line=number, field="input_ids")
+        if not isinstance(ids, list):
+            raise UserError(
+                "missing" if "input_ids" not in record else "must be a list of token ids",
+                file=str(path),
+                line=number,
+                field="input_ids",
+            )
+        bad = next((i for i in ids if type(i) is not int or not 0 <= i <= MAX_TOKEN_ID), None)  # bool is not an id
+        if bad is not None or any(type(i) is not int for i in ids):
+            raise UserError(
+                f"token ids must be integers in 0..{MAX_TOKEN_ID}, found {json.dumps(bad)}",
+                file=str(path),
+                line=number,
+                field="input_ids",
+            )
         array = np.asarray(ids, dtype=np.int64)
         if "source" in record:
-            more_docs, more_tags = _split_sources(array, record["source"], path, number, tag_field)
+            more_docs, more_tags, outside = _split_sources(array, record["source"], path, number, tag_field)
+            uncovered += outside
+            uncovered_lines += outside > 0
         else:
             more_docs = [array]
             more_tags = [_tag(record, tag_field, path, number, tag_field)] if tag_field is not None else []
@@ -128,10 +189,18 @@ def read_token_documents(path: Path, tag_field: str | None = None) -> Documents:
         tags.extend(more_tags)
     if not docs:
         raise UserError("the data set is empty", file=str(path))
+    if uncovered:
+        warnings.warn(
+            f"{path}: {uncovered} tokens on {uncovered_lines} lines lie outside every source span "
+            "and are not trained on",
+            stacklevel=2,
+        )
     return Documents(docs, tags if tag_field is not None else None)
 
 
-def tokenize(texts: list[str], tokenizer: Tokenizer, append_eos: bool, num_proc: int, eos_id: int | None = None) -> list[np.ndarray]:
+def tokenize(
+    texts: list[str], tokenizer: Tokenizer, append_eos: bool, num_proc: int, eos_id: int | None = None
+) -> list[np.ndarray]:
     """Tokenize with ``datasets.map`` (parallel over ``num_proc`` processes for large inputs); each text
     ends with ``eos_id`` (default: the tokenizer's EOS) when ``append_eos``."""
     from datasets import Dataset, disable_progress_bars, enable_progress_bars
@@ -205,10 +274,13 @@ def open_source(
     """Documents as token-id arrays from ``source`` (a path, a hub name, or ``"default"``)."""
     if data_format not in FORMATS:
         raise UserError(f"unknown format {data_format!r} (choose from {', '.join(FORMATS)})", field="data.format")
-    text_key = f"{tokenizer.fingerprint}/eos={append_eos}/tags={tag_field}" + (f"/eos_id={eos_id}" if eos_id is not None else "")
+    text_key = f"{tokenizer.fingerprint}/eos={append_eos}/tags={tag_field}" + (
+        f"/eos_id={eos_id}" if eos_id is not None else ""
+    )
 
     def encode(texts: list[str]) -> list[np.ndarray]:
         return tokenize(texts, tokenizer, append_eos, num_proc, eos_id)
+
     if source == DEFAULT_SOURCE or source.startswith(f"{DEFAULT_SOURCE}:"):
         count = default_corpus_size(source)
         if tag_field is not None:
@@ -222,7 +294,7 @@ def open_source(
     if data_format == "auto":
         if path.exists():
             data_format = detect_format(path)
-        elif "/" in source and not source.endswith((".jsonl", ".json")):
+        elif "/" in source and not source.endswith((".jsonl", ".json", ".gz")):
             data_format = "datasets"  # a hub name such as org/name
         else:
             raise UserError("no such file", file=source)
@@ -257,7 +329,9 @@ def open_source(
         )
     if text_field not in records.column_names:
         raise UserError(
-            f"no column {text_field!r} or 'input_ids' (has {', '.join(records.column_names)})", file=source, field=text_field
+            f"no column {text_field!r} or 'input_ids' (has {', '.join(records.column_names)})",
+            file=source,
+            field=text_field,
         )
     return DocumentSource(
         f"datasets/{records._fingerprint}/{text_field}/{text_key}",

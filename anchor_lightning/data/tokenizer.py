@@ -89,7 +89,9 @@ class HFTokenizer:
         try:
             self.tok = AutoTokenizer.from_pretrained(name_or_path)
         except (OSError, ValueError) as err:
-            raise UserError(f"cannot load a tokenizer from {name_or_path!r}: {err}".splitlines()[0], field="data.tokenizer") from None
+            raise UserError(
+                f"cannot load a tokenizer from {name_or_path!r}: {err}".splitlines()[0], field="data.tokenizer"
+            ) from None
         self.bos_token_id = self.tok.bos_token_id
         self.eos_token_id = self.tok.eos_token_id
 
@@ -138,7 +140,9 @@ def load_tokenizer(name_or_path: str | None) -> Tokenizer:
     if is_gguf(name_or_path):  # the tokenizer stored in a GGUF checkpoint, from its cached conversion
         name_or_path = local_checkpoint(name_or_path, field="data.tokenizer")
     if Path(name_or_path).exists() and not Path(name_or_path).is_dir():
-        raise UserError(f"{name_or_path}: a tokenizer is a directory (tokenizer.json or tokenizer.model)", field="data.tokenizer")
+        raise UserError(
+            f"{name_or_path}: a tokenizer is a directory (tokenizer.json or tokenizer.model)", field="data.tokenizer"
+        )
     return HFTokenizer(name_or_path)
 
 

@@ -21,8 +21,13 @@ def plot_sweep(results: dict, out: Path) -> list[Path]:
     sweep = results["offset_sweep"]
     for dtype in dtypes:
         ax.plot(sweep["a"], sweep[dtype]["D"], "o-", color=COLORS.get(dtype), label=dtype)
-    ax.set(xscale="symlog", yscale="log", xlabel="offset a (b = %d)" % sweep["b"], ylabel="D(X, a, b)",
-           title=f"Attention deviation under a position shift, L = {sweep['length']}")
+    ax.set(
+        xscale="symlog",
+        yscale="log",
+        xlabel=f"offset a (b = {sweep['b']})",
+        ylabel="D(X, a, b)",
+        title=f"Attention deviation under a position shift, L = {sweep['length']}",
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     paths.append(_save(fig, out / "offset_sweep.png"))
@@ -32,10 +37,28 @@ def plot_sweep(results: dict, out: Path) -> list[Path]:
     for dtype in dtypes:
         color = COLORS.get(dtype)
         left.plot(lengths, results["length_sweep"][dtype]["D"], "o-", color=color, label=f"{dtype}")
-        left.plot(lengths, results["length_sweep"][dtype]["D_content"], "s--", color=color, label=f"{dtype}, content-to-content")
+        left.plot(
+            lengths,
+            results["length_sweep"][dtype]["D_content"],
+            "s--",
+            color=color,
+            label=f"{dtype}, content-to-content",
+        )
         right.plot(lengths, results["length_sweep"][dtype]["D_logit"], "o-", color=color, label=dtype)
-    left.set(xscale="log", yscale="log", xlabel="sequence length L", ylabel="D(X, 0, 16)", title="D(X, 0, 16) by sequence length")
-    right.set(xscale="log", yscale="log", xlabel="sequence length L", ylabel="D_logit (first key)", title="First-key logit deviation")
+    left.set(
+        xscale="log",
+        yscale="log",
+        xlabel="sequence length L",
+        ylabel="D(X, 0, 16)",
+        title="D(X, 0, 16) by sequence length",
+    )
+    right.set(
+        xscale="log",
+        yscale="log",
+        xlabel="sequence length L",
+        ylabel="D_logit (first key)",
+        title="First-key logit deviation",
+    )
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -46,9 +69,20 @@ def plot_sweep(results: dict, out: Path) -> list[Path]:
     for dtype in dtypes:
         values = per_token[dtype]
         share = values[0] / sum(values) if sum(values) else 0.0
-        ax.plot(range(len(values)), values, "o-", ms=3, color=COLORS.get(dtype), label=f"{dtype} (token 0: {share:.0%} of shown)")
-    ax.set(yscale="log", xlabel="key position j", ylabel="D_j (summed over layers, heads, queries)",
-           title=f"Per-token deviation D_j, L = {per_token['length']} (first {len(values)} key columns)")
+        ax.plot(
+            range(len(values)),
+            values,
+            "o-",
+            ms=3,
+            color=COLORS.get(dtype),
+            label=f"{dtype} (token 0: {share:.0%} of shown)",
+        )
+    ax.set(
+        yscale="log",
+        xlabel="key position j",
+        ylabel="D_j (summed over layers, heads, queries)",
+        title=f"Per-token deviation D_j, L = {per_token['length']} (first {len(values)} key columns)",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     paths.append(_save(fig, out / "per_token.png"))

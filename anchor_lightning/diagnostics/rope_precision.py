@@ -55,7 +55,9 @@ def _deviation(module, query, key, value, attention_mask=None, scaling=None, dro
 
 
 @torch.no_grad()
-def accumulate(record: Deviation, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
+def accumulate(
+    record: Deviation, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float
+) -> torch.Tensor:
     """Add one layer's D terms and return its attention output [2, heads, L, dim].
 
     query/key/value [2, heads, L, dim] (GQA: fewer key heads), rows = offsets a, b. Memory stays at one
@@ -117,7 +119,9 @@ def measure(model, input_ids: torch.Tensor, a: int, b: int, anchor: bool = False
     previous = model.config._attn_implementation
     model.set_attn_implementation(IMPLEMENTATION)
     try:
-        out = model.base_model(input_ids=ids, position_ids=positions, output_hidden_states=True, use_cache=False, **{KWARG: record})
+        out = model.base_model(
+            input_ids=ids, position_ids=positions, output_hidden_states=True, use_cache=False, **{KWARG: record}
+        )
     finally:
         model.set_attn_implementation(previous)
     first_hidden = max((h[0, 0] - h[1, 0]).abs().max().item() for h in out.hidden_states)

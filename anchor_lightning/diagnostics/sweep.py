@@ -75,7 +75,9 @@ def run_sweep(
             plain["D"].append(float(np.mean([r.d for r, _ in runs])))
             plain["D_content"].append(float(np.mean([r.d_content for r, _ in runs])))
             plain["D_logit"].append(float(np.mean([r.d_logit for r, _ in runs])))
-            plain["first_token_share"].append(float(np.mean([r.per_token[0].item() / r.d for r, _ in runs if r.d > 0] or [0.0])))
+            plain["first_token_share"].append(
+                float(np.mean([r.per_token[0].item() / r.d for r, _ in runs if r.d > 0] or [0.0]))
+            )
             if length == offset_length:
                 per_token[dtype] = torch.stack([r.per_token[:PER_TOKEN_SHOWN] for r, _ in runs]).mean(0).tolist()
             # the anchor rule: the first token stays at 0 and only the content moves. Its K, V and hidden
@@ -103,15 +105,22 @@ def summary(results: dict) -> str:
             + ", ".join(f"{n}: {d:.3g}" for n, d in zip(lengths, sweep["D"]))
         )
         lines.append(
-            f"{'':>9}  first token's share of D: " + ", ".join(f"{n}: {s:.0%}" for n, s in zip(lengths, sweep["first_token_share"]))
+            f"{'':>9}  first token's share of D: "
+            + ", ".join(f"{n}: {s:.0%}" for n, s in zip(lengths, sweep["first_token_share"]))
         )
         anchored = results["anchor_rule"][dtype]
-        lines.append(f"{'':>9}  D over content-to-content entries: " + ", ".join(f"{n}: {c:.3g}" for n, c in zip(lengths, sweep["D_content"])))
+        lines.append(
+            f"{'':>9}  D over content-to-content entries: "
+            + ", ".join(f"{n}: {c:.3g}" for n, c in zip(lengths, sweep["D_content"]))
+        )
         lines.append(
             f"{'':>9}  anchor rule: first token's K/V differ by at most {max(anchored['first_token_kv_max_diff']):.3g}, "
             f"its hidden states by {max(anchored['first_token_hidden_max_diff']):.3g}"
         )
     if {"bfloat16", "float32"} <= set(dtypes):
-        ratios = [b / f if f > 0 else float("inf") for b, f in zip(results["length_sweep"]["bfloat16"]["D"], results["length_sweep"]["float32"]["D"])]
+        ratios = [
+            b / f if f > 0 else float("inf")
+            for b, f in zip(results["length_sweep"]["bfloat16"]["D"], results["length_sweep"]["float32"]["D"])
+        ]
         lines.append("D bf16 / fp32: " + ", ".join(f"{n}: {r:.3g}" for n, r in zip(lengths, ratios)))
     return "\n".join(lines)

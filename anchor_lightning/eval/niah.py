@@ -78,9 +78,17 @@ def build_trial(
     needle_ids = [encode(f" The special magic number for {k} is {v}.") for k, v in inserted]
     text_len = length - 1 - len(question) - sum(len(n) for n in needle_ids)
     if text_len < 1:
-        raise ValueError(f"a {length}-token prompt cannot hold the needles and the question")
+        need = 1 + len(question) + sum(len(n) for n in needle_ids)
+        raise ValueError(
+            f"a {length}-token prompt cannot hold the {task} needles and the question ({need} tokens with "
+            f"{candidates} candidates): give longer lengths or fewer candidates"
+        )
     start = int(rng.integers(0, max(1, len(haystack) - text_len)))
-    text = np.resize(haystack[start:], text_len) if len(haystack) - start < text_len else haystack[start : start + text_len]
+    text = (
+        np.resize(haystack[start:], text_len)
+        if len(haystack) - start < text_len
+        else haystack[start : start + text_len]
+    )
     # the asked needle at the depth; the others at random places
     spots = [int(round(depth * text_len))] + [int(rng.integers(0, text_len + 1)) for _ in needle_ids[1:]]
     order = np.argsort(spots, kind="stable")

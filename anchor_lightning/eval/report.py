@@ -15,7 +15,9 @@ from anchor_lightning.eval.scoring import Scorer
 from anchor_lightning.eval.stats import wilson_interval
 
 
-def run_trials(scorer: Scorer, trials: Sequence[Trial], progress: bool = True, seconds: list | None = None) -> list[bool]:
+def run_trials(
+    scorer: Scorer, trials: Sequence[Trial], progress: bool = True, seconds: list | None = None
+) -> list[bool]:
     """Whether each trial's best-scoring candidate is a right answer (each trial's wall time appended to
     ``seconds`` when given)."""
     hits = []
@@ -37,7 +39,9 @@ def summarise(trials: Sequence[Trial], hits: Sequence[bool]) -> dict:
         picked = [(t, h) for t, h in zip(trials, hits) if t.task == task]
         depths = sorted({t.depth for t, _ in picked})
         lengths = sorted({t.length for t, _ in picked})
-        grid = [[float(np.mean([h for t, h in picked if t.depth == d and t.length == n])) for n in lengths] for d in depths]
+        grid = [
+            [float(np.mean([h for t, h in picked if t.depth == d and t.length == n])) for n in lengths] for d in depths
+        ]
         right = sum(bool(h) for _, h in picked)
         chance = float(np.mean([len(t.answers) / len(t.candidates) for t, _ in picked]))
         by_length = {}
@@ -74,9 +78,15 @@ def heat_map(summary: dict, path: Path) -> Path:
     for ax, task in zip(axes[0], tasks):
         result = summary[task]
         image = ax.imshow(result["grid"], vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
-        ax.set_xticks(range(len(result["lengths"])), [f"{n // 1024}K" if n >= 1024 else str(n) for n in result["lengths"]])
+        ax.set_xticks(
+            range(len(result["lengths"])), [f"{n // 1024}K" if n >= 1024 else str(n) for n in result["lengths"]]
+        )
         ax.set_yticks(range(len(result["depths"])), [f"{d:.0%}" for d in result["depths"]])
-        ax.set(xlabel="context length", ylabel="needle depth", title=f"{task}: {result['accuracy']:.0%} (chance {result['chance']:.0%})")
+        ax.set(
+            xlabel="context length",
+            ylabel="needle depth",
+            title=f"{task}: {result['accuracy']:.0%} (chance {result['chance']:.0%})",
+        )
         for (i, j), value in np.ndenumerate(np.asarray(result["grid"])):
             ax.text(j, i, f"{value:.0%}", ha="center", va="center", fontsize=8)
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="accuracy")

@@ -102,10 +102,17 @@ def perplexity_by_position(losses: Sequence[np.ndarray], resamples: int = 1000, 
         sums = np.array([x[lo:hi].sum() for x in losses if len(x) > lo])
         counts = np.array([len(x[lo:hi]) for x in losses if len(x) > lo])
         low, high = bootstrap_ratio_interval(sums, counts, resamples, rng)
-        out.append({
-            "start": lo, "end": hi, "tokens": int(counts.sum()), "documents": len(sums),
-            "ppl": float(np.exp(sums.sum() / counts.sum())), "ppl_low": float(np.exp(low)), "ppl_high": float(np.exp(high)),
-        })
+        out.append(
+            {
+                "start": lo,
+                "end": hi,
+                "tokens": int(counts.sum()),
+                "documents": len(sums),
+                "ppl": float(np.exp(sums.sum() / counts.sum())),
+                "ppl_low": float(np.exp(low)),
+                "ppl_high": float(np.exp(high)),
+            }
+        )
     return out
 
 
@@ -116,5 +123,11 @@ def perplexity(scorer, documents: Sequence[np.ndarray], first_token: int, length
     sums = np.array([x.sum() for x in losses])
     counts = np.array([len(x) for x in losses])
     low, high = bootstrap_ratio_interval(sums, counts, resamples, np.random.default_rng(0))
-    return {"length": length, "documents": len(losses), "tokens": int(counts.sum()),
-            "ppl": float(np.exp(sums.sum() / counts.sum())), "ppl_low": float(np.exp(low)), "ppl_high": float(np.exp(high))}
+    return {
+        "length": length,
+        "documents": len(losses),
+        "tokens": int(counts.sum()),
+        "ppl": float(np.exp(sums.sum() / counts.sum())),
+        "ppl_low": float(np.exp(low)),
+        "ppl_high": float(np.exp(high)),
+    }

@@ -22,8 +22,9 @@ def wilson_interval(hits: int, trials: int, z: float = Z95) -> tuple[float, floa
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def bootstrap_ratio_interval(sums: np.ndarray, counts: np.ndarray, resamples: int, rng: np.random.Generator,
-                             level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ratio_interval(
+    sums: np.ndarray, counts: np.ndarray, resamples: int, rng: np.random.Generator, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile interval of sum(sums) / sum(counts) when whole documents (pairs of sum and count) are
     resampled with replacement. One document gives a zero-width interval."""
     sums, counts = np.asarray(sums, dtype=np.float64), np.asarray(counts, dtype=np.float64)

@@ -43,7 +43,10 @@ def evaluate(
     except ValueError as err:
         raise UserError(str(err), field="--lengths") from None
     per_trial: list[float] = []
-    results: dict = {"niah": summarise(built, run_trials(scorer, built, progress, per_trial)), "niah_version": TASKS_VERSION}
+    results: dict = {
+        "niah": summarise(built, run_trials(scorer, built, progress, per_trial)),
+        "niah_version": TASKS_VERSION,
+    }
     seconds = {f"niah_{n}": round(sum(s for t, s in zip(built, per_trial) if t.length == n), 2) for n in lengths}
     if hasattr(scorer, "token_losses") and ppl_documents:
         start = time.perf_counter()
@@ -67,7 +70,9 @@ def summary_lines(results: dict) -> list[str]:
             f"(chance {r['chance']:.0%} +- {r['stderr_at_chance']:.1%})"
         )
         for n, cell in r["by_length"].items():
-            lines.append(f"{'':>12}{int(n):>7} tokens: {cell['accuracy']:.1%} [{cell['low']:.1%}, {cell['high']:.1%}] ({cell['trials']})")
+            lines.append(
+                f"{'':>12}{int(n):>7} tokens: {cell['accuracy']:.1%} [{cell['low']:.1%}, {cell['high']:.1%}] ({cell['trials']})"
+            )
     for bucket in results.get("perplexity_by_position", []):
         lines.append(
             f"  ppl tokens {bucket['start']:>6}-{bucket['end']:<6} {bucket['ppl']:8.2f} "

@@ -30,8 +30,10 @@ def load_config(pretrained: str | None, config: dict[str, Any] | str | None) -> 
     if pretrained is not None:
         path = Path(pretrained)
         if not (path / "config.json").is_file():
-            raise UserError(f"{path}: not a Hugging Face checkpoint directory (no config.json) nor a .gguf file",
-                            field="model.pretrained")
+            raise UserError(
+                f"{path}: not a Hugging Face checkpoint directory (no config.json) nor a .gguf file",
+                field="model.pretrained",
+            )
         return AutoConfig.from_pretrained(path)
     if config is None:
         raise UserError("give either a checkpoint directory or a config", field="model.pretrained / model.config")
@@ -108,7 +110,9 @@ def build_model(
     """Instantiate the model (weights from ``pretrained`` if given, else random) with the backend."""
     implementation = IMPLEMENTATION_NAMES[backend]
     if pretrained is not None:
-        model = AutoModelForCausalLM.from_pretrained(pretrained, config=config, attn_implementation=implementation, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(
+            pretrained, config=config, attn_implementation=implementation, dtype=dtype
+        )
     else:
         model = AutoModelForCausalLM.from_config(config, attn_implementation=implementation, dtype=dtype)
     return model
@@ -128,7 +132,10 @@ def enable_activation_checkpointing(model: PreTrainedModel, layers: int | None =
     if layers is not None:
         decoder = model.base_model.layers
         if not 0 <= layers <= len(decoder):
-            raise UserError(f"cannot checkpoint {layers} of the model's {len(decoder)} decoder layers", field="model.checkpoint_layers")
+            raise UserError(
+                f"cannot checkpoint {layers} of the model's {len(decoder)} decoder layers",
+                field="model.checkpoint_layers",
+            )
         for layer in list(decoder)[layers:]:
             layer.gradient_checkpointing = False
 

@@ -20,9 +20,13 @@ class PackedCausalLM(nn.Module):
         super().__init__()
         self.lm = lm
 
-    def hidden_states(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention: AttentionInputs) -> torch.Tensor:
+    def hidden_states(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention: AttentionInputs
+    ) -> torch.Tensor:
         """Last hidden states [B, T, D]."""
-        return self.lm.base_model(input_ids=input_ids, position_ids=position_ids, use_cache=False, **{KWARG: attention}).last_hidden_state
+        return self.lm.base_model(
+            input_ids=input_ids, position_ids=position_ids, use_cache=False, **{KWARG: attention}
+        ).last_hidden_state
 
     def forward(
         self,

@@ -1,4 +1,4 @@
-"""Model FLOPs of a packed batch, by DESIGN.md's rule (no credit for recomputation):
+"""Model FLOPs of a packed batch, by docs/design.md's FLOPs rule (no credit for recomputation):
 
     6 * N * T  +  6 * n_layers * d_attn * sum(d_i ** 2)
 
@@ -9,9 +9,31 @@ or the shared anchor column included; the whole row under ``full``), d_attn = he
 
 from __future__ import annotations
 
+import os
+import warnings
+
 from torch import nn
 
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+from anchor_lightning.errors import UserError
+
+PEAK_ENV = "ANCHOR_PEAK_TFLOPS"  # the one place a user gives the card's dense bf16 peak, in TFLOP/s
+# dense bf16 peaks by the vendor's datasheets, most specific name first (torch.cuda.get_device_name)
+PEAK_BF16_FLOPS = (
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H200 NVL", 835e12),
+    ("GH200", 989e12),
+    ("H100", 989e12),
+    ("H200", 989e12),
+    ("H800", 989e12),
+    ("B200", 2250e12),
+    ("A100", 312e12),
+    ("A800", 312e12),
+    ("L40S", 362e12),
+    ("L4", 121e12),
+    ("A10G", 70e12),
+)
+_warned: set[str] = set()
 
 
 def matmul_parameters(model: nn.Module) -> int:
@@ -30,5 +52,18 @@ def batch_flops(matmul_params: int, n_layers: int, d_attn: int, tokens: int, att
 
 
 def peak_flops(device_name: str) -> float | None:
-    """Dense bf16 peak of a known card (by name), else None."""
-    return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in device_name), None)
+    """The card's dense bf16 peak in FLOP/s: ``$ANCHOR_PEAK_TFLOPS`` when set, else the datasheet value of a
+    known card (by name); None (no MFU, said once) for a card not in the table."""
+    given = os.environ.get(PEAK_ENV)
+    if given:
+        try:
+            return float(given) * 1e12
+        except ValueError:
+            raise UserError(f"{given!r} is not a number of TFLOP/s", field=PEAK_ENV) from None
+    peak = next((value for key, value in PEAK_BF16_FLOPS if key in device_name), None)
+    if peak is None and device_name not in _warned:
+        _warned.add(device_name)
+        warnings.warn(
+            f"no dense bf16 peak known for {device_name!r}: set {PEAK_ENV} (TFLOP/s) to get MFU", stacklevel=2
+        )
+    return peak

@@ -53,7 +53,11 @@ def chunked_token_losses(
 
 
 def summed_loss(
-    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, implementation: str = "auto", chunk_size: int = 4096
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    implementation: str = "auto",
+    chunk_size: int = 4096,
 ) -> torch.Tensor:
     """Sum of the cross-entropy over labelled slots (fp32 scalar); hidden [..., D], labels [...]."""
     hidden = hidden.reshape(-1, hidden.shape[-1])

@@ -8,23 +8,17 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from anchor_lightning.messages import say
 from torchmetrics import SumMetric
 from transformers import PreTrainedModel
 
+from anchor_lightning.attention.backends import check_backend_layout, default_layout, prepare
+from anchor_lightning.attention.varlen_kernels import VARLEN_KERNEL_ENV, choose_varlen_kernel, runs_varlen_kernel
 from anchor_lightning.checkpoint.gguf import local_checkpoint
 from anchor_lightning.checkpoint.identity import KEY as IDENTITY_KEY
 from anchor_lightning.checkpoint.identity import check_same_run, model_identity
-from anchor_lightning.attention.backends import (
-    VARLEN_KERNEL_ENV,
-    check_backend_layout,
-    choose_varlen_kernel,
-    default_layout,
-    prepare,
-    runs_varlen_kernel,
-)
 from anchor_lightning.data.packing import check_mode_layout
 from anchor_lightning.errors import UserError
+from anchor_lightning.messages import say
 from anchor_lightning.model.build import build_model, configure, load_config
 from anchor_lightning.model.causal_lm import PackedCausalLM
 from anchor_lightning.model.flops import attention_width, batch_flops, matmul_parameters
@@ -74,7 +68,7 @@ class AnchorLM(L.LightningModule):
             path to a config file/directory. Ignored when ``pretrained`` is set.
         pretrained: a local HF checkpoint directory, or a ``.gguf`` file (converted once into a cache,
             see ``checkpoint/gguf.py``), to load weights (and config) from.
-        mode: ``anchor`` | ``intra_doc`` | ``intra_doc_reset`` | ``full`` (DESIGN.md section 2).
+        mode: ``anchor`` | ``intra_doc`` | ``intra_doc_reset`` | ``full`` (docs/design.md, "Attention modes").
         backend: ``sdpa`` (dense mask; CPU, small rows) | ``varlen`` (FlashAttention-2, CUDA) |
             ``flex`` (compiled flex attention, CUDA for training).
         layout: ``per_doc`` | ``shared``; None picks shared for anchor mode on sdpa/flex, else per_doc.
@@ -122,7 +116,8 @@ class AnchorLM(L.LightningModule):
         on_nonfinite: Literal["stop", "skip"] = "stop",
     ):
         super().__init__()
-        self.save_hyperparameters()
+        # kept in checkpoints (export rebuilds the module from them); the logger gets run_summary() instead
+        self.save_hyperparameters(logger=False)
         self.layout = layout or default_layout(backend, mode)
         try:
             check_mode_layout(mode, self.layout)
@@ -130,7 +125,9 @@ class AnchorLM(L.LightningModule):
         except ValueError as err:
             raise UserError(str(err), field="model.mode / model.backend / model.layout") from None
         if loss not in LOSS_IMPLEMENTATIONS:
-            raise UserError(f"unknown loss {loss!r} (choose from {', '.join(LOSS_IMPLEMENTATIONS)})", field="model.loss")
+            raise UserError(
+                f"unknown loss {loss!r} (choose from {', '.join(LOSS_IMPLEMENTATIONS)})", field="model.loss"
+            )
         self.mode, self.backend, self.seq_len = mode, backend, seq_len
         # a .gguf file is converted once into a cached Hugging Face directory (checkpoint/gguf.py)
         self.pretrained = local_checkpoint(pretrained) if pretrained is not None else None
@@ -138,8 +135,10 @@ class AnchorLM(L.LightningModule):
         if kernels not in KERNELS:
             raise UserError(f"unknown kernels {kernels!r} (choose from {', '.join(KERNELS)})", field="model.kernels")
         if (checkpoint_layers is not None or offload_activations) and not activation_checkpointing:
-            raise UserError("checkpoint_layers and offload_activations need activation_checkpointing: true",
-                            field="model.activation_checkpointing")
+            raise UserError(
+                "checkpoint_layers and offload_activations need activation_checkpointing: true",
+                field="model.activation_checkpointing",
+            )
         if mlp_tile is not None and mlp_tile <= 0:
             raise UserError(f"mlp_tile must be a positive number of slots, got {mlp_tile}", field="model.mlp_tile")
         self.activation_checkpointing = activation_checkpointing
@@ -185,8 +184,9 @@ class AnchorLM(L.LightningModule):
         """Fused kernels, MLP tiling and activation checkpointing, as configured (before sharding)."""
         device_type = self._trainer.strategy.root_device.type if self._trainer is not None else "cpu"
         try:
-            self.kernels_applied = speed_up(lm, device_type, self.kernels, self.activation_checkpointing,
-                                            self.checkpoint_layers, self.mlp_tile)
+            self.kernels_applied = speed_up(
+                lm, device_type, self.kernels, self.activation_checkpointing, self.checkpoint_layers, self.mlp_tile
+            )
         except ValueError as err:
             raise UserError(str(err), field="model.kernels") from None
         self.varlen_kernel = self._varlen_kernel(device_type)
@@ -206,7 +206,9 @@ class AnchorLM(L.LightningModule):
     def setup(self, stage: str) -> None:
         """Refuse data the model cannot embed (before any weights are built)."""
         if str(self.trainer.precision).startswith("16"):
-            raise UserError("fp16 needs loss scaling, which this module does not do: use bf16-mixed", field="trainer.precision")
+            raise UserError(
+                "fp16 needs loss scaling, which this module does not do: use bf16-mixed", field="trainer.precision"
+            )
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None:
             return
@@ -273,6 +275,40 @@ class AnchorLM(L.LightningModule):
         """Per-slot losses [B, T] (0 where unlabelled), at least fp32."""
         return self._net(batch, "none")
 
+    def run_summary(self) -> dict:
+        """What TensorBoard's HPARAMS shows: the settings that make this run different, as strings and
+        numbers."""
+        trainer = self.trainer
+        data = getattr(trainer, "datamodule", None)
+        sampler = getattr(data, "train_sampler", None)
+        group = trainer.optimizers[0].param_groups[0] if trainer.optimizers else {}
+        rope = dict(self.hf_config.rope_parameters or {})
+        return {
+            "mode": self.mode,
+            "backend": self.backend,
+            "layout": self.layout,
+            "seq_len": self.seq_len,
+            "kernel": self.varlen_kernel or "none",
+            "model": str(self.hparams.pretrained or self.hf_config.model_type),
+            "parameters_M": round(sum(p.numel() for p in self.parameters()) / 1e6, 3),
+            "rope_theta": float(rope.get("rope_theta", 0.0)),
+            "rope_type": str(rope.get("rope_type", "default")),
+            "lr": float(group.get("initial_lr", group.get("lr", 0.0))),
+            "rows_per_step": int(sampler.rows_per_step) if sampler is not None else 0,
+            "tokens_per_step": int(sampler.rows_per_step * self.seq_len) if sampler is not None else 0,
+            "precision": str(trainer.precision),
+            "devices": int(trainer.world_size),
+            "activation_checkpointing": str(self.activation_checkpointing).lower(),
+            "train": str(getattr(data, "train_source", "")),
+        }
+
+    def on_train_start(self) -> None:
+        for logger in self.loggers:
+            if hasattr(logger, "log_run"):
+                logger.log_run(self.run_summary(), ["val/loss", "val/ppl"])
+            else:
+                logger.log_hyperparams(self.run_summary())
+
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         total = self.summed_loss(batch)
@@ -315,7 +351,10 @@ class AnchorLM(L.LightningModule):
         Done here with torch rather than by Lightning's precision plugin, which refuses fused optimizers
         under mixed precision even for bf16, where no gradient scaler exists.
         """
-        if gradient_clip_algorithm is not None and str(getattr(gradient_clip_algorithm, "value", gradient_clip_algorithm)) != "norm":
+        if (
+            gradient_clip_algorithm is not None
+            and str(getattr(gradient_clip_algorithm, "value", gradient_clip_algorithm)) != "norm"
+        ):
             raise UserError("only norm clipping is supported", field="trainer.gradient_clip_algorithm")
         max_norm = float(gradient_clip_val) if gradient_clip_val else float("inf")
         params = [p for p in self.parameters() if p.grad is not None]
@@ -381,6 +420,8 @@ class AnchorLM(L.LightningModule):
         optimizer = self.optimizer_factory(parameter_groups(self.net))
         total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
-            raise UserError("set trainer.max_steps (or max_epochs) so the LR schedule knows its length", field="trainer.max_steps")
+            raise UserError(
+                "set trainer.max_steps (or max_epochs) so the LR schedule knows its length", field="trainer.max_steps"
+            )
         scheduler = warmup_cosine_scheduler(optimizer, self.warmup_steps, int(total), self.min_lr_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

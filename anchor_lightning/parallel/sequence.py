@@ -78,8 +78,10 @@ def scatter_heads(query, key, value, group):
     """q, k, v of my slots [B, H, T/P, D] -> of the whole row for my heads [B, H/P, T, D]."""
     p = dist.get_world_size(group)
     if query.shape[1] % p:
-        raise UserError(f"{query.shape[1]} attention heads cannot be split over {p} sequence-parallel ranks",
-                        field="trainer.strategy.init_args.sequence_parallel_size")
+        raise UserError(
+            f"{query.shape[1]} attention heads cannot be split over {p} sequence-parallel ranks",
+            field="trainer.strategy.init_args.sequence_parallel_size",
+        )
     if key.shape[1] % p:  # replicate key/value heads up to the query heads
         repeat = query.shape[1] // key.shape[1]
         key, value = key.repeat_interleave(repeat, dim=1), value.repeat_interleave(repeat, dim=1)

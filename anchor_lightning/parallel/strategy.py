@@ -42,7 +42,9 @@ def decoder_layer_classes(model: nn.Module) -> tuple[type, ...]:
     names = set(getattr(lm, "_no_split_modules", None) or [])
     classes = {type(m) for m in lm.modules() if type(m).__name__ in names}
     if not classes:
-        raise UserError(f"{type(lm).__name__} names no decoder layer class (_no_split_modules) to shard", field="trainer.strategy")
+        raise UserError(
+            f"{type(lm).__name__} names no decoder layer class (_no_split_modules) to shard", field="trainer.strategy"
+        )
     return tuple(classes)
 
 
@@ -151,8 +153,16 @@ class ShardedStrategy(ModelParallelStrategy):
     ) -> nn.Module:
         """Build on meta, shard, allocate on this rank's device, then load or initialise weights."""
         bf16 = str(self.precision_plugin.precision).startswith("bf16")
-        return build_sharded(build, self._shard_mesh(), self.root_device, pretrained, prepare, bf16=bf16,
-                             reshard_after_forward=self.reshard_after_forward, cpu_offload=self.cpu_offload)
+        return build_sharded(
+            build,
+            self._shard_mesh(),
+            self.root_device,
+            pretrained,
+            prepare,
+            bf16=bf16,
+            reshard_after_forward=self.reshard_after_forward,
+            cpu_offload=self.cpu_offload,
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath, storage_options: Any | None = None) -> None:

@@ -2,11 +2,12 @@
 # One GPU call of the miniature on the lent GPU machine (nvidia-h200): set up once per machine what a bare
 # one lacks, then continue scripts/miniature/run.py until DEADLINE seconds after this script started.
 #
-# The machine has no registry and takes at most 64 MiB per call, so (prepared here, all git-ignored):
-#   ../shared/tools/gpu-wheels                      -> .whl/ (datasets, jsonargparse, liger-kernel, gguf, ...)
-#   ../shared/tools/split-for-device ../shared/models/SmolLM2-135M-Instruct.Q4_1.gguf smollm2 60
-#                                                   -> .carry/smollm2/{1,2}/ (the 98 MB GGUF in two pieces)
-#   python scripts/miniature/prepare_data.py ... --out /tmp/minidata; xz each .jsonl into .carry/minidata/
+# The machine has no registry and takes at most 64 MiB per call, so prepare here (all git-ignored):
+#   .whl/              wheels of what it lacks: datasets, dill, multiprocess, jsonargparse, docstring-parser,
+#                      typeshed-client, importlib-resources, liger-kernel, gguf (pip download --python-version 3.12)
+#   .carry/smollm2/1/  the first 60 MB of SmolLM2-135M-Instruct.Q4_1.gguf (split -b 60000000), as smollm2.part.00
+#   .carry/smollm2/2/  the rest (smollm2.part.01) and the whole file's sha256
+#   .carry/minidata/   scripts/miniature/prepare_data.py's split, each .jsonl compressed with xz, and manifest.json
 # Call 1 (carry .carry/smollm2/1):            bash scripts/miniature/gpu_call.sh piece
 # Call 2 (carry .carry/smollm2/2, .carry/minidata, .whl), within the 30 s the machine stays warm:
 #                                             bash scripts/miniature/gpu_call.sh

@@ -56,7 +56,10 @@ def choose(candidates: dict[str, list[int]], per_domain: int, rng: np.random.Gen
 
 def split(lengths: np.ndarray, domains: list[str], args: argparse.Namespace) -> dict[str, list[int]]:
     rng = np.random.default_rng(args.seed)
-    by_domain = lambda keep: {d: [i for i in range(len(lengths)) if domains[i] == d and keep(lengths[i])] for d in set(domains)}  # noqa: E731
+
+    def by_domain(keep) -> dict[str, list[int]]:
+        return {d: [i for i in range(len(lengths)) if domains[i] == d and keep(lengths[i])] for d in set(domains)}
+
     ppl = choose(by_domain(lambda n: n >= args.ppl_min), args.ppl_per_domain, rng)
     needles = choose(by_domain(lambda n: args.needle_min <= n < args.ppl_min), args.needle_per_domain, rng)
     held = set(ppl) | set(needles)
@@ -69,7 +72,9 @@ def split(lengths: np.ndarray, domains: list[str], args: argparse.Namespace) -> 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", required=True, type=Path, help='JSONL of {"text": ..., "domain": ...}')
-    parser.add_argument("--short", type=Path, default=None, help="JSONL of short-context documents (copied as short.jsonl)")
+    parser.add_argument(
+        "--short", type=Path, default=None, help="JSONL of short-context documents (copied as short.jsonl)"
+    )
     parser.add_argument("--tokenizer", required=True, help="the model's tokenizer (directory or .gguf)")
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "miniature")
     parser.add_argument("--ppl-min", type=int, default=32768)
@@ -87,7 +92,9 @@ def main(argv: list[str] | None = None) -> dict:
     parts = split(lengths, domains, args)
     args.out.mkdir(parents=True, exist_ok=True)
     manifest = {
-        "corpus": str(args.corpus), "corpus_sha256": digest(args.corpus), "tokenizer": str(args.tokenizer),
+        "corpus": str(args.corpus),
+        "corpus_sha256": digest(args.corpus),
+        "tokenizer": str(args.tokenizer),
         "settings": {k: v for k, v in vars(args).items() if k not in ("corpus", "short", "tokenizer", "out")},
         "parts": {},
     }
@@ -96,7 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
             for i in indices:
                 f.write(json.dumps({"text": records[i]["text"], "domain": domains[i]}) + "\n")
         manifest["parts"][name] = {
-            "documents": len(indices), "tokens": int(lengths[indices].sum()),
+            "documents": len(indices),
+            "tokens": int(lengths[indices].sum()),
             "domains": {d: sum(1 for i in indices if domains[i] == d) for d in sorted(set(domains))},
             "indices": indices if name != "train" else f"all other {len(indices)} lines",
         }

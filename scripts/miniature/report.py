@@ -34,10 +34,22 @@ LABELS = {
     "intra_doc": "intra_doc",
     "full": "full",
 }
-SHORT = {"base": "base", "base-theta": "base, new RoPE", "anchor": "anchor", "intra_doc_reset": "reset",
-         "intra_doc": "intra_doc", "full": "full"}
-COLORS = {"base": "0.5", "base-theta": "0.75", "anchor": "tab:red", "intra_doc_reset": "tab:green",
-          "intra_doc": "tab:blue", "full": "tab:purple"}
+SHORT = {
+    "base": "base",
+    "base-theta": "base, new RoPE",
+    "anchor": "anchor",
+    "intra_doc_reset": "reset",
+    "intra_doc": "intra_doc",
+    "full": "full",
+}
+COLORS = {
+    "base": "0.5",
+    "base-theta": "0.75",
+    "anchor": "tab:red",
+    "intra_doc_reset": "tab:green",
+    "intra_doc": "tab:blue",
+    "full": "tab:purple",
+}
 TRAINED = ("anchor", "intra_doc_reset", "intra_doc", "full")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
@@ -47,8 +59,11 @@ def load(results: Path) -> dict:
     for name in MODELS:
         folder = results / name
         entry = {}
-        for key, paths in (("eval", [folder / "long_context.json"]), ("train", [folder / "train.json"]),
-                           ("diag", [folder / "diagnose" / "rope_deviation.json", folder / "rope_deviation.json"])):
+        for key, paths in (
+            ("eval", [folder / "long_context.json"]),
+            ("train", [folder / "train.json"]),
+            ("diag", [folder / "diagnose" / "rope_deviation.json", folder / "rope_deviation.json"]),
+        ):
             path = next((p for p in paths if p.is_file()), None)
             if path is not None:
                 entry[key] = json.loads(path.read_text())
@@ -70,12 +85,18 @@ def training_table(found: dict) -> list[str]:
     if not rows:
         return []
     full = dict(rows).get("full")
-    lines = ["| mode | steps | tokens | tokens/s (median) | s/step (median) | step time / full | wall time | peak GiB | "
-             "last train loss | val/loss |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| mode | steps | tokens | tokens/s (median) | s/step (median) | step time / full | wall time | peak GiB | "
+        "last train loss | val/loss |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for mode, t in rows:
         losses = [v for _, v in t["curves"].get("train/loss", [])]
-        ratio = (f"{t['seconds_per_step_median'] / full['seconds_per_step_median']:.2f}x"
-                 if full and full.get("seconds_per_step_median") and t.get("seconds_per_step_median") else "")
+        ratio = (
+            f"{t['seconds_per_step_median'] / full['seconds_per_step_median']:.2f}x"
+            if full and full.get("seconds_per_step_median") and t.get("seconds_per_step_median")
+            else ""
+        )
         lines.append(
             f"| {mode} | {t['steps']} | {t['tokens'] / 1e6:.1f}M | {t['tokens_per_sec_median']:,.0f} | "
             f"{t['seconds_per_step_median']:.2f} | {ratio} | {t['wall_seconds']:.0f} s | "
@@ -94,13 +115,20 @@ def niah_tables(found: dict) -> list[str]:
         lengths = list(found[evaluated[0]]["eval"]["niah"][task]["by_length"])
         trials = found[evaluated[0]]["eval"]["niah"][task]["by_length"][lengths[0]]["trials"]
         chance = found[evaluated[0]]["eval"]["niah"][task]["chance"]
-        lines += ["", f"**{task}** ({trials} trials per length, chance {chance:.0%}; accuracy [95% Wilson interval])", "",
-                  "| model | " + " | ".join(k_label(int(n)) for n in lengths) + " |",
-                  "| --- |" + " ---: |" * len(lengths)]
+        lines += [
+            "",
+            f"**{task}** ({trials} trials per length, chance {chance:.0%}; accuracy [95% Wilson interval])",
+            "",
+            "| model | " + " | ".join(k_label(int(n)) for n in lengths) + " |",
+            "| --- |" + " ---: |" * len(lengths),
+        ]
         for m in evaluated:
             by_length = found[m]["eval"]["niah"][task]["by_length"]
-            lines.append(f"| {LABELS[m]} | " + " | ".join(cell(by_length[n]["accuracy"], by_length[n]["low"], by_length[n]["high"])
-                                                         for n in lengths) + " |")
+            lines.append(
+                f"| {LABELS[m]} | "
+                + " | ".join(cell(by_length[n]["accuracy"], by_length[n]["low"], by_length[n]["high"]) for n in lengths)
+                + " |"
+            )
     return lines
 
 
@@ -119,8 +147,11 @@ def paired_table(found: dict, above: int = 8192) -> list[str]:
     if "anchor" not in found or "eval" not in found["anchor"]:
         return []
     anchor, keys = pooled_beyond(found["anchor"], above)
-    lines = ["| anchor vs | anchor accuracy | other accuracy | difference | anchor only right | other only right | "
-             "McNemar p |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| anchor vs | anchor accuracy | other accuracy | difference | anchor only right | other only right | "
+        "McNemar p |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for other in ("intra_doc_reset", "intra_doc", "full", "base-theta", "base"):
         if other not in found or "eval" not in found[other]:
             continue
@@ -130,9 +161,15 @@ def paired_table(found: dict, above: int = 8192) -> list[str]:
         c = paired_comparison(anchor, hits)
         a_low, a_high = wilson_interval(sum(anchor), len(anchor))
         o_low, o_high = wilson_interval(sum(hits), len(hits))
-        lines.append(f"| {LABELS[other]} | {cell(np.mean(anchor), a_low, a_high)} | {cell(np.mean(hits), o_low, o_high)} | "
-                     f"{c['difference']:+.1%} | {c['only_a']} | {c['only_b']} | {c['p_value']:.3g} |")
-    return [f"Paired over the same {len(anchor)} trials beyond {k_label(above)} (16K and 32K, all three tasks):", "", *lines]
+        lines.append(
+            f"| {LABELS[other]} | {cell(np.mean(anchor), a_low, a_high)} | {cell(np.mean(hits), o_low, o_high)} | "
+            f"{c['difference']:+.1%} | {c['only_a']} | {c['only_b']} | {c['p_value']:.3g} |"
+        )
+    return [
+        f"Paired over the same {len(anchor)} trials beyond {k_label(above)} (16K and 32K, all three tasks):",
+        "",
+        *lines,
+    ]
 
 
 def perplexity_table(found: dict) -> list[str]:
@@ -141,14 +178,21 @@ def perplexity_table(found: dict) -> list[str]:
         return []
     buckets = found[evaluated[0]]["eval"]["perplexity_by_position"]
     documents = buckets[0]["documents"]
-    lines = [f"Perplexity by target position on {documents} held-out documents of at least 32K tokens "
-             "(token-weighted; [95% interval over documents] for the last bucket), and short-context perplexity "
-             "(WikiText-2 validation, the first 2,048 tokens of each article):", "",
-             "| model | " + " | ".join(f"{k_label(b['start'])}-{k_label(b['end'])}" for b in buckets) + " | short-context ppl |",
-             "| --- |" + " ---: |" * (len(buckets) + 1)]
+    lines = [
+        f"Perplexity by target position on {documents} held-out documents of at least 32K tokens "
+        "(token-weighted; [95% interval over documents] for the last bucket), and short-context perplexity "
+        "(WikiText-2 validation, the first 2,048 tokens of each article):",
+        "",
+        "| model | "
+        + " | ".join(f"{k_label(b['start'])}-{k_label(b['end'])}" for b in buckets)
+        + " | short-context ppl |",
+        "| --- |" + " ---: |" * (len(buckets) + 1),
+    ]
     for m in evaluated:
         row = found[m]["eval"]["perplexity_by_position"]
-        cells = [f"{b['ppl']:.2f}" for b in row[:-1]] + [f"{row[-1]['ppl']:.2f} [{row[-1]['ppl_low']:.2f}, {row[-1]['ppl_high']:.2f}]"]
+        cells = [f"{b['ppl']:.2f}" for b in row[:-1]] + [
+            f"{row[-1]['ppl']:.2f} [{row[-1]['ppl_low']:.2f}, {row[-1]['ppl_high']:.2f}]"
+        ]
         short = found[m]["eval"].get("short_perplexity")
         cells.append(f"{short['ppl']:.2f} [{short['ppl_low']:.2f}, {short['ppl_high']:.2f}]" if short else "")
         lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
@@ -167,9 +211,11 @@ def diagnostic_table(found: dict) -> list[str]:
         return []
     lengths = found[evaluated[0]]["diag"]["length_sweep"]["lengths"]
     per_len = " / ".join(k_label(n) for n in lengths)
-    lines = [f"| model | D bf16 ({per_len}) | D fp32 | first token's share of D (bf16) | column 0 / median column (bf16, "
-             f"L = {k_label(found[evaluated[0]]['diag']['per_token']['length'])}) | anchor rule: K/V, hidden max diff |",
-             "| --- | --- | --- | --- | ---: | --- |"]
+    lines = [
+        f"| model | D bf16 ({per_len}) | D fp32 | first token's share of D (bf16) | column 0 / median column (bf16, "
+        f"L = {k_label(found[evaluated[0]]['diag']['per_token']['length'])}) | anchor rule: K/V, hidden max diff |",
+        "| --- | --- | --- | --- | ---: | --- |",
+    ]
     for m in evaluated:
         d = found[m]["diag"]
         bf, fp = d["length_sweep"]["bfloat16"], d["length_sweep"].get("float32")
@@ -198,18 +244,27 @@ def plots(found: dict, figures: Path) -> list[Path]:
             buckets = found[m]["eval"]["perplexity_by_position"]
             x = [np.sqrt(max(b["start"], 1) * b["end"]) for b in buckets]
             ax.plot(x, [b["ppl"] for b in buckets], "o-", ms=3, color=COLORS[m], label=LABELS[m])
-            ax.fill_between(x, [b["ppl_low"] for b in buckets], [b["ppl_high"] for b in buckets], color=COLORS[m], alpha=0.12)
+            ax.fill_between(
+                x, [b["ppl_low"] for b in buckets], [b["ppl_high"] for b in buckets], color=COLORS[m], alpha=0.12
+            )
         ax.axvline(8192, color="k", ls=":", lw=1)
         ax.text(8192, ax.get_ylim()[1], " 8K: pre-training length", va="top", fontsize=8)
-        ax.set(xscale="log", yscale="log", xlabel="target position (bucket centre)", ylabel="perplexity",
-               title="Perplexity by position, held-out documents >= 32K tokens")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="target position (bucket centre)",
+            ylabel="perplexity",
+            title="Perplexity by position, held-out documents >= 32K tokens",
+        )
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
         paths.append(_save(fig, figures / "miniature-ppl-by-position.png"))
     evaluated = [m for m in MODELS if m in found and "eval" in found[m]]
     if evaluated:
         tasks = list(found[evaluated[0]]["eval"]["niah"])
-        fig, axes = plt.subplots(len(evaluated), len(tasks), figsize=(3.6 * len(tasks), 2.3 * len(evaluated)), squeeze=False)
+        fig, axes = plt.subplots(
+            len(evaluated), len(tasks), figsize=(3.6 * len(tasks), 2.3 * len(evaluated)), squeeze=False
+        )
         for row, m in zip(axes, evaluated):
             for ax, task in zip(row, tasks):
                 r = found[m]["eval"]["niah"][task]
@@ -238,12 +293,30 @@ def plots(found: dict, figures: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(7, 4))
         for m in diagnosed:
             values = found[m]["diag"]["per_token"]["bfloat16"]
-            ax.plot(range(len(values)), values, "o-", ms=2, color=COLORS[m], label=f"{LABELS[m]} (col 0: {column_ratio(values):.0f}x median)")
+            ax.plot(
+                range(len(values)),
+                values,
+                "o-",
+                ms=2,
+                color=COLORS[m],
+                label=f"{LABELS[m]} (col 0: {column_ratio(values):.0f}x median)",
+            )
         base = found.get("base", {}).get("diag")
         if base and "float32" in base["per_token"]:
-            ax.plot(range(len(base["per_token"]["float32"])), base["per_token"]["float32"], "--", color="k", lw=1, label="base, fp32")
-        ax.set(yscale="log", xlabel="key column j", ylabel="D_j (bf16)",
-               title=f"Per-column deviation, L = {found[diagnosed[0]]['diag']['per_token']['length']}")
+            ax.plot(
+                range(len(base["per_token"]["float32"])),
+                base["per_token"]["float32"],
+                "--",
+                color="k",
+                lw=1,
+                label="base, fp32",
+            )
+        ax.set(
+            yscale="log",
+            xlabel="key column j",
+            ylabel="D_j (bf16)",
+            title=f"Per-column deviation, L = {found[diagnosed[0]]['diag']['per_token']['length']}",
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         paths.append(_save(fig, figures / "miniature-per-column.png"))
@@ -264,11 +337,23 @@ def tables(found: dict, environment: dict) -> str:
         f"Card: {environment.get('device', '?')}; torch {environment.get('torch')}, transformers {environment.get('transformers')}, "
         f"lightning {environment.get('lightning')}, liger-kernel {environment.get('liger_kernel')}. "
         "Generated by `scripts/miniature/report.py` from `docs/miniature/` (raw JSON).",
-        "", "### Training", "", *training_table(found),
-        "", "### Needle retrieval", *niah_tables(found),
-        "", *paired_table(found),
-        "", "### Perplexity", "", *perplexity_table(found),
-        "", "### The diagnostic", "", *diagnostic_table(found),
+        "",
+        "### Training",
+        "",
+        *training_table(found),
+        "",
+        "### Needle retrieval",
+        *niah_tables(found),
+        "",
+        *paired_table(found),
+        "",
+        "### Perplexity",
+        "",
+        *perplexity_table(found),
+        "",
+        "### The diagnostic",
+        "",
+        *diagnostic_table(found),
     ]
     return "\n".join(sections)
 
@@ -285,8 +370,11 @@ def main(argv: list[str] | None = None) -> None:
     environment = json.loads(environment_file.read_text()) if environment_file.is_file() else {}
     if args.raw.resolve() != args.results.resolve():
         for name in found:
-            for source in [args.results / name / "long_context.json", args.results / name / "train.json",
-                           args.results / name / "diagnose" / "rope_deviation.json"]:
+            for source in [
+                args.results / name / "long_context.json",
+                args.results / name / "train.json",
+                args.results / name / "diagnose" / "rope_deviation.json",
+            ]:
                 if source.is_file():
                     target = args.raw / name / source.name
                     target.parent.mkdir(parents=True, exist_ok=True)

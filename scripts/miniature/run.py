@@ -47,17 +47,71 @@ MODES = ("anchor", "full", "intra_doc", "intra_doc_reset")
 EVALUATED = ("base", "base-theta", *MODES)
 FIRST_TOKEN = "0"  # F = <|endoftext|>: the recipes' data.anchor_id (see their header)
 
-EVAL = ["--lengths", "4096", "8192", "16384", "32768", "--depths", "0", "0.25", "0.5", "0.75", "1",
-        "--trials", "20", "--ppl_documents", "12", "--short_length", "2048"]
+EVAL = [
+    "--lengths",
+    "4096",
+    "8192",
+    "16384",
+    "32768",
+    "--depths",
+    "0",
+    "0.25",
+    "0.5",
+    "0.75",
+    "1",
+    "--trials",
+    "20",
+    "--ppl_documents",
+    "12",
+    "--short_length",
+    "2048",
+]
 DIAGNOSE = ["--lengths", "2048", "4096", "8192", "--offsets", "0", "8", "15", "17", "100", "1000", "--sequences", "4"]
-DRY_FIT = ["--seq_len=1024", "--trainer.max_steps=2", "--data.micro_batch_size=1", "--data.global_batch_size=1",
-           "--trainer.accelerator=cpu", "--trainer.precision=32-true", "--model.backend=sdpa", "--model.layout=per_doc",
-           "--model.optimizer.init_args.fused=false", "--data.num_workers=0", "--trainer.limit_val_batches=2",
-           "--trainer.val_check_interval=2", "--trainer.log_every_n_steps=1"]
-DRY_EVAL = ["--lengths", "512", "1024", "--depths", "0", "1", "--trials", "1", "--ppl_documents", "2",
-            "--short_length", "256", "--device", "cpu"]
-DRY_DIAGNOSE = ["--lengths", "256", "512", "--offsets", "0", "16", "--sequences", "1", "--offset_length", "256",
-                "--device", "cpu"]
+DRY_FIT = [
+    "--seq_len=1024",
+    "--trainer.max_steps=2",
+    "--data.micro_batch_size=1",
+    "--data.global_batch_size=1",
+    "--trainer.accelerator=cpu",
+    "--trainer.precision=32-true",
+    "--model.backend=sdpa",
+    "--model.layout=per_doc",
+    "--model.optimizer.init_args.fused=false",
+    "--data.num_workers=0",
+    "--trainer.limit_val_batches=2",
+    "--trainer.val_check_interval=2",
+    "--trainer.log_every_n_steps=1",
+]
+DRY_EVAL = [
+    "--lengths",
+    "512",
+    "1024",
+    "--depths",
+    "0",
+    "1",
+    "--trials",
+    "1",
+    "--ppl_documents",
+    "2",
+    "--short_length",
+    "256",
+    "--device",
+    "cpu",
+]
+DRY_DIAGNOSE = [
+    "--lengths",
+    "256",
+    "512",
+    "--offsets",
+    "0",
+    "16",
+    "--sequences",
+    "1",
+    "--offset_length",
+    "256",
+    "--device",
+    "cpu",
+]
 # first guesses of a step's seconds on one H200 (replaced by what the last run of the same kind took)
 GUESS = {"eval": 240.0, "export": 40.0}
 TRAIN_MIN_LEFT = 120.0  # do not start (or resume) training with less time left than this
@@ -112,8 +166,13 @@ class Runner:
         with log.open("a") as out:
             out.write(f"\n$ {' '.join(argv)}\n")
             out.flush()
-            process = subprocess.Popen([sys.executable, "-m", "anchor_lightning", *argv], cwd=self.work, env=self.env,
-                                       stdout=out, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "anchor_lightning", *argv],
+                cwd=self.work,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
             stopped = False
             while process.poll() is None:
                 if stop_at is not None and not stopped and self.left() < stop_at:
@@ -133,14 +192,45 @@ class Runner:
         out = self.work / "results" / name
         data = self.args.data.resolve()
         rope = ["--rope_theta", theta] if theta else []
-        code, _, _ = self.command(f"eval-{name}", [
-            "evaluate", "--model", model, "--data", str(data / "needles.jsonl"), "--ppl_data", str(data / "ppl_long.jsonl"),
-            "--short_data", str(data / "short.jsonl"), "--first_token", FIRST_TOKEN, "--out", str(out), "--no_progress",
-            *rope, *(DRY_EVAL if self.args.dry_run else EVAL)])
+        code, _, _ = self.command(
+            f"eval-{name}",
+            [
+                "evaluate",
+                "--model",
+                model,
+                "--data",
+                str(data / "needles.jsonl"),
+                "--ppl_data",
+                str(data / "ppl_long.jsonl"),
+                "--short_data",
+                str(data / "short.jsonl"),
+                "--first_token",
+                FIRST_TOKEN,
+                "--out",
+                str(out),
+                "--no_progress",
+                *rope,
+                *(DRY_EVAL if self.args.dry_run else EVAL),
+            ],
+        )
         if code == 0:
-            code, _, _ = self.command(f"diagnose-{name}", [
-                "diagnose", "--model", model, "--data", str(data / "needles.jsonl"), "--first_token", FIRST_TOKEN,
-                "--out", str(out / "diagnose"), "--no_progress", *rope, *(DRY_DIAGNOSE if self.args.dry_run else DIAGNOSE)])
+            code, _, _ = self.command(
+                f"diagnose-{name}",
+                [
+                    "diagnose",
+                    "--model",
+                    model,
+                    "--data",
+                    str(data / "needles.jsonl"),
+                    "--first_token",
+                    FIRST_TOKEN,
+                    "--out",
+                    str(out / "diagnose"),
+                    "--no_progress",
+                    *rope,
+                    *(DRY_DIAGNOSE if self.args.dry_run else DIAGNOSE),
+                ],
+            )
         return code == 0
 
     def evaluate_all(self, theta: str) -> bool:
@@ -156,7 +246,10 @@ class Runner:
             group = pending[start : start + size]
             guess = self.state["kinds"].get(kind, GUESS["eval"] * (1 + 0.5 * (len(group) - 1)))
             if self.left() < guess * 1.1:
-                print(f"[{self.elapsed()}] stopping before evaluating {', '.join(group)}: {self.left():.0f} s left", flush=True)
+                print(
+                    f"[{self.elapsed()}] stopping before evaluating {', '.join(group)}: {self.left():.0f} s left",
+                    flush=True,
+                )
                 return False
             began = time.monotonic()
             with ThreadPoolExecutor(len(group)) as pool:
@@ -178,16 +271,29 @@ class Runner:
             return False
         data = self.args.data.resolve()
         train_file = data / ("val.jsonl" if self.args.dry_run else "train.jsonl")
-        argv = ["fit", "--config", str(RECIPES / f"32k-{mode}.yaml"), f"--model.pretrained={self.args.gguf.resolve()}",
-                f"--data.train={train_file}", f"--data.val={data / 'val.jsonl'}", f"--data.cache_dir={self.work / 'rows'}",
-                *(DRY_FIT if self.args.dry_run else [])]
+        argv = [
+            "fit",
+            "--config",
+            str(RECIPES / f"32k-{mode}.yaml"),
+            f"--model.pretrained={self.args.gguf.resolve()}",
+            f"--data.train={train_file}",
+            f"--data.val={data / 'val.jsonl'}",
+            f"--data.cache_dir={self.work / 'rows'}",
+            *(DRY_FIT if self.args.dry_run else []),
+        ]
         checkpoint = self.work / "checkpoints" / f"smollm2-135m-32k-{mode}" / "last.ckpt"
         if checkpoint.is_file():
             argv.append("--ckpt_path=last")
         code, seconds, stopped = self.command(step, argv, stop_at=STOP_MARGIN)
         parts = self.state.setdefault("train_parts", {}).setdefault(mode, [])
-        parts.append({"seconds": round(seconds, 1), "resumed": "--ckpt_path=last" in argv,
-                      "stopped_by_deadline": stopped, "exit": code})
+        parts.append(
+            {
+                "seconds": round(seconds, 1),
+                "resumed": "--ckpt_path=last" in argv,
+                "stopped_by_deadline": stopped,
+                "exit": code,
+            }
+        )
         self.save()
         if code != 0:
             return False
@@ -229,7 +335,11 @@ class Runner:
         rates = [v for _, v, _ in scalars.get("perf/tokens_per_sec", [])]
         losses = scalars.get("train/loss", [])
         # seconds per optimizer step between consecutive logged steps of one process (no restarts inside)
-        gaps = [(w1 - w0) / (s1 - s0) for (s0, _, w0), (s1, _, w1) in zip(losses, losses[1:]) if s1 > s0 and 0 < w1 - w0 < 600]
+        gaps = [
+            (w1 - w0) / (s1 - s0)
+            for (s0, _, w0), (s1, _, w1) in zip(losses, losses[1:])
+            if s1 > s0 and 0 < w1 - w0 < 600
+        ]
         summary = {
             "mode": mode,
             "steps": losses[-1][0] + 1 if losses else 0,
@@ -249,9 +359,13 @@ class Runner:
         import torch
         import transformers
 
-        info = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-                "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
-                "dry_run": self.args.dry_run}
+        info = {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
+            "dry_run": self.args.dry_run,
+        }
         from importlib.metadata import PackageNotFoundError, version
 
         for name in ("lightning", "liger-kernel", "gguf"):
@@ -275,7 +389,9 @@ class Runner:
 
     def run(self) -> bool:
         self.environment()
-        theta = str(float(__import__("yaml").safe_load((RECIPES / "32k-anchor.yaml").read_text())["model"]["rope_theta"]))
+        theta = str(
+            float(__import__("yaml").safe_load((RECIPES / "32k-anchor.yaml").read_text())["model"]["rope_theta"])
+        )
         complete = True
         for mode in self.args.modes:
             complete = self.train(mode) and self.export(mode) is not None
@@ -284,20 +400,27 @@ class Runner:
             if not self.args.keep_checkpoints:
                 shutil.rmtree(self.work / "checkpoints" / f"smollm2-135m-32k-{mode}", ignore_errors=True)
         complete = complete and self.evaluate_all(theta)
-        print(f"[{self.elapsed()}] {'all steps done' if complete else 'stopped; run again to continue'}: "
-              f"{', '.join(self.state['done'])}", flush=True)
+        print(
+            f"[{self.elapsed()}] {'all steps done' if complete else 'stopped; run again to continue'}: "
+            f"{', '.join(self.state['done'])}",
+            flush=True,
+        )
         return complete
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gguf", type=Path, required=True, help="SmolLM2-135M-Instruct.Q4_1.gguf")
-    parser.add_argument("--data", type=Path, default=ROOT / "data" / "miniature", help="scripts/miniature/prepare_data.py output")
+    parser.add_argument(
+        "--data", type=Path, default=ROOT / "data" / "miniature", help="scripts/miniature/prepare_data.py output"
+    )
     parser.add_argument("--work", type=Path, required=True, help="working directory (rows, checkpoints, logs, results)")
     parser.add_argument("--out", type=Path, default=None, help="write miniature-results.tar.gz here")
     parser.add_argument("--deadline", type=float, default=float("inf"), help="seconds this invocation may take")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep each mode's checkpoints after its export")
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, help="modes to train (default: all four)")
+    parser.add_argument(
+        "--modes", nargs="+", default=list(MODES), choices=MODES, help="modes to train (default: all four)"
+    )
     parser.add_argument("--models", nargs="+", default=list(EVALUATED), choices=EVALUATED, help="models to evaluate")
     parser.add_argument("--parallel", type=int, default=3, help="evaluations sharing the GPU at once")
     parser.add_argument("--dry-run", action="store_true", help="every step on the CPU at toy sizes")

@@ -23,7 +23,9 @@ def documents():
 def cross_document_gradient(model, batch, inputs, target_doc: int) -> tuple[float, float]:
     """(largest |gradient| on embeddings of other documents' content, same on the target document)."""
     embeds = model.get_input_embeddings()(batch["input_ids"]).detach().requires_grad_(True)
-    hidden = model.base_model(inputs_embeds=embeds, position_ids=batch["position_ids"], anchor_attention=inputs).last_hidden_state
+    hidden = model.base_model(
+        inputs_embeds=embeds, position_ids=batch["position_ids"], anchor_attention=inputs
+    ).last_hidden_state
     labels = torch.where(batch["doc_ids"] == target_doc, batch["labels"], torch.full_like(batch["labels"], -100))
     chunked_token_losses(hidden.flatten(0, 1), model.lm_head.weight, labels.flatten()).sum().backward()
     grad = embeds.grad.abs().amax(-1)[0]
@@ -96,4 +98,6 @@ def test_model_built_for_one_backend_refuses_inputs_of_another():
     model.set_attn_implementation(IMPLEMENTATION_NAMES["sdpa"])
     batch, _ = packed_batch(documents(), SEQ_LEN, "anchor", "per_doc")
     with pytest.raises(RuntimeError, match="prepared for backend 'varlen'"):
-        model.base_model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], anchor_attention=prepare(batch, "varlen"))
+        model.base_model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], anchor_attention=prepare(batch, "varlen")
+        )

@@ -11,7 +11,7 @@ import types
 import pytest
 import torch
 
-from anchor_lightning.attention import backends
+from anchor_lightning.attention import varlen_kernels as backends
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_flash_attention_3_is_chosen_on_hopper(monkeypatch, installed, returns_l
     _capability(monkeypatch, 9)
     assert backends.choose_varlen_kernel() == "fa3"
     assert backends._varlen_kernel()(OUT, OUT, OUT, CU, 4, 0.5) is OUT
-    (args, kwargs), = calls
+    ((args, kwargs),) = calls
     assert args[3] is CU and args[4] is CU and args[5:7] == (4, 4)
     assert kwargs == {"softmax_scale": 0.5, "causal": True}
 
@@ -77,10 +77,16 @@ def test_flash_attention_4_comes_next_on_hopper_and_newer(monkeypatch, installed
         assert backends.choose_varlen_kernel() == "fa4"
     backends._varlen_kernel.cache_clear()
     assert backends._varlen_kernel()(OUT, OUT, OUT, CU, 4, 0.5) is OUT
-    (args, kwargs), = calls
+    ((args, kwargs),) = calls
     assert args == (OUT, OUT, OUT)
-    assert kwargs == {"cu_seqlens_q": CU, "cu_seqlens_k": CU, "max_seqlen_q": 4, "max_seqlen_k": 4,
-                      "softmax_scale": 0.5, "causal": True}
+    assert kwargs == {
+        "cu_seqlens_q": CU,
+        "cu_seqlens_k": CU,
+        "max_seqlen_q": 4,
+        "max_seqlen_k": 4,
+        "softmax_scale": 0.5,
+        "causal": True,
+    }
 
 
 def test_hopper_kernels_are_skipped_on_older_cards(monkeypatch, installed):
@@ -97,7 +103,7 @@ def test_flash_attention_2_is_preferred_to_pytorch(monkeypatch, installed):
     _capability(monkeypatch, 8)
     assert backends.choose_varlen_kernel() == "fa2"
     assert backends._varlen_kernel()(OUT, OUT, OUT, CU, 4, 0.5) is OUT
-    (args, kwargs), = calls
+    ((args, kwargs),) = calls
     assert args[3:7] == (CU, CU, 4, 4) and kwargs == {"softmax_scale": 0.5, "causal": True}
 
 

@@ -39,7 +39,9 @@ def test_attention_pairs_follow_the_flops_rule():
 
 def test_max_context_stops_at_the_first_failure(monkeypatch):
     fits = {4096, 6144, 8192, 12288, 16384}
-    monkeypatch.setattr(bench, "run_one", lambda spec, timeout: spec if spec["seq_len"] in fits else {**spec, "error": "out of memory"})
+    monkeypatch.setattr(
+        bench, "run_one", lambda spec, timeout: spec if spec["seq_len"] in fits else {**spec, "error": "out of memory"}
+    )
     best, tried = bench.max_context({"name": "x"}, timeout=1, start=4096, limit=1 << 20)
     assert best == 16384 and [t["seq_len"] for t in tried] == [4096, 6144, 8192, 12288, 16384, 24576]
 
@@ -71,20 +73,60 @@ def test_best_checkpointing_is_the_first_setting_that_fits(monkeypatch):
 
 def test_table_ratios_are_against_the_fastest_peer():
     rows = [
-        {"name": "hf-flex-liger", "seq_len": 8, "precision": "bf16", "checkpointing": False, "tokens_per_sec": 100.0,
-         "flops_per_token": 1e9, "mfu": 0.4, "peak_gib": 10.0},
-        {"name": "ours-anchor-varlen", "seq_len": 8, "precision": "bf16", "checkpointing": False, "tokens_per_sec": 130.0,
-         "flops_per_token": 1e9, "mfu": 0.52, "peak_gib": 9.0},
-        {"name": "hf-sdpa-full-liger", "seq_len": 8, "precision": "bf16", "checkpointing": True, "error": "out of memory"},
+        {
+            "name": "hf-flex-liger",
+            "seq_len": 8,
+            "precision": "bf16",
+            "checkpointing": False,
+            "tokens_per_sec": 100.0,
+            "flops_per_token": 1e9,
+            "mfu": 0.4,
+            "peak_gib": 10.0,
+        },
+        {
+            "name": "ours-anchor-varlen",
+            "seq_len": 8,
+            "precision": "bf16",
+            "checkpointing": False,
+            "tokens_per_sec": 130.0,
+            "flops_per_token": 1e9,
+            "mfu": 0.52,
+            "peak_gib": 9.0,
+        },
+        {
+            "name": "hf-sdpa-full-liger",
+            "seq_len": 8,
+            "precision": "bf16",
+            "checkpointing": True,
+            "error": "out of memory",
+        },
     ]
     text = bench.table(rows)
     assert "1.30x" in text and "1.00x" in text and "out of memory" in text
 
 
+@pytest.mark.slow
 def test_harness_runs_contenders_in_subprocesses_on_cpu(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    bench.main(["--rows", "512", "--contenders", "ours-anchor-sdpa", "hf-sdpa-full", "--shape", TINY,
-                "--documents", "exponential:100:16:512", "--warmup", "1", "--steps", "1", "--out", str(out)])
+    bench.main(
+        [
+            "--rows",
+            "512",
+            "--contenders",
+            "ours-anchor-sdpa",
+            "hf-sdpa-full",
+            "--shape",
+            TINY,
+            "--documents",
+            "exponential:100:16:512",
+            "--warmup",
+            "1",
+            "--steps",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     results = json.loads(out.read_text())
     assert {r["name"] for r in results} == {"ours-anchor-sdpa", "hf-sdpa-full"}
     assert all("error" not in r and r["tokens_per_sec"] > 0 and np.isfinite(r["loss"]) for r in results)
@@ -95,6 +137,7 @@ def test_harness_runs_contenders_in_subprocesses_on_cpu(tmp_path, capsys):
     assert "host work per row" in bench.host_work(results) and "of the step" in bench.host_work(results)
 
 
+@pytest.mark.slow
 def test_profile_classifies_kernels_and_writes_a_file(tmp_path):
     from anchor_lightning.bench.worker import kernel_class
 
@@ -104,19 +147,61 @@ def test_profile_classifies_kernels_and_writes_a_file(tmp_path):
     assert kernel_class("_swiglu_backward_kernel") == "fused norm/rope/swiglu/loss"
     assert kernel_class("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdam>") == "optimizer"
     assert kernel_class("vectorized_elementwise_kernel<CUDAFunctor_add>") == "other"
-    bench.main(["--rows", "256", "--contenders", "ours-anchor-sdpa", "--shape", TINY, "--documents", "exponential:100:16:256",
-                "--warmup", "0", "--steps", "1", "--profile", str(tmp_path / "prof"), "--out", str(tmp_path / "b.json")])
+    bench.main(
+        [
+            "--rows",
+            "256",
+            "--contenders",
+            "ours-anchor-sdpa",
+            "--shape",
+            TINY,
+            "--documents",
+            "exponential:100:16:256",
+            "--warmup",
+            "0",
+            "--steps",
+            "1",
+            "--profile",
+            str(tmp_path / "prof"),
+            "--out",
+            str(tmp_path / "b.json"),
+        ]
+    )
     assert (tmp_path / "prof" / "ours-anchor-sdpa-256.txt").read_text().startswith("ours-anchor-sdpa row 256")
 
 
+@pytest.mark.slow
 def test_a_hugging_face_config_directory_sets_the_model(tmp_path):
     from transformers import Qwen2Config
 
-    Qwen2Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, max_position_embeddings=512).save_pretrained(tmp_path / "qwen2")
-    results = bench.main(["--config", str(tmp_path / "qwen2"), "--rows", "256", "--contenders", "ours-anchor-sdpa",
-                          "hf-sdpa-full", "--documents", "exponential:100:16:256", "--warmup", "0", "--steps", "1",
-                          "--out", str(tmp_path / "b.json")])
+    Qwen2Config(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    ).save_pretrained(tmp_path / "qwen2")
+    results = bench.main(
+        [
+            "--config",
+            str(tmp_path / "qwen2"),
+            "--rows",
+            "256",
+            "--contenders",
+            "ours-anchor-sdpa",
+            "hf-sdpa-full",
+            "--documents",
+            "exponential:100:16:256",
+            "--warmup",
+            "0",
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path / "b.json"),
+        ]
+    )
     assert all("error" not in r and r["vocab_size"] == 300 for r in results)
     # 2 layers of 32 wide: the FLOPs follow the config, not the default 1B shape
     assert all(r["flops_per_token"] < 1e7 for r in results)
@@ -125,12 +210,25 @@ def test_a_hugging_face_config_directory_sets_the_model(tmp_path):
 def test_each_varlen_kernel_asked_for_is_its_own_run():
     import argparse
 
-    args = argparse.Namespace(documents="exponential:100:16:256", seed=1, warmup=0, steps=1, profile=None,
-                              kernels="auto", offload=False, mlp_tile=None, precision=["bf16", "fp32-master"],
-                              varlen_kernel=["fa2", "fa4"])
+    args = argparse.Namespace(
+        documents="exponential:100:16:256",
+        seed=1,
+        warmup=0,
+        steps=1,
+        profile=None,
+        kernels="auto",
+        offload=False,
+        mlp_tile=None,
+        precision=["bf16", "fp32-master"],
+        varlen_kernel=["fa2", "fa4"],
+    )
     anchor = bench.contender_specs("ours-anchor-varlen", 256, {}, args)
     assert [(s["precision"], s["varlen_kernel"]) for s in anchor] == [
-        ("bf16", "fa2"), ("bf16", "fa4"), ("fp32-master", "fa2"), ("fp32-master", "fa4")]
+        ("bf16", "fa2"),
+        ("bf16", "fa4"),
+        ("fp32-master", "fa2"),
+        ("fp32-master", "fa4"),
+    ]
     assert [bench.label(s) for s in anchor[:2]] == ["ours-anchor-varlen:fa2", "ours-anchor-varlen:fa4"]
     # full mode runs SDPA's causal kernel on CUDA, the other backends and the peers run no varlen kernel
     for name in ("ours-full-varlen", "ours-anchor-flex", "hf-flex-liger"):

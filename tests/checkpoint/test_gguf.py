@@ -21,6 +21,7 @@ def converted() -> Path:
     return Path(gguf.local_checkpoint(SMOLLM2_GGUF))
 
 
+@pytest.mark.slow
 @needs_smollm2
 def test_a_gguf_file_becomes_a_cached_float_checkpoint_named_by_its_bytes(converted):
     assert converted.parent == gguf.cache_root()
@@ -29,25 +30,34 @@ def test_a_gguf_file_becomes_a_cached_float_checkpoint_named_by_its_bytes(conver
     assert source["sha256"] == gguf.file_digest(SMOLLM2_GGUF) and converted.name.startswith(source["sha256"][:24])
     config = json.loads((converted / "config.json").read_text())
     assert "quantization_config" not in config
-    assert (config["model_type"], config["num_hidden_layers"], config["hidden_size"], config["vocab_size"]) == ("llama", 30, 576, 49152)
+    assert (config["model_type"], config["num_hidden_layers"], config["hidden_size"], config["vocab_size"]) == (
+        "llama",
+        30,
+        576,
+        49152,
+    )
     assert config["rope_parameters"]["rope_theta"] == 100000.0 and config["max_position_embeddings"] == 8192
     stamp = (converted / "model.safetensors").stat().st_mtime_ns
     assert gguf.local_checkpoint(SMOLLM2_GGUF) == str(converted)  # second use: the cache, not a new conversion
     assert (converted / "model.safetensors").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 @needs_smollm2
 def test_the_converted_weights_give_the_gguf_models_logits(converted):
     from transformers import AutoModelForCausalLM
 
     ids = torch.tensor([[0, 504, 3575, 282, 4649, 314]])
-    direct = AutoModelForCausalLM.from_pretrained(str(SMOLLM2_GGUF.parent), gguf_file=SMOLLM2_GGUF.name, dtype=torch.float32)
+    direct = AutoModelForCausalLM.from_pretrained(
+        str(SMOLLM2_GGUF.parent), gguf_file=SMOLLM2_GGUF.name, dtype=torch.float32
+    )
     plain = AutoModelForCausalLM.from_pretrained(converted, dtype=torch.float32)
     assert plain.config.tie_word_embeddings
     with torch.no_grad():
         torch.testing.assert_close(plain(ids).logits, direct(ids).logits, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 @needs_smollm2
 def test_the_gguf_tokenizer_and_its_special_ids(converted):
     tokenizer = load_tokenizer(str(SMOLLM2_GGUF))
@@ -57,7 +67,9 @@ def test_the_gguf_tokenizer_and_its_special_ids(converted):
     assert tokenizer.special_ids == {0, 1, 2}
     ids = tokenizer.encode_batch(["The capital of France is Paris."])[0]
     assert ids[0] not in (0, 1, 2) and tokenizer.decode(ids) == "The capital of France is Paris."
-    assert load_tokenizer(str(converted)).encode_batch(["def f(x):\n    return x"]) == tokenizer.encode_batch(["def f(x):\n    return x"])
+    assert load_tokenizer(str(converted)).encode_batch(["def f(x):\n    return x"]) == tokenizer.encode_batch(
+        ["def f(x):\n    return x"]
+    )
 
 
 def test_paths_that_are_not_gguf_pass_through(tmp_path):

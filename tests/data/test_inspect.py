@@ -11,7 +11,9 @@ from anchor_lightning.data.inspect import block_mask
 from tests.conftest import packed_batch
 
 
-@pytest.mark.parametrize("mode,layout", [("anchor", "shared"), ("anchor", "per_doc"), ("intra_doc", "per_doc"), ("full", "per_doc")])
+@pytest.mark.parametrize(
+    "mode,layout", [("anchor", "shared"), ("anchor", "per_doc"), ("intra_doc", "per_doc"), ("full", "per_doc")]
+)
 def test_block_mask_at_one_slot_per_cell_is_the_dense_mask(mode, layout):
     batch, _ = packed_batch([[1, 5, 6, 7], [1, 8, 9], [1, 10, 11, 12, 13]], 16, mode, layout)
     drawn = block_mask(batch["doc_ids"][0].numpy(), mode, layout, width=16)
@@ -25,7 +27,18 @@ def test_block_mask_marks_a_block_when_any_pair_is_allowed():
 
 
 def test_inspect_command_prints_statistics_and_a_row(tmp_path, capsys):
-    main(["inspect", "--config", "tests/configs/micro.yaml", f"--data.cache_dir={tmp_path}", "--row", "1", "--width", "16"])
+    main(
+        [
+            "inspect",
+            "--config",
+            "tests/configs/micro.yaml",
+            f"--data.cache_dir={tmp_path}",
+            "--row",
+            "1",
+            "--width",
+            "16",
+        ]
+    )
     out = capsys.readouterr().out
     assert "train: " in out and "rows of 256 slots, mode anchor, layout shared" in out
     assert "0 dropped" in out and "documents per row: mean" in out

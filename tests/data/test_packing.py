@@ -20,7 +20,13 @@ from anchor_lightning.data.packing import (
 )
 
 FIRST, EOS = 1, 2
-MODE_LAYOUTS = [("anchor", "per_doc"), ("anchor", "shared"), ("intra_doc", "per_doc"), ("intra_doc_reset", "per_doc"), ("full", "per_doc")]
+MODE_LAYOUTS = [
+    ("anchor", "per_doc"),
+    ("anchor", "shared"),
+    ("intra_doc", "per_doc"),
+    ("intra_doc_reset", "per_doc"),
+    ("full", "per_doc"),
+]
 
 documents = st.lists(
     st.builds(
@@ -132,7 +138,7 @@ def test_positions_labels_and_segments(docs, seq_len, which):
 @settings(max_examples=100, deadline=None)
 @given(docs=documents, seq_len=st.integers(3, 48))
 def test_every_mode_and_layout_trains_on_the_same_targets(docs, seq_len):
-    """Without splits, all layouts give the same (document, offset) targets (DESIGN.md's label rule)."""
+    """Without splits, all layouts give the same (document, offset) targets (the label rule of docs/design.md)."""
     longest = max(len(stripped(d)) for d in docs)
     seq_len = max(seq_len, longest + 1)  # every document fits a row whole in both layouts
     keys = {}
@@ -231,8 +237,13 @@ def test_a_tag_too_long_for_a_row_is_refused():
 
 
 @settings(max_examples=120, deadline=None)
-@given(docs=documents, seq_len=st.integers(3, 64), layout=st.sampled_from(["per_doc", "shared"]),
-       pieces=st.integers(1, 5), seed=st.integers(0, 1000))
+@given(
+    docs=documents,
+    seq_len=st.integers(3, 64),
+    layout=st.sampled_from(["per_doc", "shared"]),
+    pieces=st.integers(1, 5),
+    seed=st.integers(0, 1000),
+)
 def test_interleaved_chunks_keep_each_document_in_order(docs, seq_len, layout, pieces, seed):
     rows, stats = pack_documents(docs, PackingSpec(seq_len, layout, FIRST, (FIRST,)), interleave=(pieces, seed))
     assert stats.balanced()

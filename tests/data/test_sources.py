@@ -46,8 +46,13 @@ def test_text_and_pre_tokenized_paths_pack_identical_rows(tmp_path, llama_tokeni
     rows = {}
     for name in ("wikitext2-valid.jsonl", "wikitext2-valid.tokenized.jsonl"):
         data = PackedDataModule(
-            str(SHARED_DATA / name), tokenizer=llama_tokenizer_dir, seq_len=4096, layout="per_doc",
-            val_fraction=0.0, cache_dir=str(tmp_path / name), tokenize_workers=2,
+            str(SHARED_DATA / name),
+            tokenizer=llama_tokenizer_dir,
+            seq_len=4096,
+            layout="per_doc",
+            val_fraction=0.0,
+            cache_dir=str(tmp_path / name),
+            tokenize_workers=2,
         )
         data.setup("fit")
         rows[name] = data.train_rows
@@ -107,15 +112,22 @@ def test_pre_tokenized_without_source_is_one_document(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text(json.dumps({"input_ids": [1, 5, 6, 2, 1, 7, 2]}) + "\n")
     assert [d.tolist() for d in sources.read_token_documents(path).token_ids] == [[1, 5, 6, 2, 1, 7, 2]]
-    path.write_text(json.dumps({"input_ids": [1, 5, 6, 2, 1, 7, 2], "source": [{"end": 4}, {"start": 4, "end": 7}]}) + "\n")
+    path.write_text(
+        json.dumps({"input_ids": [1, 5, 6, 2, 1, 7, 2], "source": [{"end": 4}, {"start": 4, "end": 7}]}) + "\n"
+    )
     assert [d.tolist() for d in sources.read_token_documents(path).token_ids] == [[1, 5, 6, 2], [1, 7, 2]]
 
 
 @needs_shared
 def test_tags_from_the_pre_tokenized_domain_field(tmp_path, llama_tokenizer_dir):
     data = PackedDataModule(
-        str(SHARED_DATA / "wikitext2-valid.tokenized.jsonl"), tokenizer=llama_tokenizer_dir, tag_field="domain",
-        seq_len=4096, layout="per_doc", val_fraction=0.0, cache_dir=str(tmp_path),
+        str(SHARED_DATA / "wikitext2-valid.tokenized.jsonl"),
+        tokenizer=llama_tokenizer_dir,
+        tag_field="domain",
+        seq_len=4096,
+        layout="per_doc",
+        val_fraction=0.0,
+        cache_dir=str(tmp_path),
     )
     data.setup("fit")
     tag = data.tokenizer.encode_batch(["wikitext"])[0]
@@ -150,17 +162,22 @@ def _pretokenized(tmp_path, first: int, count: int = 6):
 
 
 def test_documents_opening_with_a_token_neither_stripped_nor_f_warn_with_the_count(tmp_path):
-    data = PackedDataModule(_pretokenized(tmp_path, 1), seq_len=64, layout="per_doc", val_fraction=0.0,
-                            cache_dir=str(tmp_path / "cache"))
-    with pytest.warns(UserWarning, match=r"6 of 6 documents of pre-tokenized .* open with token id 1, which is neither the first token F \(256\)"):
+    data = PackedDataModule(
+        _pretokenized(tmp_path, 1), seq_len=64, layout="per_doc", val_fraction=0.0, cache_dir=str(tmp_path / "cache")
+    )
+    with pytest.warns(
+        UserWarning,
+        match=r"6 of 6 documents of pre-tokenized .* open with token id 1, which is neither the first token F \(256\)",
+    ):
         data.setup("fit")
 
 
 def test_documents_opening_with_a_special_token_that_is_not_f_are_refused(tmp_path):
     from anchor_lightning.errors import UserError
 
-    data = PackedDataModule(_pretokenized(tmp_path, 257), seq_len=64, layout="per_doc", val_fraction=0.0,
-                            cache_dir=str(tmp_path / "cache"))
+    data = PackedDataModule(
+        _pretokenized(tmp_path, 257), seq_len=64, layout="per_doc", val_fraction=0.0, cache_dir=str(tmp_path / "cache")
+    )
     with pytest.raises(UserError, match="open with token id 257.*special token of the tokenizer"):
         data.setup("fit")
 
@@ -170,5 +187,7 @@ def test_documents_opening_with_f_or_a_stripped_bos_pass_quietly(tmp_path, recwa
         path = tmp_path / f"ok-{first}.jsonl"
         lines = [[first + i, 66, 67, 68] for i in range(6)] if first == 65 else [[first, 65, 66, 67]] * 6
         path.write_text("".join(json.dumps({"input_ids": ids}) + "\n" for ids in lines))
-        PackedDataModule(str(path), seq_len=64, layout="per_doc", val_fraction=0.0, cache_dir=str(tmp_path / f"c{first}")).setup("fit")
+        PackedDataModule(
+            str(path), seq_len=64, layout="per_doc", val_fraction=0.0, cache_dir=str(tmp_path / f"c{first}")
+        ).setup("fit")
     assert not [w for w in recwarn if "open with token id" in str(w.message)]

@@ -112,8 +112,27 @@ def test_d_logit_and_content_split():
 def test_diagnose_command_writes_json_and_plots(tmp_path, capsys):
     from anchor_lightning.commands import main
 
-    main(["diagnose", "--model", "tests/configs/micro.yaml", "--lengths", "64", "128", "--offsets", "0", "16", "100",
-          "--offset-length", "128", "--sequences", "2", "--out", str(tmp_path), "--no-progress"])
+    main(
+        [
+            "diagnose",
+            "--model",
+            "tests/configs/micro.yaml",
+            "--lengths",
+            "64",
+            "128",
+            "--offsets",
+            "0",
+            "16",
+            "100",
+            "--offset-length",
+            "128",
+            "--sequences",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     results = json.loads((tmp_path / "rope_deviation.json").read_text())
     assert results["length_sweep"]["lengths"] == [64, 128]
     assert len(results["offset_sweep"]["bfloat16"]["D"]) == 3

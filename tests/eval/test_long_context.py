@@ -142,8 +142,29 @@ def test_evaluate_command_writes_json_and_heat_map(tmp_path, capsys):
 
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(tiny_config("llama", vocab_size=258)).save_pretrained(tmp_path / "model")
-    main(["evaluate", "--model", str(tmp_path / "model"), "--data", "default:60", "--lengths", "512", "--depths", "0", "1",
-          "--trials", "2", "--candidates", "4", "--dtype", "float32", "--out", str(tmp_path / "eval"), "--no-progress"])
+    main(
+        [
+            "evaluate",
+            "--model",
+            str(tmp_path / "model"),
+            "--data",
+            "default:60",
+            "--lengths",
+            "512",
+            "--depths",
+            "0",
+            "1",
+            "--trials",
+            "2",
+            "--candidates",
+            "4",
+            "--dtype",
+            "float32",
+            "--out",
+            str(tmp_path / "eval"),
+            "--no-progress",
+        ]
+    )
     results = json.loads((tmp_path / "eval" / "long_context.json").read_text())
     assert set(results["niah"]) == set(TASKS) and results["niah"]["single"]["trials"] == 4
     assert results["perplexity_by_position"][0]["start"] == 0
@@ -158,12 +179,39 @@ def test_callback_logs_needle_accuracy_and_perplexity_during_validation(tmp_path
     from tests.test_cli import scalars
 
     fragment = tmp_path / "eval.yaml"
-    fragment.write_text(yaml.safe_dump({"trainer": {"callbacks": [{
-        "class_path": "anchor_lightning.callbacks.long_context.LongContextEval",
-        "init_args": {"lengths": [512], "depths": [0.0, 1.0], "trials": 1, "candidates": 4, "ppl_documents": 2}}]}}))
-    main(["fit", "--config", "tests/configs/micro.yaml", "--config", str(fragment), "--trainer.max_steps=4",
-          "--trainer.val_check_interval=4", f"--data.cache_dir={tmp_path / 'cache'}",
-          f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"])
+    fragment.write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {
+                    "callbacks": [
+                        {
+                            "class_path": "anchor_lightning.callbacks.long_context.LongContextEval",
+                            "init_args": {
+                                "lengths": [512],
+                                "depths": [0.0, 1.0],
+                                "trials": 1,
+                                "candidates": 4,
+                                "ppl_documents": 2,
+                            },
+                        }
+                    ]
+                }
+            }
+        )
+    )
+    main(
+        [
+            "fit",
+            "--config",
+            "tests/configs/micro.yaml",
+            "--config",
+            str(fragment),
+            "--trainer.max_steps=4",
+            "--trainer.val_check_interval=4",
+            f"--data.cache_dir={tmp_path / 'cache'}",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+        ]
+    )
     logged = scalars(tmp_path / "runs")
     for task in TASKS:
         assert 0.0 <= logged[f"eval/niah_{task}"][-1][1] <= 1.0
@@ -207,7 +255,7 @@ def test_bootstrap_interval_brackets_the_ratio_and_is_flat_for_one_document():
 def test_summary_gives_accuracy_per_length_with_an_interval_and_every_trials_outcome():
     built = trials(trials=3)
     summary = summarise(built, run_trials(ShallowOnly(), built, progress=False))
-    for task, r in summary.items():
+    for _task, r in summary.items():
         assert set(r["by_length"]) == {"1024", "2048"}
         for n, cell in r["by_length"].items():
             outcomes = [h for h, length in zip(r["hits"], r["trial_lengths"]) if length == int(n)]
@@ -234,15 +282,46 @@ def test_evaluate_command_takes_a_rope_base_and_separate_perplexity_corpora(tmp_
     AutoModelForCausalLM.from_config(tiny_config("llama", vocab_size=258)).save_pretrained(tmp_path / "model")
     short = tmp_path / "short.jsonl"
     short.write_text("".join(json.dumps({"text": t}) + "\n" for t in generate_documents(5)))
-    main(["evaluate", "--model", str(tmp_path / "model"), "--data", "default:60", "--ppl-data", "default:8",
-          "--short-data", str(short), "--short-length", "64", "--lengths", "512", "--depths", "0.5", "--trials", "1", "--candidates", "4",
-          "--rope-theta", "123456", "--dtype", "float32", "--out", str(tmp_path / "eval"), "--no-progress"])
+    main(
+        [
+            "evaluate",
+            "--model",
+            str(tmp_path / "model"),
+            "--data",
+            "default:60",
+            "--ppl-data",
+            "default:8",
+            "--short-data",
+            str(short),
+            "--short-length",
+            "64",
+            "--lengths",
+            "512",
+            "--depths",
+            "0.5",
+            "--trials",
+            "1",
+            "--candidates",
+            "4",
+            "--rope-theta",
+            "123456",
+            "--dtype",
+            "float32",
+            "--out",
+            str(tmp_path / "eval"),
+            "--no-progress",
+        ]
+    )
     results = json.loads((tmp_path / "eval" / "long_context.json").read_text())
     assert results["rope_parameters"]["rope_theta"] == 123456.0
     assert results["short_perplexity"]["documents"] == 5 and results["short_perplexity"]["tokens"] == 5 * 64
     assert results["perplexity_by_position"][0]["documents"] == 4
     assert "short-context ppl" in capsys.readouterr().out
-    assert results["niah_version"] == 2 and set(results["seconds"]) >= {"niah_512", "perplexity_by_position", "short_perplexity"}
+    assert results["niah_version"] == 2 and set(results["seconds"]) >= {
+        "niah_512",
+        "perplexity_by_position",
+        "short_perplexity",
+    }
 
 
 def test_default_lengths_follow_the_model_and_the_device():

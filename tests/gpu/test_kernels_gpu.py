@@ -20,7 +20,10 @@ def _loss_and_grad(net, batch, offload=False):
 
     net.zero_grad(set_to_none=True)
     with offloaded_activations(offload), torch.autocast("cuda", dtype=torch.bfloat16):
-        loss = net(batch["input_ids"], batch["position_ids"], batch["labels"], prepare(batch, "varlen")) / batch["num_targets"]
+        loss = (
+            net(batch["input_ids"], batch["position_ids"], batch["labels"], prepare(batch, "varlen"))
+            / batch["num_targets"]
+        )
     loss.backward()
     return loss.item(), torch.cat([p.grad.float().flatten() for p in net.parameters()])
 
@@ -44,13 +47,22 @@ def _compare() -> dict:
 
     plain = _loss_and_grad(net(), batch)
     out = {}
-    for name, options, offload in (("liger", {}, False),
-                                   ("liger+selective+tile+offload", {"checkpointing": True, "checkpoint_layers": 4, "mlp_tile": 1000}, True)):
+    for name, options, offload in (
+        ("liger", {}, False),
+        ("liger+selective+tile+offload", {"checkpointing": True, "checkpoint_layers": 4, "mlp_tile": 1000}, True),
+    ):
         model = net()
         applied = speed_up(model.lm, "cuda", "liger", **options)
         fused = _loss_and_grad(model, batch, offload)
         cosine = torch.nn.functional.cosine_similarity(plain[1], fused[1], dim=0).item()
-        out[name] = (applied, plain[0], fused[0], cosine, type(model.lm.model.norm).__name__, model.lm.model.norm.forward.__qualname__)
+        out[name] = (
+            applied,
+            plain[0],
+            fused[0],
+            cosine,
+            type(model.lm.model.norm).__name__,
+            model.lm.model.norm.forward.__qualname__,
+        )
     return out
 
 
@@ -58,9 +70,11 @@ def test_liger_kernels_and_memory_savers_match_the_plain_model():
     pytest.importorskip("liger_kernel")
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         results = pool.apply(_compare)
-    for name, (applied, plain, fused, cosine, norm_type, norm_forward) in results.items():
-        print(f"{name}: loss plain {plain:.5f} fused {fused:.5f} (rel {abs(fused - plain) / plain:.1e}), "
-              f"gradient cosine {cosine:.5f}, final norm forward {norm_forward}")
+    for name, (applied, plain, fused, cosine, _norm_type, norm_forward) in results.items():
+        print(
+            f"{name}: loss plain {plain:.5f} fused {fused:.5f} (rel {abs(fused - plain) / plain:.1e}), "
+            f"gradient cosine {cosine:.5f}, final norm forward {norm_forward}"
+        )
         assert applied == "liger" and "Liger" in norm_forward
         assert abs(fused - plain) / plain < 1e-2
         assert cosine > 0.99

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anchor_lightning.attention import backends
+from anchor_lightning.attention import varlen_kernels as backends
 from anchor_lightning.bench.documents import document_lengths
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -23,7 +23,10 @@ def _problem(tokens=8192, heads=32, kv_heads=8, dim=64):
     lengths[-1] -= sum(lengths) - tokens  # the last document ends with the row
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
     g = torch.Generator("cuda").manual_seed(0)
-    q, k, v = (torch.randn(tokens, h, dim, device="cuda", generator=g, dtype=torch.bfloat16) for h in (heads, kv_heads, kv_heads))
+    q, k, v = (
+        torch.randn(tokens, h, dim, device="cuda", generator=g, dtype=torch.bfloat16)
+        for h in (heads, kv_heads, kv_heads)
+    )
     grad = torch.randn(tokens, heads, dim, device="cuda", generator=g, dtype=torch.bfloat16)
     return q, k, v, grad, cu, max(lengths)
 

@@ -16,7 +16,13 @@ SCALINGS = [
     {"rope_type": "linear", "factor": 4.0},
     {"rope_type": "dynamic", "factor": 4.0},
     {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
-    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+    {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,
+    },
 ]
 
 
@@ -30,7 +36,9 @@ def test_rope_scaling_types_are_applied_and_run(scaling):
     assert rotary.rope_type == scaling["rope_type"]
     batch, _ = packed_batch([[FIRST] + list(range(5, 60))] * 3, 256, "anchor", "shared")
     with torch.no_grad():
-        out = model.base_model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], anchor_attention=prepare(batch, "sdpa"))
+        out = model.base_model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], anchor_attention=prepare(batch, "sdpa")
+        )
     assert torch.isfinite(out.last_hidden_state).all()
 
 
@@ -46,7 +54,9 @@ def test_rows_beyond_the_trained_length_warn_without_a_new_base_or_scaling():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         configure(tiny_config("llama", max_position_embeddings=64), 128, rope_theta=5e6)
-        configure(tiny_config("llama", max_position_embeddings=64), 128, rope_scaling={"rope_type": "linear", "factor": 2.0})
+        configure(
+            tiny_config("llama", max_position_embeddings=64), 128, rope_scaling={"rope_type": "linear", "factor": 2.0}
+        )
 
 
 def test_a_sliding_window_shorter_than_the_row_is_refused():

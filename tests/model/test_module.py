@@ -13,8 +13,14 @@ from anchor_lightning.model.module import AnchorLM
 from anchor_lightning.model.schedule import parameter_groups, warmup_cosine
 
 CONFIG = dict(
-    model_type="llama", vocab_size=258, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+    model_type="llama",
+    vocab_size=258,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
 )
 
 
@@ -27,7 +33,9 @@ def corpus(tmp_path):
     rng = random.Random(0)
     path = tmp_path / "docs.jsonl"
     words = "alpha beta gamma delta epsilon zeta eta theta".split()
-    path.write_text("".join(json.dumps({"text": " ".join(rng.choices(words, k=rng.randint(1, 12)))}) + "\n" for _ in range(300)))
+    path.write_text(
+        "".join(json.dumps({"text": " ".join(rng.choices(words, k=rng.randint(1, 12)))}) + "\n" for _ in range(300))
+    )
     return str(path)
 
 
@@ -40,8 +48,14 @@ def one_step_update(tmp_path, corpus, micro: int, accumulation: int) -> dict[str
     module = AnchorLM(config=CONFIG, seq_len=128, optimizer=sgd, loss="chunked")
     data = PackedDataModule(corpus, seq_len=128, micro_batch_size=micro, val_fraction=0.0, cache_dir=str(tmp_path))
     trainer = L.Trainer(
-        accelerator="cpu", precision="64-true", max_steps=1, accumulate_grad_batches=accumulation,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        precision="64-true",
+        max_steps=1,
+        accumulate_grad_batches=accumulation,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         use_distributed_sampler=False,
     )
     module.configure_model()
@@ -104,7 +118,7 @@ def test_warmup_then_cosine_steps_per_optimizer_step(warmup, total):
         assert values[:warmup] == pytest.approx([(s + 1) / warmup for s in range(warmup)])
     assert values[warmup] == pytest.approx(1.0)
     assert values[total] == pytest.approx(0.1) and values[total + 1] == pytest.approx(0.1)
-    tail = values[warmup:total + 1]
+    tail = values[warmup : total + 1]
     assert all(a >= b for a, b in zip(tail, tail[1:]))
 
 

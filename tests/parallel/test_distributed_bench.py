@@ -11,13 +11,17 @@ import pytest
 
 from anchor_lightning.bench import distributed
 
+pytestmark = pytest.mark.slow  # torchrun jobs
+
 TINY = '{"hidden_size": 64, "intermediate_size": 128, "layers": 2, "heads": 4, "kv_heads": 2, "vocab_size": 512}'
 COMMON = ["--gpus", "2", "--sp", "2", "--shape", TINY, "--rows", "512", "--documents", "exponential:100:16:512"]
 
 
 def test_sequence_parallel_fsdp_steps_run_under_torchrun(tmp_path, capsys):
     out = tmp_path / "d.json"
-    results = distributed.main([*COMMON, "--modes", "anchor", "full", "--warmup", "1", "--steps", "1", "--out", str(out)])
+    results = distributed.main(
+        [*COMMON, "--modes", "anchor", "full", "--warmup", "1", "--steps", "1", "--out", str(out)]
+    )
     assert json.loads(out.read_text()) == results
     assert [r["mode"] for r in results] == ["anchor", "full"]
     for r in results:
@@ -53,18 +57,46 @@ def test_groups_must_divide_the_gpus():
 def test_a_hugging_face_config_directory_with_fewer_layers(tmp_path):
     from transformers import LlamaConfig
 
-    LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-                num_key_value_heads=2, max_position_embeddings=512).save_pretrained(tmp_path / "llama")
-    (result,) = distributed.main(["--gpus", "2", "--sp", "1", "--config", str(tmp_path / "llama"), "--layers", "1",
-                                  "--rows", "256", "--documents", "exponential:100:16:256", "--warmup", "0", "--steps", "1",
-                                  "--out", str(tmp_path / "d.json")])
+    LlamaConfig(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    ).save_pretrained(tmp_path / "llama")
+    (result,) = distributed.main(
+        [
+            "--gpus",
+            "2",
+            "--sp",
+            "1",
+            "--config",
+            str(tmp_path / "llama"),
+            "--layers",
+            "1",
+            "--rows",
+            "256",
+            "--documents",
+            "exponential:100:16:256",
+            "--warmup",
+            "0",
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path / "d.json"),
+        ]
+    )
     assert "error" not in result, result.get("error")
     assert result["layers"] == 1 and result["vocab_size"] == 300 and np.isfinite(result["loss"])
 
 
 def test_anchor_over_full_step_ratio_is_printed_where_both_ran():
-    results = [{"mode": "anchor", "seq_len": 8, "sp": 1, "step_seconds": 1.0},
-               {"mode": "full", "seq_len": 8, "sp": 1, "step_seconds": 4.0},
-               {"mode": "anchor", "seq_len": 16, "sp": 2, "step_seconds": 2.0},
-               {"mode": "full", "seq_len": 16, "sp": 2, "error": "out of memory"}]
+    results = [
+        {"mode": "anchor", "seq_len": 8, "sp": 1, "step_seconds": 1.0},
+        {"mode": "full", "seq_len": 8, "sp": 1, "step_seconds": 4.0},
+        {"mode": "anchor", "seq_len": 16, "sp": 2, "step_seconds": 2.0},
+        {"mode": "full", "seq_len": 16, "sp": 2, "error": "out of memory"},
+    ]
     assert distributed.step_ratios(results) == "anchor/full step time at 8 (SP 1): 0.25"

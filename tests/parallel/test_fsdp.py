@@ -14,6 +14,8 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, LlamaConfig
 
+pytestmark = pytest.mark.slow  # two gloo processes per test
+
 ROOT = Path(__file__).resolve().parents[2]
 MICRO = ROOT / "tests" / "configs" / "micro.yaml"
 STEPS = 6
@@ -24,14 +26,29 @@ def pretrained(tmp_path_factory):
     """A random tiny Llama saved as a HF directory: both runs start from the same weights."""
     folder = tmp_path_factory.mktemp("pretrained")
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=258, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    config = LlamaConfig(
+        vocab_size=258,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
     AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     return folder
 
 
-def run(tmp_path: Path, name: str, pretrained: Path, devices: int, accumulation: int, *extra: str, fsdp: bool = True,
-        micro: int = 1) -> subprocess.CompletedProcess:
+def run(
+    tmp_path: Path,
+    name: str,
+    pretrained: Path,
+    devices: int,
+    accumulation: int,
+    *extra: str,
+    fsdp: bool = True,
+    micro: int = 1,
+) -> subprocess.CompletedProcess:
     fragment = {
         "trainer": {
             "devices": devices,
@@ -40,17 +57,33 @@ def run(tmp_path: Path, name: str, pretrained: Path, devices: int, accumulation:
             "limit_val_batches": 0,
             "val_check_interval": None,
             "callbacks": [
-                {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                 "init_args": {"dirpath": str(tmp_path / name / "ckpt"), "every_n_train_steps": 3, "save_last": True,
-                              "save_top_k": -1}},
-                {"class_path": "anchor_lightning.callbacks.trace.StepTrace", "init_args": {"directory": str(tmp_path / name)}},
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {
+                        "dirpath": str(tmp_path / name / "ckpt"),
+                        "every_n_train_steps": 3,
+                        "save_last": True,
+                        "save_top_k": -1,
+                    },
+                },
+                {
+                    "class_path": "anchor_lightning.callbacks.trace.StepTrace",
+                    "init_args": {"directory": str(tmp_path / name)},
+                },
             ],
-            "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                       "init_args": {"save_dir": str(tmp_path / name / "tb")}},
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": str(tmp_path / name / "tb")},
+            },
             "log_every_n_steps": 1,
         },
         "model": {"pretrained": str(pretrained), "activation_checkpointing": True},
-        "data": {"tokenizer": "bytes", "micro_batch_size": micro, "cache_dir": str(tmp_path / "cache"), "val_fraction": 0.0},
+        "data": {
+            "tokenizer": "bytes",
+            "micro_batch_size": micro,
+            "cache_dir": str(tmp_path / "cache"),
+            "val_fraction": 0.0,
+        },
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(fragment))
@@ -58,15 +91,24 @@ def run(tmp_path: Path, name: str, pretrained: Path, devices: int, accumulation:
     if fsdp:
         configs += ["--config", str(ROOT / "conf" / "strategy" / "fsdp.yaml")]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    result = subprocess.run([sys.executable, "-m", "anchor_lightning", "fit", *configs, f"--trainer.max_steps={STEPS}", *extra],
-                            cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "anchor_lightning", "fit", *configs, f"--trainer.max_steps={STEPS}", *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 
 
 def steps(tmp_path: Path, name: str, ranks: int) -> list[tuple[list[int], float]]:
     """Per optimizer step: the rows all ranks read (sorted) and the step's loss."""
-    traces = [[json.loads(line) for line in (tmp_path / name / f"trace-rank{r}.jsonl").read_text().splitlines()] for r in range(ranks)]
+    traces = [
+        [json.loads(line) for line in (tmp_path / name / f"trace-rank{r}.jsonl").read_text().splitlines()]
+        for r in range(ranks)
+    ]
     out = []
     for records in zip(*traces):
         assert len({rec["step"] for rec in records}) == 1 and len({rec["loss"] for rec in records}) == 1

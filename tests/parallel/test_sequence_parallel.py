@@ -15,6 +15,8 @@ from anchor_lightning.model.loss import chunked_token_losses
 from anchor_lightning.parallel import sequence
 from tests.conftest import FIRST, VOCAB, packed_batch, tiny_config
 
+pytestmark = pytest.mark.slow  # two gloo processes per test
+
 SEQ_LEN = 64
 WORLD = 2
 
@@ -35,8 +37,9 @@ def setup(family: str, kv_heads: int, backend: str, layout: str):
 
 def loss_of(model, batch, backend, slots=slice(None), group=None):
     inputs = prepare(batch, backend, sequence_group=group)
-    hidden = model.base_model(input_ids=batch["input_ids"][:, slots], position_ids=batch["position_ids"][:, slots],
-                              anchor_attention=inputs).last_hidden_state
+    hidden = model.base_model(
+        input_ids=batch["input_ids"][:, slots], position_ids=batch["position_ids"][:, slots], anchor_attention=inputs
+    ).last_hidden_state
     return chunked_token_losses(hidden.flatten(0, 1), model.lm_head.weight, batch["labels"][:, slots].flatten()).sum()
 
 
