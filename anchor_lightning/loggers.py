@@ -8,6 +8,15 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 
+def is_logging_step(trainer, steps_done: int | None = None) -> bool:
+    """Whether the optimizer step that makes ``steps_done`` steps (default: the trainer's count, i.e.
+    the step just finished) is one whose metrics reach the loggers: every ``log_every_n_steps`` steps,
+    and the last (Lightning's rule, from public attributes). Metrics are read only then, so the other
+    steps never wait for the device."""
+    steps = trainer.global_step if steps_done is None else steps_done
+    return steps % max(1, trainer.log_every_n_steps) == 0 or trainer.should_stop
+
+
 class TensorBoard(TensorBoardLogger):
     """Lightning's TensorBoardLogger with the run's own HPARAMS (the arguments are TensorBoardLogger's)."""
 

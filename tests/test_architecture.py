@@ -73,3 +73,19 @@ def test_every_verb_has_its_front_end_in_commands():
         and not (PACKAGE / "diagnose.py").exists()
         and not (PACKAGE / "evaluate.py").exists()
     )
+
+
+def test_the_console_script_exits_zero_after_a_run(monkeypatch, capsys):
+    """``anchor-lightning`` is ``commands:cli``, which returns None (a returned object would become the exit status)."""
+    import sys
+
+    from anchor_lightning import commands
+
+    text = (PACKAGE.parent / "pyproject.toml").read_text()
+    assert 'anchor-lightning = "anchor_lightning.commands:cli"' in text
+    monkeypatch.setattr(sys, "argv", ["anchor-lightning", "--help"])
+    try:
+        assert commands.cli() is None
+    except SystemExit as stop:
+        assert stop.code == 0
+    assert "verbs:" in capsys.readouterr().out

@@ -215,3 +215,13 @@ def test_tensorboard_shows_the_runs_settings_against_val_loss_and_no_epoch_scala
     assert shown["activation_checkpointing"] == "false" and "_instantiator" not in shown
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     assert {m.name.tag for m in experiment.metric_infos} == {"val/loss", "val/ppl"}
+
+
+def test_every_metric_is_logged_at_the_same_logging_steps(tmp_path):
+    """The module, the throughput callback and gradient clipping agree on which steps log (every 2nd
+    here, and the last), with no device sync elsewhere."""
+    logged = fit(tmp_path, "--trainer.max_steps=7", "--trainer.log_every_n_steps=2", "--trainer.gradient_clip_val=1.0")
+    steps = [s for s, _ in logged["train/loss"]]
+    assert steps == [1, 3, 5]  # Lightning's step index of optimizer steps 2, 4, 6
+    assert [s for s, _ in logged["train/grad_norm"]] == steps and [s for s, _ in logged["train/lr"]] == steps
+    assert [s for s, _ in logged["perf/tokens_per_sec"]] == steps[1:]  # the first window is warm-up

@@ -87,17 +87,17 @@ def host_work(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def checkpoint_settings(policy: str, row: int, ours: bool, layers: int | None) -> list:
+def checkpoint_settings(policy: str, layers: int | None) -> list:
     """Activation-checkpointing settings to try in order, the fastest first; the first that fits is the
-    contender's best setting. ``auto``: none up to 32K rows, then (ours, with ``layers``) only the
-    first ``layers`` decoder layers, then all of them."""
+    contender's best setting. The same search for every contender (ours and the peers alike), at every
+    row length: ``auto`` tries none, then (with ``layers``) only the first ``layers`` decoder layers,
+    then all of them; ``on`` starts at the selective setting."""
     if policy == "off":
         return [False]
+    selective = [layers] if layers is not None else []
     if policy == "on":
-        return [layers] if ours and layers is not None else [True]
-    if row <= 32768:
-        return [False, True]
-    return ([layers] if ours and layers is not None else []) + [True]
+        return [*selective, True]
+    return [False, *selective, True]
 
 
 def run_best(spec: dict, settings: list, timeout: int) -> dict:
@@ -169,14 +169,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "--checkpointing",
         choices=["auto", "on", "off"],
         default="auto",
-        help="auto: each contender's fastest setting that fits: none up to 32K rows (all layers if "
-        "that runs out of memory), above that --checkpoint-layers for ours, then all layers",
+        help="auto: each contender's fastest setting that fits, searched the same way for all of them: "
+        "none, then --checkpoint-layers, then all layers",
     )
     parser.add_argument(
         "--checkpoint-layers",
         type=int,
         default=None,
-        help="ours: recompute only the first N decoder layers (selective checkpointing)",
+        help="every contender: also try recomputing only the first N decoder layers (selective checkpointing)",
     )
     parser.add_argument(
         "--kernels",
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     print(f"{label(spec)} ({spec['precision']}): longest trainable row {best}")
                     results.append({**spec, "max_context": best, "tried": tried})
                     continue
-                settings = checkpoint_settings(args.checkpointing, row, spec["kind"] == "ours", args.checkpoint_layers)
+                settings = checkpoint_settings(args.checkpointing, args.checkpoint_layers)
                 result = run_best(spec, settings, args.timeout)
                 print(json.dumps(result), flush=True)
                 results.append(result)

@@ -124,8 +124,11 @@ def _hf(spec: dict, device: torch.device):
             break
     implementation = "flex_attention" if spec["kind"] == "hf_flex" else "sdpa"
     model = AutoModelForCausalLM.from_config(config, attn_implementation=implementation).to(device)
-    if spec["checkpointing"]:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if spec["checkpointing"]:  # the peer gets the same settings as ours: all layers, or the first N
+        from anchor_lightning.model.build import enable_activation_checkpointing
+
+        checkpointing = spec["checkpointing"]
+        enable_activation_checkpointing(model, None if isinstance(checkpointing, bool) else int(checkpointing))
     input_ids = torch.tensor([ids], device=device)
     labels = input_ids.clone()
     position_ids = torch.tensor([positions if spec["kind"] == "hf_flex" else list(range(len(ids)))], device=device)

@@ -16,6 +16,8 @@ import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 
+from anchor_lightning.loggers import is_logging_step
+
 if _RICH_AVAILABLE:
     from lightning.pytorch.callbacks import RichProgressBar as _Base
 else:  # pragma: no cover - rich ships with the pinned requirements
@@ -107,7 +109,7 @@ class PlainProgress(L.Callback):
     ) -> None:
         # Lightning runs callbacks' hooks before the module's, which logs this step's metrics: the line is
         # written at the next hook, when they are there
-        if (batch_idx + 1) % trainer.accumulate_grad_batches or not trainer._logger_connector.should_update_logs:
+        if (batch_idx + 1) % trainer.accumulate_grad_batches or not is_logging_step(trainer):
             return
         step, total = trainer.global_step, trainer.max_steps
         elapsed = time.perf_counter() - (self._start or time.perf_counter())

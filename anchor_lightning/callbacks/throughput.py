@@ -7,6 +7,7 @@ import time
 import lightning as L
 import torch
 
+from anchor_lightning.loggers import is_logging_step
 from anchor_lightning.model.flops import peak_flops
 
 
@@ -34,7 +35,7 @@ class TokenThroughput(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
-        if (batch_idx + 1) % trainer.accumulate_grad_batches or not trainer._logger_connector.should_update_logs:
+        if (batch_idx + 1) % trainer.accumulate_grad_batches or not is_logging_step(trainer):
             return
         now, tokens, flops = time.perf_counter(), pl_module.tokens_seen, pl_module.flops_seen
         if self._mark is not None and now > self._mark[0]:

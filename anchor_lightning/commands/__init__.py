@@ -66,6 +66,12 @@ def main(args: list[str] | None = None, run: bool = True):
     return _one_line_errors(lambda: module.run(given[1:]))
 
 
+def cli() -> None:
+    """The ``anchor-lightning`` console script: :func:`main` with the process's arguments; the exit
+    status is 0, or 2 for bad input."""
+    main()
+
+
 def _one_line_errors(call):
     try:
         return call()

@@ -271,6 +271,8 @@ def quiet_lightning() -> None:
     error; the run's own banner (callbacks/progress.py) says what matters. Warnings still show."""
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Lightning 2.6 under torch >= 2.10 warns about its own use of a deprecated pytree API on every run
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def shipped_config(path: str) -> str:

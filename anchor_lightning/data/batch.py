@@ -1,35 +1,16 @@
 """Rows to a batch: the one contract every attention backend consumes (docs/design.md, "The batch contract").
 
-A batch is a dict:
-
-=================  =====================  ==========================================================
-key                type                   meaning
-=================  =====================  ==========================================================
-input_ids          int64 [B, T]           token ids
-labels             int64 [B, T]           pre-shifted targets, -100 where nothing is learned
-position_ids       int64 [B, T]           RoPE positions (depend on the mode)
-doc_ids            int32 [B, T]           packed-document index per slot (-1 shared anchor, -2 pad)
-is_first           bool [B, T]            first-token (anchor / BOS) slots
-cu_seqlens         int32 [S + 1]          attention segment boundaries over the flattened B*T slots
-max_seqlen         int                    longest segment (computed here, never by a device sync)
-row_ids            int64 [B]              index of each row in the packed data set
-num_targets        int                    labelled slots in this batch
-num_tokens         int                    non-padding slots in this batch
-num_docs           int                    packed documents in this batch
-attention_pairs    int                    sum of squared attention spans (FLOPs rule)
-rows               list[int]              ``row_ids`` as a host list (no device sync to read them)
-step_targets       int                    labelled slots of the whole optimizer step, all ranks
-step_tokens        int                    non-padding slots of the whole optimizer step, all ranks
-mode, layout       str                    how the rows were packed
-=================  =====================  ==========================================================
-
-``step_targets`` is the loss normaliser: the sampler knows every rank's rows of a step in advance, so
-the global count needs no communication (see :mod:`anchor_lightning.data.sampler`).
+A batch is a :class:`Batch` (a typed dict; its fields below). ``step_targets`` is the loss normaliser:
+the sampler knows every rank's rows of a step in advance, so the global count needs no communication
+(see :mod:`anchor_lightning.data.sampler`). ``mode`` and ``layout`` say how the rows were packed, so
+:func:`anchor_lightning.attention.backends.prepare` builds a backend's inputs from the batch alone and
+refuses a layout the backend cannot run; the module checks them against its own at setup.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -46,6 +27,25 @@ from anchor_lightning.data.packing import (
 )
 
 
+class Batch(TypedDict):
+    input_ids: torch.Tensor  # int64 [B, T] token ids
+    labels: torch.Tensor  # int64 [B, T] pre-shifted targets, -100 where nothing is learned
+    position_ids: torch.Tensor  # int64 [B, T] RoPE positions (they depend on the mode)
+    doc_ids: torch.Tensor  # int32 [B, T] packed-document index per slot (-1 shared anchor, -2 padding)
+    is_first: torch.Tensor  # bool [B, T] first-token (anchor / BOS) slots
+    cu_seqlens: torch.Tensor  # int32 [S + 1] attention segment boundaries over the flattened B*T slots
+    max_seqlen: int  # longest segment (computed here, never by a device sync)
+    rows: list[int]  # each row's index in the packed data set (for audits and error messages)
+    num_targets: int  # labelled slots in this batch
+    num_tokens: int  # non-padding slots in this batch
+    num_docs: int  # packed documents in this batch
+    attention_pairs: int  # sum of squared attention spans (the FLOPs rule)
+    step_targets: int  # labelled slots of the whole optimizer step, all ranks
+    step_tokens: int  # non-padding slots of the whole optimizer step, all ranks
+    mode: str  # how the rows were packed
+    layout: str
+
+
 def collate_rows(
     rows: Sequence[PackedRow],
     mode: str,
@@ -53,7 +53,7 @@ def collate_rows(
     row_ids: Sequence[int] | None = None,
     step_targets: int | None = None,
     step_tokens: int | None = None,
-) -> dict:
+) -> Batch:
     """Stack rows into a batch. Without ``step_targets``/``step_tokens`` the batch is its own step."""
     check_mode_layout(mode, layout)
     if not rows:
@@ -77,7 +77,6 @@ def collate_rows(
         "is_first": torch.from_numpy(is_first),
         "cu_seqlens": torch.from_numpy(cu_seqlens),
         "max_seqlen": int(segments.max()),
-        "row_ids": torch.as_tensor(row_list, dtype=torch.int64),
         "rows": [int(r) for r in row_list],
         "num_targets": num_targets,
         "num_tokens": num_tokens,

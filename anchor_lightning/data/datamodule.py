@@ -363,6 +363,5 @@ class PackedDataModule(L.LightningDataModule):
                 field="data",
             )
         done_in_epoch = trainer.global_step - trainer.current_epoch * self.train_sampler.steps_per_epoch
-        self.train_sampler.epoch = trainer.current_epoch
-        self.train_sampler.consumed = done_in_epoch * self.train_sampler.accumulation
+        self.train_sampler.resume_at(trainer.current_epoch, done_in_epoch * self.train_sampler.accumulation)
         self._restored = None

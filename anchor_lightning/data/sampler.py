@@ -84,11 +84,10 @@ class StepBatchSampler:
             yield [RowRef(int(i), step_targets, step_tokens) for i in step_rows[block : block + b]]
         self.epoch, self.consumed = self.epoch + 1, 0
 
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "consumed": self.consumed, "seed": self.seed}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.consumed, self.seed = state["epoch"], state["consumed"], state["seed"]
+    def resume_at(self, epoch: int, micro_batches_done: int) -> None:
+        """Continue with the next micro-batch after ``micro_batches_done`` of ``epoch`` (the order is a
+        function of the seed and the epoch, so nothing else needs restoring)."""
+        self.epoch, self.consumed = epoch, micro_batches_done
 
 
 class EvalBatchSampler:

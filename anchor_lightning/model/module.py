@@ -18,6 +18,7 @@ from anchor_lightning.checkpoint.identity import KEY as IDENTITY_KEY
 from anchor_lightning.checkpoint.identity import check_same_run, model_identity
 from anchor_lightning.data.packing import check_mode_layout
 from anchor_lightning.errors import UserError
+from anchor_lightning.loggers import is_logging_step
 from anchor_lightning.messages import say
 from anchor_lightning.model.build import build_model, configure, load_config
 from anchor_lightning.model.causal_lm import PackedCausalLM
@@ -69,7 +70,8 @@ class AnchorLM(L.LightningModule):
         pretrained: a local HF checkpoint directory, or a ``.gguf`` file (converted once into a cache,
             see ``checkpoint/gguf.py``), to load weights (and config) from.
         mode: ``anchor`` | ``intra_doc`` | ``intra_doc_reset`` | ``full`` (docs/design.md, "Attention modes").
-        backend: ``sdpa`` (dense mask; CPU, small rows) | ``varlen`` (FlashAttention-2, CUDA) |
+        backend: ``sdpa`` (dense mask; CPU, small rows) | ``varlen`` (FlashAttention over document
+            segments: FA3/FA4 on Hopper, flash-attn 2 or PyTorch's kernel; CUDA) |
             ``flex`` (compiled flex attention, CUDA for training).
         layout: ``per_doc`` | ``shared``; None picks shared for anchor mode on sdpa/flex, else per_doc.
         seq_len: slots per row (linked from the top-level ``seq_len``).
@@ -328,7 +330,7 @@ class AnchorLM(L.LightningModule):
         if (batch_idx + 1) % self.trainer.accumulate_grad_batches:
             return
         # log only when Lightning writes to the loggers: reading a logged tensor is a device sync
-        if not self.trainer._logger_connector.should_update_logs:
+        if not is_logging_step(self.trainer):
             return
         self.check_finite()
         step = self.finished_step
@@ -370,7 +372,7 @@ class AnchorLM(L.LightningModule):
             step = torch.full_like(norm, float(self.global_step))
             first = self._nonfinite_step if self._nonfinite_step is not None else torch.full_like(norm, -1.0)
             self._nonfinite_step = torch.where(finite | (first >= 0), first, step)
-        if self.trainer._logger_connector.should_update_logs:
+        if is_logging_step(self.trainer, self.trainer.global_step + 1):  # the step is not counted yet
             self.log("train/grad_norm", norm)
 
     def check_finite(self) -> None:

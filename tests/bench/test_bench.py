@@ -59,13 +59,14 @@ def test_best_checkpointing_is_the_first_setting_that_fits(monkeypatch):
         return {**spec, "error": "out of memory"} if spec["checkpointing"] is False else {**spec, "tokens_per_sec": 1.0}
 
     monkeypatch.setattr(bench, "run_one", fake)
-    settings = bench.checkpoint_settings("auto", 32768, ours=True, layers=6)
+    settings = bench.checkpoint_settings("auto", layers=None)
     assert settings == [False, True]
     result = bench.run_best({"name": "x"}, settings, timeout=1)
     assert calls == [False, True] and result["checkpointing"] is True and result["tried"][0]["checkpointing"] is False
-    assert bench.checkpoint_settings("auto", 65536, ours=True, layers=6) == [6, True]
-    assert bench.checkpoint_settings("auto", 65536, ours=False, layers=6) == [True]
-    assert bench.checkpoint_settings("off", 65536, ours=True, layers=6) == [False]
+    # every contender, every row length: none first, then the selective setting, then all layers
+    assert bench.checkpoint_settings("auto", layers=6) == [False, 6, True]
+    assert bench.checkpoint_settings("on", layers=6) == [6, True]
+    assert bench.checkpoint_settings("off", layers=6) == [False]
     calls.clear()
     monkeypatch.setattr(bench, "run_one", lambda spec, timeout: calls.append(1) or {**spec, "error": "boom"})
     assert bench.run_best({}, [False, True], timeout=1)["error"] == "boom" and calls == [1]  # only OOM moves on
