@@ -382,3 +382,17 @@ def test_as_a_user_sees_it_one_line_and_nothing_before_it(tmp_path, argv):
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: "), result.stderr
     assert "/nonexistent/" in result.stderr
+
+
+def test_config_and_data_errors_name_the_file_and_line(capsys, tmp_path):
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("model:\n  bogus_key: 3\n")
+    assert f"{unknown}: " in one_error(capsys, [*fit_args(tmp_path), "--config", str(unknown)])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model:\n  mode: [anchor\n")
+    assert f"{broken}:3: YAML syntax error" in one_error(capsys, [*fit_args(tmp_path), "--config", str(broken)])
+    assert "no such config file" in one_error(capsys, [*fit_args(tmp_path), "--config", str(tmp_path / "none.yaml")])
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"input_ids": [256, 5, 6]}) + "\n" + json.dumps({"input_ids": [256, 7000, 6]}) + "\n")
+    line = one_error(capsys, fit_args(tmp_path, f"--data.train={rows}", "--data.val_fraction=0"))
+    assert f"{rows}:2: field 'input_ids': the data holds token id 7000, outside the model's embedding (258)" in line

@@ -71,7 +71,11 @@ def _file_setting(files: list[str], key: str) -> str | None:
 def config_error_line(message: str, args: list[str]) -> str:
     """A jsonargparse error as one line, naming the config file (or the command line) that set the key."""
     text = " ".join(str(message).split())
-    key = text.split('"')[1] if text.startswith("Parser key") and text.count('"') >= 2 else None
+    key = None
+    if text.startswith("Parser key") and text.count('"') >= 2:
+        key = text.split('"')[1]
+    elif "does not accept option '" in text:  # an unknown key
+        key = text.split("does not accept option '", 1)[1].split("'", 1)[0]
     if key is None:
         source = None
     elif any(a.startswith(f"--{key}") for a in args):
@@ -295,6 +299,21 @@ def with_shipped_configs(args: list[str]) -> list[str]:
     return out
 
 
+def check_config_files(args: list[str]) -> None:
+    """Every ``--config`` file exists and is YAML, named with the line of a syntax error (jsonargparse
+    reports those without the file)."""
+    for name in _config_files(args):
+        path = Path(name)
+        if not path.is_file():
+            raise UserError("no such config file", file=name, field="--config")
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise UserError(f"YAML syntax error: {problem}", file=name, line=mark.line + 1 if mark else None) from None
+
+
 def check_named_checkpoint(args: list[str]) -> None:
     """A checkpoint file named on the command line is readable before LightningCLI opens it (it reads
     the checkpoint's hyper-parameters while parsing, and would stop there with a traceback)."""
@@ -319,6 +338,7 @@ def main(args: list[str] | None = None, run: bool = True) -> AnchorCLI | None:
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # the front-end passes them on purpose
     quiet_lightning()
     try:
+        check_config_files(given)
         check_named_checkpoint(given)
         return AnchorCLI(
             AnchorLM,

@@ -24,7 +24,7 @@ from anchor_lightning.data.packing import (
     iter_packed_rows,
 )
 from anchor_lightning.data.sampler import EvalBatchSampler, RowRef, StepBatchSampler
-from anchor_lightning.data.sources import DEFAULT_SOURCE, Documents, DocumentSource, open_source
+from anchor_lightning.data.sources import DEFAULT_SOURCE, Documents, DocumentSource, first_line_with_token, open_source
 from anchor_lightning.data.tokenizer import Tokenizer, load_tokenizer, resolve_anchor_id
 from anchor_lightning.errors import UserError
 from anchor_lightning.paths import writable_directory
@@ -181,6 +181,16 @@ class PackedDataModule(L.LightningDataModule):
             yield from iter_packed_rows(documents.token_ids, spec, stats, tags, interleave)
         except ValueError as err:
             raise UserError(str(err), field="data.tag_field") from None
+
+    def locate_token(self, at_least: int) -> tuple[str | None, int | None]:
+        """(file, line) of the first pre-tokenized line holding an id >= ``at_least``, for error messages."""
+        for source in (self.train_source, self.val_source):
+            if source is None:
+                continue
+            found = first_line_with_token(Path(source), at_least)
+            if found is not None:
+                return source, found
+        return (None, None)
 
     def _check_openings(self, documents: Documents, description: str) -> None:
         """Refuse (a special token) or warn about pre-tokenized documents that mostly open with an id the

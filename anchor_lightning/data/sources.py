@@ -97,6 +97,21 @@ def _iter_json_lines(path: Path) -> Iterator[tuple[int, dict]]:
         raise UserError(f"not a readable gzip file ({err})", file=str(path)) from None
 
 
+def first_line_with_token(path: Path, at_least: int) -> int | None:
+    """The first line of a pre-tokenized JSONL file with a token id >= ``at_least`` (None: none, or not
+    such a file)."""
+    if not path.is_file() or path.suffix.lower() in UNSUPPORTED:
+        return None
+    try:
+        for number, record in _iter_json_lines(path):
+            ids = record.get("input_ids")
+            if isinstance(ids, list) and any(type(i) is int and i >= at_least for i in ids):
+                return number
+    except UserError:
+        return None
+    return None
+
+
 def detect_format(path: Path) -> str:
     """``tokenized`` if the first record has ``input_ids``, ``text`` otherwise; ``datasets`` for a directory."""
     if path.is_dir():

@@ -222,9 +222,12 @@ class AnchorLM(L.LightningModule):
                 field="data.tokenizer / model.config.vocab_size",
             )
         if datamodule.max_token_id >= model_vocab:
+            file, line = datamodule.locate_token(model_vocab)
             raise UserError(
                 f"the data holds token id {datamodule.max_token_id}, outside the model's embedding ({model_vocab})",
-                field="data.train",
+                file=file,
+                line=line,
+                field="data.train" if file is None else "input_ids",
             )
         strategy = self.trainer.strategy
         sequence_ranks = strategy.sequence_parallel_size if isinstance(strategy, ShardedStrategy) else 1
@@ -278,30 +281,23 @@ class AnchorLM(L.LightningModule):
         return self._net(batch, "none")
 
     def run_summary(self) -> dict:
-        """What TensorBoard's HPARAMS shows: the settings that make this run different, as strings and
-        numbers."""
+        """What TensorBoard's HPARAMS shows against val/loss: the settings that make runs differ, as
+        strings and numbers (TensorBoard ticks the first five by name, so ``mode`` is among them)."""
         trainer = self.trainer
-        data = getattr(trainer, "datamodule", None)
-        sampler = getattr(data, "train_sampler", None)
+        sampler = getattr(getattr(trainer, "datamodule", None), "train_sampler", None)
         group = trainer.optimizers[0].param_groups[0] if trainer.optimizers else {}
         rope = dict(self.hf_config.rope_parameters or {})
         return {
             "mode": self.mode,
             "backend": self.backend,
+            "kernel": self.varlen_kernel or "none",
             "layout": self.layout,
             "seq_len": self.seq_len,
-            "kernel": self.varlen_kernel or "none",
-            "model": str(self.hparams.pretrained or self.hf_config.model_type),
-            "parameters_M": round(sum(p.numel() for p in self.parameters()) / 1e6, 3),
             "rope_theta": float(rope.get("rope_theta", 0.0)),
-            "rope_type": str(rope.get("rope_type", "default")),
             "lr": float(group.get("initial_lr", group.get("lr", 0.0))),
             "rows_per_step": int(sampler.rows_per_step) if sampler is not None else 0,
-            "tokens_per_step": int(sampler.rows_per_step * self.seq_len) if sampler is not None else 0,
+            "parameters_M": round(sum(p.numel() for p in self.parameters()) / 1e6, 3),
             "precision": str(trainer.precision),
-            "devices": int(trainer.world_size),
-            "activation_checkpointing": str(self.activation_checkpointing).lower(),
-            "train": str(getattr(data, "train_source", "")),
         }
 
     def on_train_start(self) -> None:
