@@ -50,6 +50,9 @@ def parser() -> VerbParser:
     p.add_argument("--trials", type=int, default=5, help="trials per (task, length, depth)")
     p.add_argument("--candidates", type=int, default=10, help="answers to choose from (chance = 1 / this)")
     p.add_argument("--ppl_documents", type=int, default=4, help="long documents for perplexity by position")
+    p.add_argument(
+        "--batch_tokens", type=int, default=131072, help="prompt tokens scored at once (trials of one length)"
+    )
     p.add_argument("--rope_theta", type=float, default=None, help="replace the checkpoint's RoPE base")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -93,6 +96,7 @@ def run(argv: list[str]) -> dict:
         ppl_corpus=load_documents(args.ppl_data, tokenizer) if args.ppl_data else None,
         short_corpus=load_documents(args.short_data, tokenizer) if args.short_data else None,
         short_length=args.short_length,
+        batch_tokens=args.batch_tokens,
     )
     results.update(
         model=args.model,

@@ -16,17 +16,37 @@ from anchor_lightning.eval.stats import wilson_interval
 
 
 def run_trials(
-    scorer: Scorer, trials: Sequence[Trial], progress: bool = True, seconds: list | None = None
+    scorer: Scorer,
+    trials: Sequence[Trial],
+    progress: bool = True,
+    seconds: list | None = None,
+    batch_tokens: int = 131072,
 ) -> list[bool]:
-    """Whether each trial's best-scoring candidate is a right answer (each trial's wall time appended to
-    ``seconds`` when given)."""
-    hits = []
-    for trial in tqdm(trials, desc="needles", disable=not progress, unit="trial"):
-        start = time.perf_counter()
-        scores = scorer.loglikelihoods(trial.prompt, trial.candidates)
-        hits.append(int(np.argmax(scores)) in trial.answers)
-        if seconds is not None:
-            seconds.append(time.perf_counter() - start)
+    """Whether each trial's best-scoring candidate is a right answer (each trial's share of the wall
+    time appended to ``seconds`` when given). A scorer with ``batch_loglikelihoods`` gets consecutive
+    trials of one length together, about ``batch_tokens`` prompt tokens at a time."""
+    hits: list[bool] = []
+    batched = hasattr(scorer, "batch_loglikelihoods")
+    with tqdm(total=len(trials), desc="needles", disable=not progress, unit="trial") as bar:
+        start_index = 0
+        while start_index < len(trials):
+            first = trials[start_index]
+            size = max(1, batch_tokens // max(1, first.length)) if batched else 1
+            group = [first]
+            for trial in trials[start_index + 1 : start_index + size]:
+                if trial.length != first.length or len(trial.candidates) != len(first.candidates):
+                    break
+                group.append(trial)
+            began = time.perf_counter()
+            if batched:
+                all_scores = scorer.batch_loglikelihoods([t.prompt for t in group], [t.candidates for t in group])
+            else:
+                all_scores = [scorer.loglikelihoods(first.prompt, first.candidates)]
+            hits += [int(np.argmax(scores)) in t.answers for t, scores in zip(group, all_scores)]
+            if seconds is not None:
+                seconds += [(time.perf_counter() - began) / len(group)] * len(group)
+            start_index += len(group)
+            bar.update(len(group))
     return hits
 
 

@@ -33,7 +33,8 @@ class HFScorer:
     """Scores with a Hugging Face causal LM and transformers' own attention.
 
     ``loglikelihoods`` runs the prompt once (keeping only the last position's logits), then every
-    continuation in one batch over copies of the prompt's KV cache. ``token_losses`` computes the output
+    continuation in one batch over copies of the prompt's KV cache; ``batch_loglikelihoods`` does the
+    same for several prompts of one length at once (the needle trials of one context length). ``token_losses`` computes the output
     head a chunk of positions at a time, so a 32K-token document never holds [T, vocab] fp32 logits.
     """
 
@@ -44,29 +45,42 @@ class HFScorer:
         # transformers 5.24 renamed past_key_values to cache (the old name still works, with a warning)
         self.cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
-    @torch.no_grad()
     def loglikelihoods(self, prompt: list[int], continuations: Sequence[list[int]]) -> list[float]:
-        ids = torch.tensor([prompt], device=self.device)
-        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
-        cache = out[self.cache_name]
-        last = _log_probs(out.logits[0, -1])
-        scores = [last[c[0]].item() for c in continuations]
-        longest = max(len(c) for c in continuations)
-        if longest == 1:
-            return scores
-        # every continuation's tokens after the first, right-padded: padding only follows real tokens,
-        # so causal attention keeps it out of every score read below
-        batch = torch.zeros(len(continuations), longest - 1, dtype=torch.long, device=self.device)
-        for k, c in enumerate(continuations):
-            batch[k, : len(c) - 1] = torch.tensor(c[:-1])
-        copies = copy.deepcopy(cache)
-        copies.batch_repeat_interleave(len(continuations))
-        logprobs = _log_probs(self.model(input_ids=batch, use_cache=True, **{self.cache_name: copies}).logits)
-        for k, c in enumerate(continuations):
-            if len(c) > 1:
-                targets = torch.tensor(c[1:], device=self.device)
-                scores[k] += logprobs[k, : len(c) - 1].gather(-1, targets[:, None]).sum().item()
-        return scores
+        return self.batch_loglikelihoods([prompt], [continuations])[0]
+
+    @torch.no_grad()
+    def batch_loglikelihoods(
+        self, prompts: Sequence[list[int]], continuations: Sequence[Sequence[list[int]]]
+    ) -> list[list[float]]:
+        """Scores of each prompt's continuations, the prompts (all of one length) in one forward pass
+        and all their continuations in a second one over copies of the prompts' KV cache."""
+        if len({len(p) for p in prompts}) != 1 or len({len(c) for c in continuations}) != 1:
+            raise ValueError("a batch of prompts needs one prompt length and one number of continuations")
+        per = len(continuations[0])
+        out = self.model(input_ids=torch.tensor(list(prompts), device=self.device), use_cache=True, logits_to_keep=1)
+        last = _log_probs(out.logits[:, -1])  # [B, vocab]
+        flat = [c for options in continuations for c in options]
+        owner = torch.arange(len(prompts), device=self.device).repeat_interleave(per)
+        first = torch.tensor([c[0] for c in flat], device=self.device)
+        scores = last[owner, first]
+        longest = max(len(c) for c in flat)
+        if longest > 1:
+            # every continuation's tokens after the first, right-padded: padding only follows real tokens,
+            # so causal attention keeps it out of every score read here
+            inputs = torch.zeros(len(flat), longest - 1, dtype=torch.long, device=self.device)
+            targets = torch.zeros(len(flat), longest - 1, dtype=torch.long, device=self.device)
+            real = torch.zeros(len(flat), longest - 1, dtype=torch.bool, device=self.device)
+            for k, c in enumerate(flat):
+                inputs[k, : len(c) - 1] = torch.tensor(c[:-1])
+                targets[k, : len(c) - 1] = torch.tensor(c[1:])
+                real[k, : len(c) - 1] = True
+            copies = copy.deepcopy(out[self.cache_name])
+            copies.batch_repeat_interleave(per)
+            logprobs = _log_probs(self.model(input_ids=inputs, use_cache=True, **{self.cache_name: copies}).logits)
+            picked = logprobs.gather(-1, targets[..., None])[..., 0]
+            scores = scores + torch.where(real, picked, torch.zeros_like(picked)).sum(-1)
+        values = scores.tolist()
+        return [values[b * per : (b + 1) * per] for b in range(len(prompts))]
 
     @torch.no_grad()
     def token_losses(self, ids: list[int]) -> np.ndarray:

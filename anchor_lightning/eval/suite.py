@@ -33,6 +33,7 @@ def evaluate(
     ppl_corpus: list[np.ndarray] | None = None,
     short_corpus: list[np.ndarray] | None = None,
     short_length: int = 2048,
+    batch_tokens: int = 131072,
 ) -> dict:
     """Needle accuracy and, when the scorer can, perplexity by position (on the longest
     ``ppl_documents`` of ``ppl_corpus``, default ``documents``, cut at the longest length) and
@@ -44,7 +45,7 @@ def evaluate(
         raise UserError(str(err), field="--lengths") from None
     per_trial: list[float] = []
     results: dict = {
-        "niah": summarise(built, run_trials(scorer, built, progress, per_trial)),
+        "niah": summarise(built, run_trials(scorer, built, progress, per_trial, batch_tokens)),
         "niah_version": TASKS_VERSION,
     }
     seconds = {f"niah_{n}": round(sum(s for t, s in zip(built, per_trial) if t.length == n), 2) for n in lengths}

@@ -330,3 +330,30 @@ def test_default_lengths_follow_the_model_and_the_device():
     assert default_lengths(32768, "cuda") == [8192, 16384, 32768]
     assert default_lengths(32768, "cpu") == [1024, 2048, 4096]
     assert default_lengths(512, "cpu") == [128, 256, 512]
+
+
+def test_batched_prompts_score_as_one_prompt_at_a_time():
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config("llama", vocab_size=258)).eval().double()
+    scorer = HFScorer(model)
+    prompts = [[256] + encode(f"the harbour bell rang {n} times") for n in ("two", "six", "ten")]
+    options = [[encode(" 1234567."), encode(" 7654321."), encode(" x")] for _ in prompts]
+    together = scorer.batch_loglikelihoods(prompts, options)
+    for prompt, choice, scores in zip(prompts, options, together):
+        assert scores == pytest.approx(scorer.loglikelihoods(prompt, choice), abs=1e-9)
+    with pytest.raises(ValueError, match="one prompt length"):
+        scorer.batch_loglikelihoods([prompts[0], prompts[0][:-1]], options[:2])
+
+
+def test_batched_trials_give_the_same_outcomes_as_single_ones():
+    torch.manual_seed(0)
+    scorer = HFScorer(AutoModelForCausalLM.from_config(tiny_config("llama", vocab_size=258)).eval().double())
+    built = trials(lengths=(1024,), depths=(0.0, 1.0), trials=2)
+
+    class OneAtATime:
+        def loglikelihoods(self, prompt, continuations):
+            return scorer.loglikelihoods(prompt, continuations)
+
+    assert run_trials(scorer, built, progress=False, batch_tokens=3000) == run_trials(
+        OneAtATime(), built, progress=False
+    )
