@@ -1,10 +1,16 @@
-"""Directories the commands write to, checked before any work is done: a read-only or impossible
-location stops the run with one line naming it."""
+"""Files and directories: output directories checked before any work is done (a read-only or
+impossible location stops the run with one line naming it), directories written atomically (the
+packed-row cache, GGUF conversions), and file digests (cache keys)."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import shutil
+import socket
 import tempfile
+import uuid
 from pathlib import Path
 
 from anchor_lightning.errors import UserError
@@ -22,3 +28,36 @@ def writable_directory(path: str | os.PathLike, field: str) -> Path:
     except OSError as err:
         raise UserError(f"cannot write here ({err.strerror or err})", file=str(directory), field=field) from None
     return directory
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def temporary_sibling(target: Path) -> Path:
+    """Where ``target`` is written before it is renamed into place: a hidden sibling named by this host
+    and process, so a later writer can tell a dead writer's leftover from a live one's."""
+    return target.with_name(f".{target.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path):
+    """Yield a temporary directory to fill; on success it becomes ``target`` in one rename (if another
+    process made ``target`` first, theirs is kept), on any failure or interruption it is removed. A
+    reader that finds ``target`` therefore always finds it whole."""
+    tmp = temporary_sibling(target)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

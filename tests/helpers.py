@@ -79,3 +79,72 @@ class RecordProgressTotal(L.Callback):
             "metrics": bar.get_metrics(trainer, pl_module),
             "completed": task.completed if task else None,
         }
+
+
+def checkpoint_fragment(tmp_path, directory, logs=None) -> str:
+    """A config fragment that saves last.ckpt to ``directory`` (and TensorBoard logs to ``logs``)."""
+    import yaml
+
+    trainer = {
+        "enable_checkpointing": True,
+        "callbacks": [
+            {
+                "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                "init_args": {"dirpath": str(directory), "save_last": True},
+            }
+        ],
+    }
+    if logs is not None:
+        trainer["logger"] = {"class_path": "anchor_lightning.loggers.TensorBoard", "init_args": {"save_dir": str(logs)}}
+    fragment = tmp_path / f"checkpoint-{abs(hash(str(directory)))}.yaml"
+    fragment.write_text(yaml.safe_dump({"trainer": trainer}))
+    return str(fragment)
+
+
+FRESH = """
+import json, sys
+import numpy as np, torch
+from transformers import AutoModelForCausalLM
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
+ids = torch.tensor([json.loads(sys.argv[2])])
+with torch.no_grad():
+    logits = model(input_ids=ids).logits[0]
+np.save(sys.argv[3], logits.numpy())
+assert not any(name.startswith("anchor_lightning") for name in sys.modules), "imported anchor_lightning"
+print(model.config._attn_implementation)
+"""
+
+
+def module_logits(ckpt: str, ids: list[int], layout: str, first: int, strip: tuple[int, ...]):
+    """The trained module's logits for one document that opens with F, packed as training packs it
+    (anchor mode: positions 0, 1, 2 ..., as plain causal inference numbers them)."""
+    from anchor_lightning.checkpoint.export import load_module
+    from anchor_lightning.data.batch import collate_rows
+    from anchor_lightning.data.packing import PackingSpec, pack_documents
+
+    module, _ = load_module(ckpt)
+    rows, _ = pack_documents([ids], PackingSpec(len(ids), layout, first, strip))
+    with torch.no_grad():
+        hidden = module.hidden_states(collate_rows(rows, "anchor", layout))
+        return (hidden @ module.model.get_output_embeddings().weight.t())[0].numpy()
+
+
+def fresh_process_logits(directory, ids: list[int], tmp_path):
+    """Logits of an exported directory in a fresh process with plain transformers only (asserted), and
+    the attention implementation it loaded with."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    out = tmp_path / "logits.npy"
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH, str(directory), json.dumps(ids), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return np.load(out), result.stdout.strip().splitlines()[-1]

@@ -4,19 +4,15 @@ starts from the pretrained loss, and an export that plain transformers reloads w
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from anchor_lightning.commands import main
-from anchor_lightning.data.batch import collate_rows
-from anchor_lightning.data.packing import PackingSpec, pack_documents
 from tests.conftest import SHARED_DATA, SMOLLM2_GGUF, needs_smollm2
+from tests.helpers import checkpoint_fragment, fresh_process_logits, module_logits
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes" / "smollm2-135m").glob("32k-*.yaml"))
@@ -119,32 +115,14 @@ def test_two_steps_start_from_the_pretrained_loss_and_the_export_reloads_with_th
     trained module's logits in plain transformers."""
     from tests.test_cli import scalars
 
-    fragment = tmp_path / "ckpt.yaml"
-    fragment.write_text(
-        yaml.safe_dump(
-            {
-                "trainer": {
-                    "callbacks": [
-                        {
-                            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                            "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True},
-                        }
-                    ],
-                    "logger": {
-                        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                        "init_args": {"save_dir": str(tmp_path / "runs")},
-                    },
-                }
-            }
-        )
-    )
+    fragment = checkpoint_fragment(tmp_path, tmp_path / "ckpt", logs=tmp_path / "runs")
     main(
         [
             "fit",
             "--config",
             str(RECIPES[0]),
             "--config",
-            str(fragment),
+            fragment,
             f"--model.pretrained={SMOLLM2_GGUF}",
             *CPU,
             f"--data.train={documents(tmp_path)}",
@@ -166,23 +144,8 @@ def test_two_steps_start_from_the_pretrained_loss_and_the_export_reloads_with_th
 
     assert AutoTokenizer.from_pretrained(tmp_path / "hf").convert_ids_to_tokens([0]) == ["<|endoftext|>"]
 
-    from anchor_lightning.checkpoint.export import load_module
-    from tests.test_export import FRESH
-
     # one document behind F: positions 0, 1, 2 ... in anchor mode, as plain causal inference numbers them
     ids = [0] + AutoTokenizer.from_pretrained(tmp_path / "hf")("The capital of France is Paris.")["input_ids"]
-    module, _ = load_module(str(tmp_path / "ckpt" / "last.ckpt"))
-    rows, _ = pack_documents([ids], PackingSpec(len(ids), "per_doc", 0, (0, 1)))
-    with torch.no_grad():
-        hidden = module.hidden_states(collate_rows(rows, "anchor", "per_doc"))
-        expected = (hidden @ module.model.get_output_embeddings().weight.t())[0].numpy()
-    out = tmp_path / "logits.npy"
-    result = subprocess.run(
-        [sys.executable, "-c", FRESH, str(tmp_path / "hf"), json.dumps(ids), str(out)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    np.testing.assert_allclose(np.load(out), expected, rtol=1e-4, atol=1e-4)
+    expected = module_logits(str(tmp_path / "ckpt" / "last.ckpt"), ids, "per_doc", 0, (0, 1))
+    logits, _ = fresh_process_logits(tmp_path / "hf", ids, tmp_path)
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)

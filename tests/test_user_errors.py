@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from anchor_lightning.commands import main
+from tests.helpers import checkpoint_fragment
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = str(ROOT / "tests" / "configs" / "micro.yaml")
@@ -21,27 +22,7 @@ MICRO = str(ROOT / "tests" / "configs" / "micro.yaml")
 
 def checkpointing(tmp_path: Path, directory: Path) -> str:
     """A fragment that saves last.ckpt to ``directory`` and logs under tmp_path."""
-    fragment = tmp_path / f"ckpt-{directory.name}.yaml"
-    fragment.write_text(
-        yaml.safe_dump(
-            {
-                "trainer": {
-                    "enable_checkpointing": True,
-                    "callbacks": [
-                        {
-                            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                            "init_args": {"dirpath": str(directory), "save_last": True},
-                        }
-                    ],
-                    "logger": {
-                        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                        "init_args": {"save_dir": str(tmp_path / "runs")},
-                    },
-                }
-            }
-        )
-    )
-    return str(fragment)
+    return checkpoint_fragment(tmp_path, directory, logs=tmp_path / "runs")
 
 
 def fit_args(tmp_path: Path, *more: str) -> list[str]:

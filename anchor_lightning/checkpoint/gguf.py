@@ -17,15 +17,13 @@ Reading GGUF needs the optional ``gguf`` package (``pip install 'anchor-lightnin
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 from anchor_lightning.errors import UserError
+from anchor_lightning.paths import atomic_directory, file_sha256
 
 CONVERTER_VERSION = 1  # part of the cache key: a change of the conversion re-converts
 SOURCE_FILE = "gguf_source.json"  # written beside the weights: which file they came from
@@ -41,14 +39,6 @@ def cache_root() -> Path:
         return Path(explicit) / "gguf"
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "anchor_lightning" / "gguf"
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _require_packages(path: Path, field: str) -> None:
@@ -88,20 +78,19 @@ def local_checkpoint(path: str | os.PathLike, field: str = "model.pretrained") -
     source = Path(path)
     if not source.is_file():
         raise UserError("no such GGUF file", file=str(source), field=field)
-    digest = file_digest(source)
+    digest = file_sha256(source)
     target = cache_root() / f"{digest[:24]}-v{CONVERTER_VERSION}"
     if (target / SOURCE_FILE).is_file():
         return str(target)
     _require_packages(source, field)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        tmp.mkdir(parents=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(
             f"cannot create the GGUF conversion cache ({err.strerror}); set ANCHOR_LIGHTNING_CACHE",
-            file=str(tmp.parent),
+            file=str(target.parent),
         ) from None
-    try:
+    with atomic_directory(target) as tmp:
         try:
             convert(source, tmp)
         except (ValueError, KeyError, OSError, RuntimeError) as err:
@@ -113,11 +102,4 @@ def local_checkpoint(path: str | os.PathLike, field: str = "model.pretrained") -
         (tmp / SOURCE_FILE).write_text(
             json.dumps({"file": str(source.resolve()), "sha256": digest, "converter": CONVERTER_VERSION}, indent=1)
         )
-        if target.exists():  # another process converted the same file first: keep theirs
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return str(target)

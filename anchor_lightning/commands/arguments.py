@@ -35,6 +35,18 @@ class VerbParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see anchor-lightning {self.prog.split()[-1]} --help)")
 
 
+def add_run_arguments(parser: VerbParser, out: str, seed_help: str = "random seed") -> None:
+    """What ``evaluate`` and ``diagnose`` share besides the corpus: the RoPE base, the device, the seed,
+    the output directory and the progress switch."""
+    import torch
+
+    parser.add_argument("--rope_theta", type=float, default=None, help="replace the checkpoint's RoPE base")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
+    parser.add_argument("--out", default=out, help="the directory the results go to")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar (log files)")
+
+
 def add_corpus_arguments(parser: VerbParser) -> None:
     """The text a tool reads (``diagnose``, ``evaluate``): a corpus, its tokenizer and the first token."""
     parser.add_argument("--data", default="default:2000", help="a JSONL corpus (text or pre-tokenized), or default:N")

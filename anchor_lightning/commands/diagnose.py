@@ -16,7 +16,7 @@ import warnings
 
 import torch
 
-from anchor_lightning.commands.arguments import VerbParser, add_corpus_arguments
+from anchor_lightning.commands.arguments import VerbParser, add_corpus_arguments, add_run_arguments
 from anchor_lightning.data.corpus import corpus_tokenizer, first_token_of, load_documents
 from anchor_lightning.diagnostics.plots import plot_sweep
 from anchor_lightning.diagnostics.sweep import PAPER_OFFSETS, SweepSettings, run_sweep, summary
@@ -50,11 +50,7 @@ def parser() -> VerbParser:
     p.add_argument("--offset_length", type=int, default=4096, help="sequence length of the offset sweep")
     p.add_argument("--sequences", type=int, default=4, help="text windows averaged per point (paper: 50)")
     p.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"], choices=["bfloat16", "float32", "float16"])
-    p.add_argument("--rope_theta", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0, help="random init seed (config or recipe models)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", default="diagnostics")
-    p.add_argument("--no_progress", action="store_true")
+    add_run_arguments(p, "diagnostics", "random init seed (config or recipe models)")
     return p
 
 

@@ -19,7 +19,7 @@ import warnings
 
 import torch
 
-from anchor_lightning.commands.arguments import VerbParser, add_corpus_arguments
+from anchor_lightning.commands.arguments import VerbParser, add_corpus_arguments, add_run_arguments
 from anchor_lightning.data.corpus import corpus_tokenizer, first_token_of, load_documents
 from anchor_lightning.eval.niah import TASKS
 from anchor_lightning.eval.report import heat_map
@@ -53,12 +53,8 @@ def parser() -> VerbParser:
     p.add_argument(
         "--batch_tokens", type=int, default=131072, help="prompt tokens scored at once (trials of one length)"
     )
-    p.add_argument("--rope_theta", type=float, default=None, help="replace the checkpoint's RoPE base")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="eval")
-    p.add_argument("--no_progress", action="store_true")
+    add_run_arguments(p, "eval", "seed of the needle trials (the same trials for every model)")
     return p
 
 

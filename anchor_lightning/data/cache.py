@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import socket
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from anchor_lightning.data.packing import IGNORE_INDEX, PAD_DOC, PackedRow, PackStats, shifted_labels
+from anchor_lightning.paths import atomic_directory
 
 FORMAT_VERSION = 2
 
@@ -102,9 +102,7 @@ def write_rows(directory: Path, rows: Iterable[PackedRow], stats: PackStats, par
     directory = Path(directory)
     if directory.parent.is_dir():
         remove_stale_entries(directory)
-    tmp = directory.with_name(f".{directory.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_directory(directory) as tmp:
         files = {name: open(tmp / f"{name}.bin", "wb") for name in _ARRAYS}
         offsets, targets, tokens, seq_len, max_id = [0], [], [], 0, -1
         for row in rows:
@@ -133,13 +131,6 @@ def write_rows(directory: Path, rows: Iterable[PackedRow], stats: PackStats, par
             "key": parts,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
-        if directory.exists():  # another process finished the same entry first: keep theirs
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return load_rows(directory)
 
 

@@ -9,7 +9,6 @@ end); without ``source`` the whole row is one document.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ import numpy as np
 from anchor_lightning.data.default_corpus import generate_documents
 from anchor_lightning.data.tokenizer import Tokenizer
 from anchor_lightning.errors import UserError
+from anchor_lightning.paths import file_sha256
 
 FORMATS = ("auto", "text", "tokenized", "datasets")
 DEFAULT_SOURCE = "default"
@@ -240,14 +240,6 @@ def tokenize(
     return [np.asarray(ids, dtype=np.int64) for ids in dataset["input_ids"]]
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def _datasets_records(name: str, split: str):
     import datasets
 
@@ -317,7 +309,7 @@ def open_source(
         raise UserError("no such file", file=source)
     if data_format == "tokenized":
         return DocumentSource(
-            f"tokenized/{_file_digest(path)}/tags={tag_field}",
+            f"tokenized/{file_sha256(path)[:16]}/tags={tag_field}",
             f"pre-tokenized {path}",
             lambda: read_token_documents(path, tag_field),
             pretokenized=True,
@@ -328,7 +320,7 @@ def open_source(
             texts, tags = read_texts(path, text_field, tag_field)
             return Documents(encode(texts), tags)
 
-        return DocumentSource(f"text/{_file_digest(path)}/{text_field}/{text_key}", f"text {path}", load_text)
+        return DocumentSource(f"text/{file_sha256(path)[:16]}/{text_field}/{text_key}", f"text {path}", load_text)
     records = _datasets_records(source, split)
     if len(records) == 0:
         raise UserError("the data set is empty", file=source)

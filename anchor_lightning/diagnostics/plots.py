@@ -30,7 +30,7 @@ def plot_sweep(results: dict, out: Path) -> list[Path]:
     )
     ax.grid(alpha=0.3)
     ax.legend()
-    paths.append(_save(fig, out / "offset_sweep.png"))
+    paths.append(save_figure(fig, out / "offset_sweep.png"))
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     lengths = results["length_sweep"]["lengths"]
@@ -62,7 +62,7 @@ def plot_sweep(results: dict, out: Path) -> list[Path]:
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    paths.append(_save(fig, out / "length_sweep.png"))
+    paths.append(save_figure(fig, out / "length_sweep.png"))
 
     fig, ax = plt.subplots(figsize=(6.4, 4))
     per_token = results["per_token"]
@@ -85,11 +85,12 @@ def plot_sweep(results: dict, out: Path) -> list[Path]:
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    paths.append(_save(fig, out / "per_token.png"))
+    paths.append(save_figure(fig, out / "per_token.png"))
     return paths
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` as a PNG (tight layout, 120 dpi) and close it."""
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

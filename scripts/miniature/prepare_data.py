@@ -22,7 +22,6 @@ give the same split on any machine. No evaluation document is ever trained on.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -34,14 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from anchor_lightning.data.tokenizer import load_tokenizer  # noqa: E402
-
-
-def digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+from anchor_lightning.paths import file_sha256  # noqa: E402
 
 
 def choose(candidates: dict[str, list[int]], per_domain: int, rng: np.random.Generator) -> list[int]:
@@ -93,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     manifest = {
         "corpus": str(args.corpus),
-        "corpus_sha256": digest(args.corpus),
+        "corpus_sha256": file_sha256(args.corpus),
         "tokenizer": str(args.tokenizer),
         "settings": {k: v for k, v in vars(args).items() if k not in ("corpus", "short", "tokenizer", "out")},
         "parts": {},
@@ -110,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
     if args.short is not None:
         shutil.copyfile(args.short, args.out / "short.jsonl")
-        manifest["short"] = {"file": str(args.short), "sha256": digest(args.short)}
+        manifest["short"] = {"file": str(args.short), "sha256": file_sha256(args.short)}
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     for name, part in manifest["parts"].items():
         print(f"{name:>9}: {part['documents']:5d} documents, {part['tokens']:>10,} tokens  {part['domains']}")

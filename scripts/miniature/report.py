@@ -23,6 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from anchor_lightning.diagnostics.plots import save_figure  # noqa: E402
 from anchor_lightning.eval.stats import paired_comparison, wilson_interval  # noqa: E402
 
 MODELS = ("base", "base-theta", "anchor", "intra_doc_reset", "intra_doc", "full")
@@ -258,7 +259,7 @@ def plots(found: dict, figures: Path) -> list[Path]:
         )
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-        paths.append(_save(fig, figures / "miniature-ppl-by-position.png"))
+        paths.append(save_figure(fig, figures / "miniature-ppl-by-position.png"))
     evaluated = [m for m in MODELS if m in found and "eval" in found[m]]
     if evaluated:
         tasks = list(found[evaluated[0]]["eval"]["niah"])
@@ -287,7 +288,7 @@ def plots(found: dict, figures: Path) -> list[Path]:
         ax.set(xlabel="optimizer step", ylabel="train/loss (nats)", title="Training loss, same rows in every mode")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        paths.append(_save(fig, figures / "miniature-train-loss.png"))
+        paths.append(save_figure(fig, figures / "miniature-train-loss.png"))
     diagnosed = [m for m in MODELS if m in found and "diag" in found[m]]
     if diagnosed:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -319,17 +320,8 @@ def plots(found: dict, figures: Path) -> list[Path]:
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        paths.append(_save(fig, figures / "miniature-per-column.png"))
+        paths.append(save_figure(fig, figures / "miniature-per-column.png"))
     return paths
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def tables(found: dict, environment: dict) -> str:

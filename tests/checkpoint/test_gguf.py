@@ -13,6 +13,7 @@ import torch
 from anchor_lightning.checkpoint import gguf
 from anchor_lightning.data.tokenizer import load_tokenizer
 from anchor_lightning.errors import UserError
+from anchor_lightning.paths import file_sha256
 from tests.conftest import SMOLLM2_GGUF, needs_smollm2
 
 
@@ -27,7 +28,7 @@ def test_a_gguf_file_becomes_a_cached_float_checkpoint_named_by_its_bytes(conver
     assert converted.parent == gguf.cache_root()
     assert not str(converted).startswith(str(Path(__file__).resolve().parents[2]))  # never inside the working tree
     source = json.loads((converted / gguf.SOURCE_FILE).read_text())
-    assert source["sha256"] == gguf.file_digest(SMOLLM2_GGUF) and converted.name.startswith(source["sha256"][:24])
+    assert source["sha256"] == file_sha256(SMOLLM2_GGUF) and converted.name.startswith(source["sha256"][:24])
     config = json.loads((converted / "config.json").read_text())
     assert "quantization_config" not in config
     assert (config["model_type"], config["num_hidden_layers"], config["hidden_size"], config["vocab_size"]) == (
@@ -97,5 +98,5 @@ def test_a_corrupt_gguf_file_is_one_line_and_leaves_no_cache_entry(tmp_path):
     with pytest.raises(UserError, match="cannot convert this GGUF file") as err:
         gguf.local_checkpoint(tmp_path / "broken.gguf")
     assert "\n" not in str(err.value)
-    digest = gguf.file_digest(tmp_path / "broken.gguf")[:24]
+    digest = file_sha256(tmp_path / "broken.gguf")[:24]
     assert not [p for p in gguf.cache_root().glob("*") if digest in p.name]
