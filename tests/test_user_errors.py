@@ -377,3 +377,14 @@ def test_config_and_data_errors_name_the_file_and_line(capsys, tmp_path):
     rows.write_text(json.dumps({"input_ids": [256, 5, 6]}) + "\n" + json.dumps({"input_ids": [256, 7000, 6]}) + "\n")
     line = one_error(capsys, fit_args(tmp_path, f"--data.train={rows}", "--data.val_fraction=0"))
     assert f"{rows}:2: field 'input_ids': the data holds token id 7000, outside the model's embedding (258)" in line
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_to_train(capsys, tmp_path, trained):
+    main(
+        [
+            *fit_args(tmp_path, "--ckpt_path=last", "--trainer.max_steps=3"),
+            "--config",
+            checkpointing(tmp_path, trained.parent),
+        ]
+    )
+    assert "has finished its 3 steps: nothing to train" in capsys.readouterr().out

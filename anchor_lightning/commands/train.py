@@ -29,6 +29,7 @@ from anchor_lightning.callbacks.throughput import TokenThroughput
 from anchor_lightning.checkpoint.export import read_checkpoint
 from anchor_lightning.data.datamodule import PackedDataModule
 from anchor_lightning.errors import UserError
+from anchor_lightning.messages import say
 from anchor_lightning.model.module import AnchorLM
 from anchor_lightning.paths import writable_directory
 
@@ -243,6 +244,11 @@ class AnchorCLI(LightningCLI):
     def before_fit(self) -> None:
         ckpt_path = self._checked_ckpt_path()
         self.config_init[self.subcommand]["ckpt_path"] = ckpt_path
+        if ckpt_path is not None and not Path(ckpt_path).is_dir():
+            path = last_checkpoint_path(self.trainer) if ckpt_path == "last" else ckpt_path
+            done = read_checkpoint(path).get("global_step", 0)
+            if self.trainer.max_steps is not None and 0 < self.trainer.max_steps <= done:
+                say(f"{path} has finished its {done} steps: nothing to train (raise --trainer.max_steps to go on)")
         self._check_output_directories()
         directory = checkpoint_directory(self.trainer)
         if ckpt_path is None and directory is not None and directory.is_dir():
