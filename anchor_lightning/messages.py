@@ -4,9 +4,49 @@ is what matters: its banner, the kernel it chose, a signal received."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from lightning.pytorch.utilities import rank_zero_only
 
 
 @rank_zero_only
 def say(text: str) -> None:
     print(text, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Plain progress lines for long preparations (the same on a terminal and in a log file): every
+    ``every`` seconds the documents and tokens so far, tokens/s and, where the share of the input read
+    is known (``position()`` -> (bytes read, total bytes)), the percentage and the time left; a closing
+    line when the work took longer than one interval. Short work prints nothing."""
+
+    def __init__(self, what: str, position: Callable[[], tuple[int, int]] | None = None, every: float = 10.0) -> None:
+        self.what, self.position, self.every = what, position, every
+        self.start = self.last = time.perf_counter()
+
+    def update(self, documents: int, tokens: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        elapsed = now - self.start
+        line = f"{self.what}: {documents:,} documents, {tokens:,} tokens, {tokens / elapsed:,.0f} tokens/s"
+        if self.position is not None:
+            done, total = self.position()
+            if total and done:
+                line += f", {done / total:.0%} read, {_clock(elapsed * (total - done) / done)} left"
+        say(line + f" (elapsed {_clock(elapsed)})")
+
+    def close(self, documents: int, tokens: int) -> None:
+        elapsed = time.perf_counter() - self.start
+        if elapsed >= self.every:
+            say(
+                f"{self.what}: done, {documents:,} documents, {tokens:,} tokens in {_clock(elapsed)} "
+                f"({tokens / elapsed:,.0f} tokens/s)"
+            )

@@ -45,11 +45,38 @@ def temporary_sibling(target: Path) -> Path:
     return target.with_name(f".{target.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_siblings(target: Path) -> list[Path]:
+    """Temporary directories of ``target`` left by writers of this host that died (a kill in the
+    middle): their names carry the host and the process id. Other hosts' are left alone."""
+    host = socket.gethostname()
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+        parts = tmp.name[len(target.name) + 2 : -len(".tmp")].split(".")
+        if len(parts) == 3 and parts[0] == host and parts[1].isdigit() and not _alive(int(parts[1])):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_directory(target: Path):
     """Yield a temporary directory to fill; on success it becomes ``target`` in one rename (if another
     process made ``target`` first, theirs is kept), on any failure or interruption it is removed. A
-    reader that finds ``target`` therefore always finds it whole."""
+    reader that finds ``target`` therefore always finds it whole; a writer that was killed leaves a
+    temporary directory, which the next writer of ``target`` on the same host removes."""
+    remove_stale_siblings(target)
     tmp = temporary_sibling(target)
     tmp.mkdir(parents=True)
     try:
@@ -61,3 +88,26 @@ def atomic_directory(target: Path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: Path, waiting: str | None = None):
+    """Hold an exclusive lock on ``lock_file`` (created if needed) for the block: one process prepares
+    a cache entry while the others, on this node or on another node of a shared file system, wait and
+    then find it made. ``waiting`` is said once if the lock is held by someone else."""
+    import fcntl
+
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                from anchor_lightning.messages import say
+
+                say(waiting)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

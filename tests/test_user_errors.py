@@ -204,12 +204,15 @@ def test_token_ids_are_checked_where_they_are_read(capsys, tmp_path, ids, shown)
 def test_a_directory_or_an_unsupported_file_as_data_is_one_line(capsys, tmp_path):
     (tmp_path / "docs").mkdir()
     assert "not a saved datasets data set" in one_error(capsys, fit_args(tmp_path, f"--data.train={tmp_path / 'docs'}"))
+    bzipped = tmp_path / "docs.jsonl.bz2"
+    bzipped.write_bytes(b"BZh9")
+    assert "unsupported format: bzip2-compressed" in one_error(capsys, fit_args(tmp_path, f"--data.train={bzipped}"))
     parquet = tmp_path / "docs.parquet"
     parquet.write_bytes(b"PAR1")
-    assert "unsupported format: Parquet" in one_error(capsys, fit_args(tmp_path, f"--data.train={parquet}"))
+    assert "not a readable Parquet file" in one_error(capsys, fit_args(tmp_path, f"--data.train={parquet}"))
     broken = tmp_path / "docs.jsonl.gz"
     broken.write_bytes(b"\x1f\x8b" + os.urandom(64))
-    assert "not a readable gzip file" in one_error(capsys, fit_args(tmp_path, f"--data.train={broken}"))
+    assert "not a readable compressed file" in one_error(capsys, fit_args(tmp_path, f"--data.train={broken}"))
 
 
 def test_gzipped_jsonl_is_read(tmp_path):
@@ -299,7 +302,7 @@ def test_the_help_lists_every_verb_and_an_unknown_verb_is_one_line(capsys):
         main(["--help"])
     assert stop.value.code == 0
     out = capsys.readouterr().out
-    for verb in ("fit", "validate", "export", "inspect", "evaluate", "diagnose"):
+    for verb in ("fit", "validate", "export", "inspect", "prepare", "evaluate", "diagnose"):
         assert f"\n  {verb} " in out
     assert "unknown verb 'trian'" in one_error(capsys, ["trian"])
 
@@ -388,3 +391,15 @@ def test_resuming_a_finished_run_says_there_is_nothing_to_train(capsys, tmp_path
         ]
     )
     assert "has finished its 3 steps: nothing to train" in capsys.readouterr().out
+
+
+def test_prepare_builds_the_caches_fit_then_uses(capsys, tmp_path):
+    main(["prepare", "--config", MICRO, f"--data.cache_dir={tmp_path / 'cache'}"])
+    out = capsys.readouterr().out
+    assert "train: " in out and "val: " in out and "fit with the same data options finds these caches" in out
+    entries = sorted(p for p in (tmp_path / "cache").iterdir() if not p.name.startswith("."))
+    stamps = {p.name: (p / "meta.json").stat().st_mtime_ns for p in entries}
+    main([*fit_args(tmp_path, "--trainer.max_steps=2")])
+    after = sorted(p for p in (tmp_path / "cache").iterdir() if not p.name.startswith("."))
+    assert [p.name for p in after] == [p.name for p in entries]  # nothing new: fit found them
+    assert {p.name: (p / "meta.json").stat().st_mtime_ns for p in after} == stamps

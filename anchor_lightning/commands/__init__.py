@@ -7,6 +7,7 @@ input as one line on stderr with exit status 2, no traceback.
     validate   the validation loss of a model on a data config
     export     a training checkpoint as a Hugging Face directory
     inspect    what a data config packs: statistics and one row drawn
+    prepare    tokenize and pack a config's data ahead of training
     evaluate   needle retrieval and perplexity of a checkpoint
     diagnose   BF16 RoPE's departure from relative positions (the paper's D)
 """
@@ -24,6 +25,7 @@ VERBS = {
     "validate": ("train", "the validation loss of a model on a data config"),
     "export": ("export", "a training checkpoint as a Hugging Face directory"),
     "inspect": ("inspect", "what a data config packs: statistics and one row drawn"),
+    "prepare": ("prepare", "tokenize and pack a config's data ahead of training (CPU, no GPU)"),
     "evaluate": ("evaluate", "needle retrieval and perplexity of a checkpoint (a directory or .gguf)"),
     "diagnose": ("diagnose", "BF16 RoPE's departure from relative positions (the paper's D)"),
 }

@@ -16,6 +16,17 @@ import warnings
 from anchor_lightning.commands.arguments import VerbParser
 from anchor_lightning.data.inspect import describe
 
+# the data alone: no accelerator, no logger, no checkpoints (a GPU recipe works on any machine)
+DATA_ONLY = [
+    "--trainer.logger=false",
+    "--trainer.accelerator=cpu",
+    "--trainer.devices=1",
+    "--trainer.strategy=auto",
+    "--trainer.callbacks=null",
+    "--trainer.enable_checkpointing=false",
+    "--trainer.precision=32-true",
+]
+
 
 def parser() -> VerbParser:
     p = VerbParser("inspect", __doc__.split("\n\n")[0].split(": ", 1)[1])
@@ -29,18 +40,8 @@ def run(argv: list[str]) -> None:
     from anchor_lightning.commands.train import main as train_main
 
     own, rest = parser().parse_known_args(argv)
-    # the data alone: no accelerator, no logger, no checkpoints (a GPU recipe inspects on any machine)
-    quiet = [
-        "--trainer.logger=false",
-        "--trainer.accelerator=cpu",
-        "--trainer.devices=1",
-        "--trainer.strategy=auto",
-        "--trainer.callbacks=null",
-        "--trainer.enable_checkpointing=false",
-        "--trainer.precision=32-true",
-    ]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # args are ours on purpose
-        cli = train_main(rest + quiet, run=False)
+        cli = train_main(rest + DATA_ONLY, run=False)
     cli.datamodule.setup("fit")
     print(describe(cli.datamodule, own.part, own.row, own.width))

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,34 +71,9 @@ _ARRAYS = {
 }
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-def remove_stale_entries(directory: Path) -> list[Path]:
-    """Half-written entries of ``directory`` left by processes of this host that died (a kill during
-    packing): their temporary directories name the host and the process id."""
-    host = socket.gethostname()
-    removed = []
-    for tmp in directory.parent.glob(f".{directory.name}.*.tmp"):
-        parts = tmp.name[len(directory.name) + 2 : -len(".tmp")].split(".")
-        if len(parts) == 3 and parts[0] == host and parts[1].isdigit() and not _alive(int(parts[1])):
-            shutil.rmtree(tmp, ignore_errors=True)
-            removed.append(tmp)
-    return removed
-
-
 def write_rows(directory: Path, rows: Iterable[PackedRow], stats: PackStats, parts: dict) -> PackedRows:
     """Stream rows to ``directory`` (atomically) and return them memory-mapped."""
     directory = Path(directory)
-    if directory.parent.is_dir():
-        remove_stale_entries(directory)
     with atomic_directory(directory) as tmp:
         files = {name: open(tmp / f"{name}.bin", "wb") for name in _ARRAYS}
         offsets, targets, tokens, seq_len, max_id = [0], [], [], 0, -1

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from anchor_lightning.checkpoint.identity import check_same_run
@@ -20,14 +18,16 @@ from anchor_lightning.data.packing import (
     PackingSpec,
     PackStats,
     check_mode_layout,
-    foreign_openings,
+    holdout_scores,
     iter_packed_rows,
+    unknown_openings,
 )
 from anchor_lightning.data.sampler import EvalBatchSampler, RowRef, StepBatchSampler
-from anchor_lightning.data.sources import DEFAULT_SOURCE, Documents, DocumentSource, first_line_with_token, open_source
+from anchor_lightning.data.sources import DEFAULT_SOURCE, DocumentSource, first_line_with_token, open_source
+from anchor_lightning.data.token_store import TokenStore, store_key, write_store
 from anchor_lightning.data.tokenizer import Tokenizer, load_tokenizer, resolve_anchor_id
 from anchor_lightning.errors import UserError
-from anchor_lightning.paths import writable_directory
+from anchor_lightning.paths import exclusive, writable_directory
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,18 @@ class Collator:
         )
 
 
+class _PartTags:
+    """The tag tokens of the documents of one part, by their position in that part (what the packer
+    indexes), read from the store without a list per document."""
+
+    def __init__(self, store: TokenStore, positions: np.ndarray | None, encoded: list[np.ndarray]) -> None:
+        self.store, self.positions, self.encoded = store, positions, encoded
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        index = self.positions[k] if self.positions is not None else k
+        return self.encoded[self.store.tag_index[index]]
+
+
 class PackedDataModule(L.LightningDataModule):
     """Packed multi-document rows for continued pre-training.
 
@@ -69,8 +81,9 @@ class PackedDataModule(L.LightningDataModule):
             ``{"text": ...}`` or of pre-tokenized ``{"input_ids": [...], "source": [...]}``, a saved
             ``datasets`` directory, or a hub name (when online).
         val: validation documents, same forms as ``train``; None holds out ``val_fraction`` of them.
-        val_fraction: share of the training documents (the last ones) held out for validation when
-            ``val`` is None; 0 disables validation.
+        val_fraction: share of the training documents held out for validation when ``val`` is None
+            (chosen by a hash of each document's index: no pass over the corpus, the same everywhere;
+            at least one document); 0 disables validation.
         format: ``auto`` (from the file), ``text``, ``tokenized`` or ``datasets``.
         text_field: the JSON / column field holding the text.
         tokenizer: a tokenizer directory or hub name, or ``bytes`` for the built-in byte tokenizer;
@@ -84,6 +97,9 @@ class PackedDataModule(L.LightningDataModule):
             packed document and are excluded from the loss. None: no tags.
         interleave_pieces: the paper's interleaved-chunks variant: cut each document into 1 to this
             many pieces at random points and shuffle the pieces (order kept within a document).
+        interleave_window: documents whose pieces are shuffled together; memory holds the pieces of
+            one window (8 bytes a token: 10,000 documents of 1,500 tokens are 120 MB); None: the
+            whole corpus at once (what fits in memory).
         seq_len: slots per row (linked from the top-level ``seq_len``).
         mode, layout: how rows are packed (linked from the model).
         micro_batch_size: rows per micro-batch on each device.
@@ -91,8 +107,8 @@ class PackedDataModule(L.LightningDataModule):
             accumulation from it. None: whatever micro-batch x devices x accumulation gives.
         seed: shuffling seed (the order also depends on the epoch).
         num_workers: data-loader worker processes.
-        tokenize_workers: processes for ``datasets.map`` tokenization of large inputs.
-        cache_dir: where packed rows are cached.
+        cache_dir: where the tokenized documents and the packed rows are cached (``anchor-lightning
+            prepare`` fills it ahead of training; one process prepares an entry, the others wait).
     """
 
     def __init__(
@@ -108,6 +124,7 @@ class PackedDataModule(L.LightningDataModule):
         eos_id: int | None = None,
         tag_field: str | None = None,
         interleave_pieces: int | None = None,
+        interleave_window: int | None = 10_000,
         seq_len: int = 512,
         mode: str = "anchor",
         layout: str = "shared",
@@ -115,7 +132,6 @@ class PackedDataModule(L.LightningDataModule):
         global_batch_size: int | None = None,
         seed: int = 0,
         num_workers: int = 0,
-        tokenize_workers: int = 4,
         cache_dir: str = ".cache/anchor_lightning",
     ):
         super().__init__()
@@ -128,14 +144,16 @@ class PackedDataModule(L.LightningDataModule):
             raise UserError(f"must be in [0, 1), got {val_fraction}", field="data.val_fraction")
         if interleave_pieces is not None and interleave_pieces < 1:
             raise UserError(f"must be at least 1, got {interleave_pieces}", field="data.interleave_pieces")
+        if interleave_window is not None and interleave_window < 1:
+            raise UserError(f"must be at least 1, got {interleave_window}", field="data.interleave_window")
         self.train_source, self.val_source, self.val_fraction = train, val, val_fraction
         self.format, self.text_field, self.append_eos, self.eos_id = format, text_field, append_eos, eos_id
-        self.tag_field, self.interleave_pieces = tag_field, interleave_pieces
+        self.tag_field, self.interleave_pieces, self.interleave_window = tag_field, interleave_pieces, interleave_window
         self.tokenizer_name, self.anchor_id_config = tokenizer, anchor_id
         self.seq_len, self.mode, self.layout = seq_len, mode, layout
         self.micro_batch_size, self.global_batch_size = micro_batch_size, global_batch_size
         self.seed, self.num_workers = seed, num_workers
-        self.tokenize_workers, self.cache_dir = tokenize_workers, Path(cache_dir)
+        self.cache_dir = Path(cache_dir)
         self._tokenizer: Tokenizer | None = None
         self.train_rows: row_cache.PackedRows | None = None
         self.val_rows: row_cache.PackedRows | None = None
@@ -166,19 +184,21 @@ class PackedDataModule(L.LightningDataModule):
             text_field=self.text_field,
             append_eos=self.append_eos,
             eos_id=self.eos_id,
-            num_proc=self.tokenize_workers,
             tag_field=self.tag_field,
         )
 
-    def _pack(self, documents: Documents, spec: PackingSpec, stats: PackStats):
+    def _interleave(self) -> tuple | None:
+        return (self.interleave_pieces, self.seed, self.interleave_window) if self.interleave_pieces else None
+
+    def _pack(self, store: TokenStore, positions: np.ndarray | None, spec: PackingSpec, stats: PackStats):
+        """Rows of the store's documents at ``positions`` (all when None), streamed."""
+        documents = store.documents(positions)
         tags = None
-        if documents.tags is not None:
-            unique = sorted(set(documents.tags))
-            encoded = dict(zip(unique, self.tokenizer.encode_batch(unique)))
-            tags = [encoded[t] for t in documents.tags]
-        interleave = (self.interleave_pieces, self.seed) if self.interleave_pieces else None
+        if store.tag_index is not None:
+            encoded = [np.asarray(ids, dtype=np.int64) for ids in self.tokenizer.encode_batch(store.tag_names)]
+            tags = _PartTags(store, positions, encoded)
         try:
-            yield from iter_packed_rows(documents.token_ids, spec, stats, tags, interleave)
+            yield from iter_packed_rows(documents, spec, stats, tags, self._interleave())
         except ValueError as err:
             raise UserError(str(err), field="data.tag_field") from None
 
@@ -192,11 +212,11 @@ class PackedDataModule(L.LightningDataModule):
                 return source, found
         return (None, None)
 
-    def _check_openings(self, documents: Documents, description: str) -> None:
+    def _check_openings(self, store: TokenStore, description: str) -> None:
         """Refuse (a special token) or warn about pre-tokenized documents that mostly open with an id the
         packer neither strips nor uses as F: a BOS of another tokenizer, kept as content after F."""
         spec = self.packing_spec()
-        openings, total = foreign_openings(documents.token_ids, spec)
+        openings, total = unknown_openings(store.first_tokens, spec), len(store)
         if not openings:
             return
         token, count = openings.most_common(1)[0]
@@ -219,20 +239,34 @@ class PackedDataModule(L.LightningDataModule):
             stacklevel=2,
         )
 
-    def _cached(self, fingerprint: str, part: str, documents: Callable[[], Documents]) -> row_cache.PackedRows:
-        """The packed rows of ``documents()`` under this spec, from the cache or packed now."""
+    def _store(self, source: DocumentSource) -> TokenStore:
+        """The source's tokenized documents, from the cache or tokenized now (by one process at a time)."""
+        directory = writable_directory(self.cache_dir, "data.cache_dir") / f"tokens-{store_key(source.fingerprint)}"
+        with exclusive(
+            directory.with_name(f".{directory.name}.lock"),
+            f"waiting for another process tokenizing {source.description}",
+        ):
+            if (directory / "meta.json").is_file():
+                return TokenStore(directory)
+            return write_store(directory, source.documents(), source.description, source.size)
+
+    def _cached(
+        self, fingerprint: str, part: str, store: TokenStore, positions: np.ndarray | None
+    ) -> row_cache.PackedRows:
+        """The packed rows of the store's documents at ``positions`` under this spec, from the cache or
+        packed now (by one process at a time)."""
         spec = self.packing_spec()
-        parts = {
-            "documents": fingerprint,
-            "part": part,
-            "spec": spec.__dict__,
-            "interleave": [self.interleave_pieces, self.seed] if self.interleave_pieces else None,
-        }
+        parts = {"documents": fingerprint, "part": part, "spec": spec.__dict__, "interleave": self._interleave()}
+        if not self.interleave_pieces:
+            parts["interleave"] = None
         directory = writable_directory(self.cache_dir, "data.cache_dir") / row_cache.cache_key(parts)
-        if (directory / "meta.json").is_file():
-            return row_cache.load_rows(directory)
-        stats = PackStats()
-        rows = row_cache.write_rows(directory, self._pack(documents(), spec, stats), stats, parts)
+        with exclusive(
+            directory.with_name(f".{directory.name}.lock"), f"waiting for another process packing {part} rows"
+        ):
+            if (directory / "meta.json").is_file():
+                return row_cache.load_rows(directory)
+            stats = PackStats()
+            rows = row_cache.write_rows(directory, self._pack(store, positions, spec, stats), stats, parts)
         log.info("packed %s rows of %s: %s", part, fingerprint, stats.as_dict())
         return rows
 
@@ -244,46 +278,45 @@ class PackedDataModule(L.LightningDataModule):
         if self.train_rows is None:
             self._build()
 
+    def _validation_positions(self, count: int) -> np.ndarray:
+        """Indices of the held-out documents: a hash below ``val_fraction`` (at least one document)."""
+        scores = holdout_scores(np.arange(count))
+        held = np.flatnonzero(scores < self.val_fraction)
+        if len(held) == 0:
+            held = np.asarray([int(np.argmin(scores))])
+        if len(held) >= count:
+            raise UserError("too few documents to hold out a validation share", field="data.val_fraction")
+        return held
+
     def _build(self) -> None:
         train = self._source(self.train_source)
+        store = self._store(train)
+        if train.pretokenized:
+            self._check_openings(store, train.description)
         held_out = self.val_source is None and self.val_fraction > 0
-
-        @functools.cache
-        def train_documents() -> Documents:
-            documents = train.load()
-            if not documents.token_ids:
-                raise UserError("the data set is empty", field="data.train")
-            if train.pretokenized:
-                self._check_openings(documents, train.description)
-            return documents
-
-        def split(part: str) -> Documents:
-            documents = train_documents()
-            if not held_out:
-                return documents
-            n = len(documents.token_ids)
-            held = max(1, math.floor(n * self.val_fraction))
-            if held >= n:
-                raise UserError("too few documents to hold out a validation share", field="data.val_fraction")
-            keep = slice(n - held, n) if part == "val" else slice(0, n - held)
-            return Documents(documents.token_ids[keep], documents.tags[keep] if documents.tags is not None else None)
-
-        split_key = f"{train.fingerprint}/holdout={self.val_fraction if held_out else 0}"
+        split_key = f"{train.fingerprint}/holdout={f'hash:{self.val_fraction}' if held_out else 0}"
+        val = self._source(self.val_source) if self.val_source is not None else None
         self.identity = {
             "train": split_key,
-            "val": self._source(self.val_source).fingerprint if self.val_source is not None else None,
+            "val": val.fingerprint if val is not None else None,
             "packing": dict(self.packing_spec().__dict__),
             "tags": self.tag_field,
-            "interleave": [self.interleave_pieces, self.seed] if self.interleave_pieces else None,
+            "interleave": list(self._interleave()) if self.interleave_pieces else None,
         }
-        self.train_rows = self._cached(split_key, "train", lambda: split("train"))
+        train_positions = val_positions = None
+        if held_out:
+            val_positions = self._validation_positions(len(store))
+            keep = np.ones(len(store), dtype=bool)
+            keep[val_positions] = False
+            train_positions = np.flatnonzero(keep)
+        self.train_rows = self._cached(split_key, "train", store, train_positions)
         if len(self.train_rows) == 0:
             raise UserError("the training data set packs into no rows (no document has content)", field="data.train")
-        if self.val_source is not None:
-            val = self._source(self.val_source)
-            self.val_rows = self._cached(val.fingerprint, "val", val.load)
+        if val is not None:
+            val_store = self._store(val)
+            self.val_rows = self._cached(val.fingerprint, "val", val_store, None)
         elif held_out:
-            self.val_rows = self._cached(split_key, "val", lambda: split("val"))
+            self.val_rows = self._cached(split_key, "val", store, val_positions)
         self.max_token_id = max(
             rows.max_token_id for rows in (self.train_rows, self.val_rows) if rows is not None and len(rows)
         )

@@ -208,11 +208,13 @@ class _RowBuilder:
 
 @dataclass(frozen=True)
 class Piece:
-    """A run of one document's content to place: ``tokens`` start at ``offset`` of document ``source``."""
+    """A run of one document's content to place: ``tokens`` start at ``offset`` of document ``source``,
+    one of the ``pieces`` its document was cut into (interleaving; 1 otherwise)."""
 
     source: int
     offset: int
     tokens: np.ndarray
+    pieces: int = 1
 
 
 def strip_leading(document: Sequence[int], strip_ids: Iterable[int]) -> Sequence[int]:
@@ -220,41 +222,57 @@ def strip_leading(document: Sequence[int], strip_ids: Iterable[int]) -> Sequence
     return document[1:] if len(document) and int(document[0]) in set(strip_ids) else document
 
 
+def unknown_openings(first_tokens: Counter, spec: PackingSpec) -> Counter:
+    """Of the counts of documents by their opening id, those of ids that are neither stripped nor F."""
+    known = {spec.first_token_id, *spec.strip_ids}
+    return Counter({token: n for token, n in first_tokens.items() if token not in known})
+
+
 def foreign_openings(documents: Iterable[Sequence[int]], spec: PackingSpec) -> tuple[Counter, int]:
     """(how many documents open with each id that is neither stripped nor F, number of documents). A
     pre-tokenized corpus whose documents mostly open with one such id carries a BOS the packer does
     not know: it would stay as content right after F."""
-    known = {spec.first_token_id, *spec.strip_ids}
-    openings: Counter = Counter()
+    first: Counter = Counter()
     total = 0
     for document in documents:
         total += 1
-        if len(document) and int(document[0]) not in known:
-            openings[int(document[0])] += 1
-    return openings, total
+        if len(document):
+            first[int(document[0])] += 1
+    return unknown_openings(first, spec), total
 
 
-def interleave_pieces(pieces: Iterable[Piece], max_pieces: int, seed: int) -> list[Piece]:
+def interleave_pieces(
+    pieces: Iterable[Piece], max_pieces: int, seed: int, window: int | None = None
+) -> Iterator[Piece]:
     """The paper's interleaved chunks: cut every document at random points into 1 to ``max_pieces``
-    pieces, then shuffle all pieces while keeping each document's pieces in order."""
+    pieces, then shuffle the pieces while keeping each document's pieces in order. The shuffle mixes
+    ``window`` consecutive documents at a time (None: all of them); what it holds in memory is the
+    pieces of one window (views of the documents, which a memory-mapped corpus does not copy)."""
     rng = np.random.default_rng(seed)
-    queues: list[list[Piece]] = []
-    for piece in pieces:
-        n = len(piece.tokens)
-        count = min(n, int(rng.integers(1, max_pieces + 1)))
-        cuts = np.sort(rng.choice(np.arange(1, n), size=count - 1, replace=False)) if count > 1 else []
-        bounds = [0, *(int(c) for c in cuts), n]
-        queues.append(
-            [Piece(piece.source, piece.offset + a, piece.tokens[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-        )
-    order = np.repeat(np.arange(len(queues)), [len(q) for q in queues])
-    rng.shuffle(order)
-    heads = [0] * len(queues)
-    out = []
-    for i in order:
-        out.append(queues[i][heads[i]])
-        heads[i] += 1
-    return out
+    source = iter(pieces)
+    while True:
+        queues: list[list[Piece]] = []
+        for piece in source:
+            n = len(piece.tokens)
+            count = min(n, int(rng.integers(1, max_pieces + 1)))
+            cuts = np.sort(rng.choice(np.arange(1, n), size=count - 1, replace=False)) if count > 1 else []
+            bounds = [0, *(int(c) for c in cuts), n]
+            queues.append(
+                [
+                    Piece(piece.source, piece.offset + a, piece.tokens[a:b], len(bounds) - 1)
+                    for a, b in zip(bounds[:-1], bounds[1:])
+                ]
+            )
+            if window is not None and len(queues) == window:
+                break
+        if not queues:
+            return
+        order = np.repeat(np.arange(len(queues)), [len(q) for q in queues])
+        rng.shuffle(order)
+        heads = [0] * len(queues)
+        for i in order:
+            yield queues[i][heads[i]]
+            heads[i] += 1
 
 
 def iter_packed_rows(
@@ -266,15 +284,16 @@ def iter_packed_rows(
 ) -> Iterator[PackedRow]:
     """Pack documents greedily into rows, splitting them at row ends.
 
-    ``tags[i]`` (the +Tag variant) opens every chunk of document i. ``interleave = (max_pieces, seed)``
-    cuts and shuffles documents first (the interleaved-chunks variant); it needs all documents at
-    once. ``stats`` (if given) is updated as rows are produced and balances once the iterator ends.
+    ``tags[i]`` (the +Tag variant) opens every chunk of document i (any object indexed by the
+    document's position). ``interleave = (max_pieces, seed[, window])`` cuts and shuffles documents
+    first (the interleaved-chunks variant; see :func:`interleave_pieces`). Documents are consumed as
+    they come: memory holds one row and one document (one window of them when interleaving).
+    ``stats`` (if given) is updated as rows are produced and balances once the iterator ends.
     """
     stats = stats if stats is not None else PackStats()
     stats.slots = spec.seq_len
     strip = frozenset(spec.strip_ids)
     no_tag = np.zeros(0, dtype=np.int64)
-    chunks_of: dict[int, int] = {}
 
     def pieces() -> Iterator[Piece]:
         for index, document in enumerate(documents):
@@ -304,7 +323,7 @@ def iter_packed_rows(
             raise ValueError(
                 f"the tag of document {piece.source} ({len(tag)} tokens) leaves no room in a {spec.seq_len}-slot row"
             )
-        offset = 0
+        offset = chunks = 0
         while offset < len(piece.tokens):
             if row.room(len(tag)) < 1:
                 yield close(row)
@@ -312,11 +331,27 @@ def iter_packed_rows(
             take = min(row.room(len(tag)), len(piece.tokens) - offset)
             row.add_chunk(piece.tokens[offset : offset + take], piece.source, piece.offset + offset, tag)
             offset += take
-            chunks_of[piece.source] = chunks_of.get(piece.source, 0) + 1
+            chunks += 1
             stats.chunks += 1
+        # a document is split when it makes more than one chunk: cut into pieces (counted at its first
+        # piece, the one at offset 0), or one piece that ran over a row end
+        if (piece.pieces > 1 and piece.offset == 0) or (piece.pieces == 1 and chunks > 1):
+            stats.split_documents += 1
     if row.has_content:
         yield close(row)
-    stats.split_documents = sum(1 for n in chunks_of.values() if n > 1)
+
+
+def holdout_scores(indices: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A number in [0, 1) for each document index (splitmix64 of index and seed): documents scoring
+    below the validation share are held out, so the choice needs no pass over the corpus and is the
+    same on every machine."""
+    with np.errstate(over="ignore"):
+        x = np.asarray(indices, dtype=np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
 def pack_documents(

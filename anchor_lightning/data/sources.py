@@ -1,17 +1,20 @@
-"""Reading documents: JSONL text, pre-tokenized JSONL (the paper's data-release format), a saved
-``datasets`` directory or hub name, or the embedded default. Bad input raises a :class:`UserError`
-naming the file, the line and the field.
+"""Reading documents, one at a time: JSONL text, pre-tokenized JSONL (the paper's data-release
+format), either gzip- or zstd-compressed, Parquet, a saved ``datasets`` directory or hub name, or the
+embedded default. Nothing here holds more than one batch of documents: a corpus of billions of tokens
+streams through in bounded memory. Bad input raises a :class:`UserError` naming the file, the line
+and the field, wherever in the file it is.
 
 Pre-tokenized rows look like ``{"input_ids": [...], "source": [{"start": s, "end": e, "domain": d}]}``:
 each ``source`` entry is one document ``input_ids[start:end]`` (``start`` defaults to the previous
-end); without ``source`` the whole row is one document.
+end); without ``source`` the whole row is one document. Tokens outside every span are counted and
+reported, never trained on.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +27,23 @@ from anchor_lightning.paths import file_sha256
 
 FORMATS = ("auto", "text", "tokenized", "datasets")
 DEFAULT_SOURCE = "default"
+MAX_TOKEN_ID = 2**31 - 1  # rows store ids as int32
+TEXT_BATCH = 1000  # texts tokenized at once (the fast tokenizers spread a batch over all cores)
+UNSUPPORTED = {
+    ".arrow": "Arrow",
+    ".bz2": "bzip2-compressed",
+    ".xz": "xz-compressed",
+    ".csv": "CSV",
+}
+
+# one document as the readers yield it: its token ids and, with a tag field, its tag text
+Document = tuple[np.ndarray, "str | None"]
 
 
 @dataclass
 class Documents:
-    """Token-id documents, and each one's tag text (the +Tag variant) when a tag field is configured."""
+    """Token-id documents held in memory (small corpora: the evaluation tools, tests), and each one's
+    tag text (the +Tag variant) when a tag field is configured."""
 
     token_ids: list[np.ndarray]
     tags: list[str] | None = None
@@ -37,41 +52,70 @@ class Documents:
 @dataclass
 class DocumentSource:
     """Where documents come from: a fingerprint of everything that decides their token ids (the key of
-    the packed-row cache), known before any tokenization, and ``load()`` to read them."""
+    the caches), known before any tokenization, and ``documents()`` to stream them in order."""
 
     fingerprint: str
     description: str
-    load: Callable[[], Documents]
+    documents: Callable[[], Iterator[Document]]
     pretokenized: bool = False  # token ids read as given (their documents may open with another BOS)
+    size: Callable[[], tuple[int, int]] | None = None  # (bytes read so far, total bytes): progress
+
+    def load(self) -> Documents:
+        """Every document in memory (for small corpora)."""
+        ids, tags = [], []
+        for tokens, tag in self.documents():
+            ids.append(tokens)
+            tags.append(tag)
+        if not ids:
+            raise UserError("the data set is empty", file=self.description)
+        return Documents(ids, tags if any(t is not None for t in tags) else None)
 
 
-MAX_TOKEN_ID = 2**31 - 1  # rows store ids as int32
-UNSUPPORTED = {
-    ".zst": "zstd-compressed",
-    ".parquet": "Parquet",
-    ".arrow": "Arrow",
-    ".bz2": "bzip2-compressed",
-    ".xz": "xz-compressed",
-    ".csv": "CSV",
-}
+class _Reader:
+    """A file's raw bytes with the position read so far (the progress of a streamed preparation)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.total = path.stat().st_size
+        self.raw = None
+
+    def position(self) -> tuple[int, int]:
+        raw = self.raw
+        try:
+            return (raw.tell() if raw is not None and not raw.closed else 0), self.total
+        except (OSError, ValueError):
+            return 0, self.total
+
+    def lines(self) -> Iterator[bytes]:
+        """The file's lines (``.gz`` and ``.zst`` decompressed on the fly)."""
+        suffix = self.path.suffix.lower()
+        kind = UNSUPPORTED.get(suffix)
+        if kind is not None:
+            raise UserError(
+                f"unsupported format: {kind} files are not read (JSONL, .jsonl.gz, .jsonl.zst, Parquet or a "
+                "saved datasets directory are)",
+                file=str(self.path),
+            )
+        with self.path.open("rb") as raw:
+            self.raw = raw
+            if suffix == ".gz":
+                import gzip
+
+                yield from gzip.GzipFile(fileobj=raw, mode="rb")
+            elif suffix == ".zst":
+                try:
+                    import zstandard
+                except ImportError:
+                    raise UserError("reading .zst files needs the zstandard package", file=str(self.path)) from None
+                import io
+
+                yield from io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw))
+            else:
+                yield from raw
 
 
-def _open_lines(path: Path):
-    """The file's lines as bytes: plain JSONL, or gzip-compressed (``.gz``)."""
-    if path.suffix == ".gz":
-        import gzip
-
-        return gzip.open(path, "rb")
-    kind = UNSUPPORTED.get(path.suffix.lower())
-    if kind is not None:
-        raise UserError(
-            f"unsupported format: {kind} files are not read (JSONL, .jsonl.gz or a saved datasets directory are)",
-            file=str(path),
-        )
-    return path.open("rb")
-
-
-def _iter_json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+def _iter_json_lines(path: Path, reader: _Reader | None = None) -> Iterator[tuple[int, dict, bytes]]:
+    """(line number, record, raw line) of every non-blank line; malformed lines named."""
     if path.is_dir():
         raise UserError("a directory, not a JSONL file", file=str(path))
     if not path.is_file():
@@ -79,31 +123,37 @@ def _iter_json_lines(path: Path) -> Iterator[tuple[int, dict]]:
     import gzip
     import zlib
 
+    reader = reader or _Reader(path)
     try:
-        with _open_lines(path) as f:
-            for number, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    record = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                    raise UserError(
-                        f"malformed JSON ({err.msg if hasattr(err, 'msg') else err})", file=str(path), line=number
-                    ) from None
-                if not isinstance(record, dict):
-                    raise UserError("each line must be a JSON object", file=str(path), line=number)
-                yield number, record
+        for number, raw in enumerate(reader.lines(), start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise UserError(
+                    f"malformed JSON ({err.msg if hasattr(err, 'msg') else err})", file=str(path), line=number
+                ) from None
+            if not isinstance(record, dict):
+                raise UserError("each line must be a JSON object", file=str(path), line=number)
+            yield number, record, raw
     except (gzip.BadGzipFile, EOFError, zlib.error) as err:
-        raise UserError(f"not a readable gzip file ({err})", file=str(path)) from None
+        raise UserError(f"not a readable compressed file ({err})", file=str(path)) from None
+    except UserError:
+        raise
+    except Exception as err:  # zstandard's errors, which are not a subclass of anything shared
+        if type(err).__module__.startswith("zstandard"):
+            raise UserError(f"not a readable compressed file ({err})", file=str(path)) from None
+        raise
 
 
 def first_line_with_token(path: Path, at_least: int) -> int | None:
     """The first line of a pre-tokenized JSONL file with a token id >= ``at_least`` (None: none, or not
     such a file)."""
-    if not path.is_file() or path.suffix.lower() in UNSUPPORTED:
+    if not path.is_file() or path.suffix.lower() in UNSUPPORTED or path.suffix.lower() == ".parquet":
         return None
     try:
-        for number, record in _iter_json_lines(path):
+        for number, record, _ in _iter_json_lines(path):
             ids = record.get("input_ids")
             if isinstance(ids, list) and any(type(i) is int and i >= at_least for i in ids):
                 return number
@@ -122,7 +172,9 @@ def detect_format(path: Path) -> str:
                 file=str(path),
             )
         return "datasets"
-    for _, record in _iter_json_lines(path):
+    if path.suffix.lower() == ".parquet":
+        return "tokenized" if "input_ids" in _parquet_columns(path) else "text"
+    for _, record, _ in _iter_json_lines(path):
         return "tokenized" if "input_ids" in record else "text"
     raise UserError("the data set is empty", file=str(path))
 
@@ -134,20 +186,26 @@ def _tag(record: dict, tag_field: str, path: Path, number: int, where: str) -> s
     return value
 
 
-def read_texts(path: Path, field: str = "text", tag_field: str | None = None) -> tuple[list[str], list[str] | None]:
-    """Texts (and tags, when ``tag_field`` is set) of a JSONL file, one document per line."""
-    texts, tags = [], []
-    for number, record in _iter_json_lines(path):
-        value = record.get(field)
-        if not isinstance(value, str):
-            problem = "missing" if field not in record else f"not a string ({type(value).__name__})"
-            raise UserError(f"{problem}", file=str(path), line=number, field=field)
-        texts.append(value)
-        if tag_field is not None:
-            tags.append(_tag(record, tag_field, path, number, tag_field))
-    if not texts:
-        raise UserError("the data set is empty", file=str(path))
-    return texts, tags if tag_field is not None else None
+def _token_array(ids, raw: bytes, path: Path, number: int) -> np.ndarray:
+    """``input_ids`` as int64, checked where it is read: integers in 0..2^31-1, never booleans (JSON
+    ``true`` would read as 1) nor floats; vectorised, the element loop runs only to name a bad id."""
+    if not isinstance(ids, list):
+        raise UserError("must be a list of token ids", file=str(path), line=number, field="input_ids")
+    array = np.asarray(ids) if ids else np.zeros(0, dtype=np.int64)
+    key = raw.find(b'"input_ids"')
+    span = raw[raw.find(b"[", key) : raw.find(b"]", key)] if key >= 0 else b""
+    fine = array.dtype.kind in "iu" and array.ndim == 1 and b"true" not in span and b"false" not in span
+    if fine and len(array):
+        fine = int(array.min()) >= 0 and int(array.max()) <= MAX_TOKEN_ID
+    if not fine:
+        bad = next((i for i in ids if type(i) is not int or not 0 <= i <= MAX_TOKEN_ID), None)
+        raise UserError(
+            f"token ids must be integers in 0..{MAX_TOKEN_ID}, found {json.dumps(bad)}",
+            file=str(path),
+            line=number,
+            field="input_ids",
+        )
+    return array.astype(np.int64, copy=False)
 
 
 def _split_sources(ids: np.ndarray, sources, path: Path, number: int, tag_field: str | None):
@@ -165,79 +223,142 @@ def _split_sources(ids: np.ndarray, sources, path: Path, number: int, tag_field:
                 field="source",
             )
         docs.append(ids[start:end])
-        if tag_field is not None:
-            tags.append(_tag(entry, tag_field, path, number, f"source[{k}].{tag_field}"))
+        tags.append(_tag(entry, tag_field, path, number, f"source[{k}].{tag_field}") if tag_field is not None else None)
         uncovered += start - previous
         previous = end
     return docs, tags, uncovered + len(ids) - previous
 
 
-def read_token_documents(path: Path, tag_field: str | None = None) -> Documents:
-    """Pre-tokenized documents (one per ``source`` entry, else one per line) and their tags."""
-    docs, tags, uncovered, uncovered_lines = [], [], 0, 0
-    for number, record in _iter_json_lines(path):
-        ids = record.get("input_ids")
-        if not isinstance(ids, list):
-            raise UserError(
-                "missing" if "input_ids" not in record else "must be a list of token ids",
-                file=str(path),
-                line=number,
-                field="input_ids",
-            )
-        bad = next((i for i in ids if type(i) is not int or not 0 <= i <= MAX_TOKEN_ID), None)  # bool is not an id
-        if bad is not None or any(type(i) is not int for i in ids):
-            raise UserError(
-                f"token ids must be integers in 0..{MAX_TOKEN_ID}, found {json.dumps(bad)}",
-                file=str(path),
-                line=number,
-                field="input_ids",
-            )
-        array = np.asarray(ids, dtype=np.int64)
+def iter_token_documents(path: Path, tag_field: str | None = None, reader: _Reader | None = None) -> Iterator[Document]:
+    """Pre-tokenized documents (one per ``source`` entry, else one per line) with their tags, in order."""
+    if path.suffix.lower() == ".parquet":
+        yield from _parquet_documents(path, "input_ids", tag_field)
+        return
+    uncovered = uncovered_lines = documents = 0
+    for number, record, raw in _iter_json_lines(path, reader):
+        if "input_ids" not in record:
+            raise UserError("missing", file=str(path), line=number, field="input_ids")
+        array = _token_array(record["input_ids"], raw, path, number)
         if "source" in record:
-            more_docs, more_tags, outside = _split_sources(array, record["source"], path, number, tag_field)
+            docs, tags, outside = _split_sources(array, record["source"], path, number, tag_field)
             uncovered += outside
             uncovered_lines += outside > 0
         else:
-            more_docs = [array]
-            more_tags = [_tag(record, tag_field, path, number, tag_field)] if tag_field is not None else []
-        docs.extend(more_docs)
-        tags.extend(more_tags)
-    if not docs:
+            docs, tags = [array], [_tag(record, tag_field, path, number, tag_field) if tag_field is not None else None]
+        documents += len(docs)
+        yield from zip(docs, tags)
+    if not documents:
         raise UserError("the data set is empty", file=str(path))
     if uncovered:
         warnings.warn(
-            f"{path}: {uncovered} tokens on {uncovered_lines} lines lie outside every source span "
-            "and are not trained on",
+            f"{path}: {uncovered} tokens on {uncovered_lines} lines lie outside every source span and are not trained on",
             stacklevel=2,
         )
+
+
+def read_token_documents(path: Path, tag_field: str | None = None) -> Documents:
+    """Every pre-tokenized document of ``path`` in memory (small files; streamed readers use
+    :func:`iter_token_documents`)."""
+    docs, tags = [], []
+    for tokens, tag in iter_token_documents(path, tag_field):
+        docs.append(tokens)
+        tags.append(tag)
     return Documents(docs, tags if tag_field is not None else None)
 
 
-def tokenize(
-    texts: list[str], tokenizer: Tokenizer, append_eos: bool, num_proc: int, eos_id: int | None = None
-) -> list[np.ndarray]:
-    """Tokenize with ``datasets.map`` (parallel over ``num_proc`` processes for large inputs); each text
-    ends with ``eos_id`` (default: the tokenizer's EOS) when ``append_eos``."""
-    from datasets import Dataset, disable_progress_bars, enable_progress_bars
+def iter_texts(path: Path, field: str = "text", tag_field: str | None = None, reader: _Reader | None = None):
+    """(text, tag) of every line of a JSONL file, in order."""
+    if path.suffix.lower() == ".parquet":
+        for value, tag, row in _parquet_records(path, field, tag_field):
+            if not isinstance(value, str):
+                raise UserError(f"not a string ({type(value).__name__})", file=f"{path} row {row}", field=field)
+            yield value, tag
+        return
+    count = 0
+    for number, record, _ in _iter_json_lines(path, reader):
+        value = record.get(field)
+        if not isinstance(value, str):
+            problem = "missing" if field not in record else f"not a string ({type(value).__name__})"
+            raise UserError(f"{problem}", file=str(path), line=number, field=field)
+        count += 1
+        yield value, (_tag(record, tag_field, path, number, tag_field) if tag_field is not None else None)
+    if not count:
+        raise UserError("the data set is empty", file=str(path))
 
-    eos_id = tokenizer.eos_token_id if eos_id is None else eos_id
-    eos = [eos_id] if append_eos and eos_id is not None else []
 
-    def encode(batch):
-        return {"input_ids": [ids + eos for ids in tokenizer.encode_batch(batch["text"])]}
+def _parquet_columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
 
-    parallel = num_proc if len(texts) >= 1000 * num_proc else None
-    quiet = len(texts) < 10_000
-    if quiet:
-        disable_progress_bars()
     try:
-        dataset = Dataset.from_dict({"text": texts}).map(
-            encode, batched=True, num_proc=parallel, remove_columns=["text"], desc="tokenizing"
-        )
-    finally:
-        if quiet:
-            enable_progress_bars()
-    return [np.asarray(ids, dtype=np.int64) for ids in dataset["input_ids"]]
+        return pq.ParquetFile(path).schema_arrow.names
+    except Exception as err:  # pyarrow raises its own ArrowInvalid for a file that is not Parquet
+        raise UserError(f"not a readable Parquet file ({str(err).splitlines()[0]})", file=str(path)) from None
+
+
+def _parquet_records(path: Path, field: str, tag_field: str | None):
+    """(value, tag) of every row of a Parquet file, a record batch at a time."""
+    import pyarrow.parquet as pq
+
+    columns = _parquet_columns(path)
+    for name in (field, tag_field):
+        if name is not None and name not in columns:
+            raise UserError(f"no column {name!r} (has {', '.join(columns)})", file=str(path), field=name)
+    wanted = [field] + ([tag_field] if tag_field is not None else [])
+    handle = pq.ParquetFile(path)
+    row = 0
+    for batch in handle.iter_batches(batch_size=TEXT_BATCH, columns=wanted):
+        values = batch.column(field).to_pylist()
+        tags = batch.column(tag_field).to_pylist() if tag_field is not None else [None] * len(values)
+        for value, tag in zip(values, tags):
+            row += 1
+            yield value, tag, row
+    if not row:
+        raise UserError("the data set is empty", file=str(path))
+
+
+def _parquet_documents(path: Path, column: str, tag_field: str | None) -> Iterator[Document]:
+    """Pre-tokenized documents of a Parquet file, one per row."""
+    for value, tag, row in _parquet_records(path, column, tag_field):
+        if not isinstance(value, list):
+            raise UserError("must be a list of token ids", file=f"{path} row {row}", field=column)
+        yield _token_array(value, json.dumps(value).encode(), Path(f"{path} row {row}"), None), tag
+
+
+def encoded(
+    texts: Iterable[tuple[str, str | None]], tokenizer: Tokenizer, append_eos: bool, eos_id: int | None = None
+) -> Iterator[Document]:
+    """Token ids of each (text, tag), a batch of texts at a time; each text ends with ``eos_id``
+    (default: the tokenizer's EOS) when ``append_eos``."""
+    eos_id = tokenizer.eos_token_id if eos_id is None else eos_id
+    tail = np.asarray([eos_id] if append_eos and eos_id is not None else [], dtype=np.int64)
+    batch: list[tuple[str, str | None]] = []
+
+    arrays = getattr(tokenizer, "encode_arrays", None)
+
+    def flush():
+        texts = [t for t, _ in batch]
+        for ids, (_, tag) in zip(arrays(texts) if arrays else tokenizer.encode_batch(texts), batch):
+            yield (
+                (
+                    np.concatenate([np.asarray(ids, dtype=np.int64), tail])
+                    if len(tail)
+                    else np.asarray(ids, dtype=np.int64)
+                ),
+                tag,
+            )
+
+    for item in texts:
+        batch.append(item)
+        if len(batch) == TEXT_BATCH:
+            yield from flush()
+            batch = []
+    if batch:
+        yield from flush()
+
+
+def tokenize(texts: list[str], tokenizer: Tokenizer, append_eos: bool, eos_id: int | None = None) -> list[np.ndarray]:
+    """Token ids of each text (in memory: small corpora)."""
+    return [ids for ids, _ in encoded(((t, None) for t in texts), tokenizer, append_eos, eos_id)]
 
 
 def _datasets_records(name: str, split: str):
@@ -254,6 +375,13 @@ def _datasets_records(name: str, split: str):
         return datasets.load_dataset(name, split=split)
     except (FileNotFoundError, ConnectionError, ValueError) as err:
         raise UserError(f"cannot load data set {name!r}: {str(err).splitlines()[0]}", field="data.train") from None
+
+
+def _dataset_rows(records, column: str, tag_field: str | None) -> Iterator[tuple]:
+    """(value, tag) of every row of a memory-mapped ``datasets`` table, a batch at a time."""
+    for batch in records.iter(batch_size=TEXT_BATCH):
+        tags = batch[tag_field] if tag_field is not None else [None] * len(batch[column])
+        yield from zip(batch[column], tags)
 
 
 def default_corpus_size(source: str) -> int:
@@ -273,7 +401,6 @@ def open_source(
     data_format: str = "auto",
     text_field: str = "text",
     append_eos: bool = True,
-    num_proc: int = 1,
     split: str = "train",
     tag_field: str | None = None,
     eos_id: int | None = None,
@@ -285,8 +412,8 @@ def open_source(
         f"/eos_id={eos_id}" if eos_id is not None else ""
     )
 
-    def encode(texts: list[str]) -> list[np.ndarray]:
-        return tokenize(texts, tokenizer, append_eos, num_proc, eos_id)
+    def encode(texts: Iterable[tuple[str, str | None]]) -> Iterator[Document]:
+        return encoded(texts, tokenizer, append_eos, eos_id)
 
     if source == DEFAULT_SOURCE or source.startswith(f"{DEFAULT_SOURCE}:"):
         count = default_corpus_size(source)
@@ -295,44 +422,49 @@ def open_source(
         return DocumentSource(
             f"default-v1/{count}/{text_key}",
             f"embedded default corpus ({count} documents)",
-            lambda: Documents(encode(generate_documents(count))),
+            lambda: encode((text, None) for text in generate_documents(count)),
         )
     path = Path(source)
     if data_format == "auto":
         if path.exists():
             data_format = detect_format(path)
-        elif "/" in source and not source.endswith((".jsonl", ".json", ".gz")):
+        elif "/" in source and not source.endswith((".jsonl", ".json", ".gz", ".zst", ".parquet")):
             data_format = "datasets"  # a hub name such as org/name
         else:
             raise UserError("no such file", file=source)
     if data_format in ("tokenized", "text") and not path.is_file():
         raise UserError("no such file", file=source)
-    if data_format == "tokenized":
+    if data_format in ("tokenized", "text"):
+        reader = _Reader(path)
+        digest = file_sha256(path)[:16]
+        size = None if path.suffix.lower() == ".parquet" else reader.position
+        if data_format == "tokenized":
+            return DocumentSource(
+                f"tokenized/{digest}/tags={tag_field}",
+                f"pre-tokenized {path}",
+                lambda: iter_token_documents(path, tag_field, reader),
+                pretokenized=True,
+                size=size,
+            )
         return DocumentSource(
-            f"tokenized/{file_sha256(path)[:16]}/tags={tag_field}",
-            f"pre-tokenized {path}",
-            lambda: read_token_documents(path, tag_field),
-            pretokenized=True,
+            f"text/{digest}/{text_field}/{text_key}",
+            f"text {path}",
+            lambda: encode(iter_texts(path, text_field, tag_field, reader)),
+            size=size,
         )
-    if data_format == "text":
-
-        def load_text() -> Documents:
-            texts, tags = read_texts(path, text_field, tag_field)
-            return Documents(encode(texts), tags)
-
-        return DocumentSource(f"text/{file_sha256(path)[:16]}/{text_field}/{text_key}", f"text {path}", load_text)
     records = _datasets_records(source, split)
     if len(records) == 0:
         raise UserError("the data set is empty", file=source)
     if tag_field is not None and tag_field not in records.column_names:
         raise UserError(f"no column {tag_field!r} for tags", file=source, field="data.tag_field")
-    tags = (lambda: list(records[tag_field])) if tag_field is not None else (lambda: None)
     if "input_ids" in records.column_names:
+
+        def token_rows() -> Iterator[Document]:
+            for ids, tag in _dataset_rows(records, "input_ids", tag_field):
+                yield np.asarray(ids, dtype=np.int64), tag
+
         return DocumentSource(
-            f"datasets/{records._fingerprint}/tags={tag_field}",
-            f"datasets {source}",
-            lambda: Documents([np.asarray(ids, dtype=np.int64) for ids in records["input_ids"]], tags()),
-            pretokenized=True,
+            f"datasets/{records._fingerprint}/tags={tag_field}", f"datasets {source}", token_rows, pretokenized=True
         )
     if text_field not in records.column_names:
         raise UserError(
@@ -343,5 +475,5 @@ def open_source(
     return DocumentSource(
         f"datasets/{records._fingerprint}/{text_field}/{text_key}",
         f"datasets {source}",
-        lambda: Documents(encode(list(records[text_field])), tags()),
+        lambda: encode(_dataset_rows(records, text_field, tag_field)),
     )

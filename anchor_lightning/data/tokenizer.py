@@ -7,6 +7,8 @@ import hashlib
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from anchor_lightning.checkpoint.gguf import is_gguf, local_checkpoint
 from anchor_lightning.errors import UserError
 
@@ -41,6 +43,10 @@ class ByteTokenizer:
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [list(t.encode("utf-8")) for t in texts]
+
+    def encode_arrays(self, texts: list[str]) -> list[np.ndarray]:
+        """The same ids as arrays, without a Python int per byte (the streamed preparation's path)."""
+        return [np.frombuffer(t.encode("utf-8"), dtype=np.uint8) for t in texts]
 
     def decode(self, ids: list[int]) -> str:
         """Bytes as UTF-8 text, ``<s>``/``</s>`` for BOS/EOS, ``<id N>`` for an id outside the vocabulary."""

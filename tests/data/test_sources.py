@@ -52,7 +52,6 @@ def test_text_and_pre_tokenized_paths_pack_identical_rows(tmp_path, llama_tokeni
             layout="per_doc",
             val_fraction=0.0,
             cache_dir=str(tmp_path / name),
-            tokenize_workers=2,
         )
         data.setup("fit")
         rows[name] = data.train_rows
