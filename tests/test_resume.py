@@ -101,6 +101,12 @@ def test_stop_at_k_then_resume_to_2k(tmp_path, corpus, uninterrupted):
     assert len(trace(tmp_path, "split")) == STEPS // 2
     main(config(tmp_path, "split", corpus) + [f"--trainer.max_steps={STEPS}", "--ckpt_path=last"])
     assert_same_run(uninterrupted, trace(tmp_path, "split"))
+    # train/tokens_seen (and the MFU's FLOPs) count on from the checkpoint, not from zero
+    counters = [
+        torch.load(tmp_path / run / "ckpt" / "last.ckpt", weights_only=False)["anchor_lightning_counters"]
+        for run in ("full", "split")
+    ]
+    assert counters[0] == counters[1] and counters[0]["tokens_seen"] > 0
 
 
 def test_sigterm_in_the_middle_of_a_step_saves_and_resumes(tmp_path, corpus, uninterrupted):

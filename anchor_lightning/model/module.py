@@ -16,6 +16,8 @@ from anchor_lightning.attention.varlen_kernels import VARLEN_KERNEL_ENV, choose_
 from anchor_lightning.checkpoint.gguf import local_checkpoint
 from anchor_lightning.checkpoint.identity import KEY as IDENTITY_KEY
 from anchor_lightning.checkpoint.identity import check_same_run, model_identity
+
+COUNTERS_KEY = "anchor_lightning_counters"
 from anchor_lightning.data.packing import check_mode_layout
 from anchor_lightning.errors import UserError
 from anchor_lightning.loggers import is_logging_step
@@ -391,10 +393,20 @@ class AnchorLM(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self.check_finite()  # never save weights a non-finite step has touched
         checkpoint[IDENTITY_KEY] = self.run_identity()
+        # the running totals behind train/tokens_seen (and MFU, skipped steps) go on after a resume
+        checkpoint[COUNTERS_KEY] = {
+            "tokens_seen": int(self.tokens_seen),
+            "flops_seen": float(self.flops_seen),
+            "skipped_steps": int(self.skipped_steps),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse to resume a run trained under other settings (mode, layout, row length, model)."""
         check_same_run(checkpoint.get(IDENTITY_KEY), self.run_identity(), "model settings", "model")
+        counters = checkpoint.get(COUNTERS_KEY, {})
+        self.tokens_seen = counters.get("tokens_seen", 0)
+        self.flops_seen = counters.get("flops_seen", 0.0)
+        self.skipped_steps = counters.get("skipped_steps", 0)
 
     def on_train_end(self) -> None:
         self.check_finite()

@@ -245,7 +245,7 @@ class Runner:
         kind = f"eval-group-{size}"
         for start in range(0, len(pending), size):
             group = pending[start : start + size]
-            guess = self.state["kinds"].get(kind, GUESS["eval"] * (1 + 0.5 * (len(group) - 1)))
+            guess = self.state["kinds"].get(kind, self.args.eval_seconds * (1 + 0.5 * (len(group) - 1)))
             if self.left() < guess * 1.1:
                 print(
                     f"[{self.elapsed()}] stopping before evaluating {', '.join(group)}: {self.left():.0f} s left",
@@ -424,6 +424,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--models", nargs="+", default=list(EVALUATED), choices=EVALUATED, help="models to evaluate")
     parser.add_argument("--parallel", type=int, default=2, help="evaluations sharing the GPU at once")
+    parser.add_argument(
+        "--eval-seconds",
+        type=float,
+        default=GUESS["eval"],
+        help="first guess of one evaluation's seconds (until one has run; then its measured time)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="every step on the CPU at toy sizes")
     args = parser.parse_args(argv)
     runner = Runner(args)
