@@ -16,8 +16,6 @@ from anchor_lightning.attention.varlen_kernels import VARLEN_KERNEL_ENV, choose_
 from anchor_lightning.checkpoint.gguf import local_checkpoint
 from anchor_lightning.checkpoint.identity import KEY as IDENTITY_KEY
 from anchor_lightning.checkpoint.identity import check_same_run, model_identity
-
-COUNTERS_KEY = "anchor_lightning_counters"
 from anchor_lightning.data.packing import check_mode_layout
 from anchor_lightning.errors import UserError
 from anchor_lightning.loggers import is_logging_step
@@ -30,6 +28,8 @@ from anchor_lightning.model.loss import LOSS_IMPLEMENTATIONS
 from anchor_lightning.model.schedule import parameter_groups, warmup_cosine_scheduler
 from anchor_lightning.parallel.sequence import local_slots
 from anchor_lightning.parallel.strategy import ShardedStrategy
+
+COUNTERS_KEY = "anchor_lightning_counters"  # running totals kept in checkpoints
 
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
 
