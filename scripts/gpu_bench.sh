@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The throughput matrix on one GPU (name nvidia-h100-x1). Usage: scripts/gpu_bench.sh OUT_DIR [part...]
+# The throughput matrix on one GPU (an H100 or H200). Usage: scripts/gpu_bench.sh OUT_DIR [part...]
 # parts: 32k, 64k (exponential documents, pure bf16, ours and the peers), wikitext (64K, the shared
 # corpus's lengths: anchor vs full step time), master (ours under fp32 master weights), context
 # (longest trainable row, ours and the strongest peer), all. Each part writes OUT_DIR/<part>.json.

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# One GPU call of the miniature on the lent GPU machine (nvidia-h200): set up once per machine what a bare
-# one lacks, then continue scripts/miniature/run.py until DEADLINE seconds after this script started.
+# The miniature on the lent GPU machine (nvidia-h200), in calls of at most 10 minutes each.
+#
+# scripts/miniature/run.py runs in the background, in its own process session, from a copy of the code
+# taken at its start: it keeps training and evaluating between calls, for as long as the machine stays
+# warm (30 s after a call), and no step is cut at a call's end. Each call prints what the run logged since
+# the last call and copies its result bundle into $OUT whenever it changes, so a call that is stopped
+# still brings back the latest results.
 #
 # The machine has no registry and takes at most 64 MiB per call, so prepare here (all git-ignored):
 #   .whl/              wheels of what it lacks: datasets, dill, multiprocess, jsonargparse, docstring-parser,
@@ -8,38 +13,114 @@
 #   .carry/smollm2/1/  the first 60 MB of SmolLM2-135M-Instruct.Q4_1.gguf (split -b 60000000), as smollm2.part.00
 #   .carry/smollm2/2/  the rest (smollm2.part.01) and the whole file's sha256
 #   .carry/minidata/   scripts/miniature/prepare_data.py's split, each .jsonl compressed with xz, and manifest.json
-# Call 1 (carry .carry/smollm2/1):            bash scripts/miniature/gpu_call.sh piece
+# Call 1 (carry .carry/smollm2/1):           bash scripts/miniature/gpu_call.sh piece
 # Call 2 (carry .carry/smollm2/2, .carry/minidata, .whl), within the 30 s the machine stays warm:
-#                                             bash scripts/miniature/gpu_call.sh
-# Later calls (nothing carried, same warm machine): the same command; it resumes where the last one stopped.
+#                                            bash scripts/miniature/gpu_call.sh start [run.py arguments]
+# Later calls (nothing carried), each within 30 s of the last:
+#                                            bash scripts/miniature/gpu_call.sh watch
+# `start` on a machine where the run is going or finished only watches it. A call returns when the run
+# ends or after WATCH seconds (default 570). Exit codes: 0 the run finished every step, 3 it stopped with
+# steps left (its log says why), 10 it is still running (call `watch` again), 4-6 a bare machine or a
+# broken transfer.
 set -uo pipefail
 START=$SECONDS
-DEADLINE=${DEADLINE:-545}
+WATCH=${WATCH:-570}
 WORK=${WORK:-/tmp/miniature}
-GGUF=/tmp/SmolLM2-135M-Instruct.Q4_1.gguf
+GGUF=${GGUF:-/tmp/SmolLM2-135M-Instruct.Q4_1.gguf}
+DATA=${DATA:-/tmp/minidata}
+SITE=${SITE:-/tmp/site}
+WHEELS=${WHEELS:-.whl}
+CARRY=${CARRY:-.carry}
+PIECES=${PIECES:-/tmp}
+OUT=${OUT:?OUT: the folder whose files come back}
+CODE=$WORK/code
+BUNDLE=$WORK/out/miniature-results.tar.gz
+LOG=$WORK/run.log
+RUN_PY=${RUN_PY:-$CODE/scripts/miniature/run.py}  # tests put a stand-in here
 export PYTHONUNBUFFERED=1
 
-if [ "${1:-}" = piece ]; then
-  cp .carry/smollm2/1/smollm2.part.* /tmp/ && ls -l /tmp/smollm2.part.* && nvidia-smi --query-gpu=name,memory.total --format=csv
-  exit
-fi
-if [ ! -d /tmp/site ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
-fi
-export PYTHONPATH=/tmp/site:$PWD
-if [ ! -f "$GGUF" ]; then
-  if [ ! -f /tmp/smollm2.part.00 ] || [ ! -d .carry/smollm2/2 ]; then
-    echo "a bare machine: make call 1 (piece) and call 2 again"; exit 4
+running() { [ -f "$WORK/run.pid" ] && kill -0 "$(cat "$WORK/run.pid")" 2>/dev/null && [ ! -f "$WORK/run.exit" ]; }
+
+setup() {
+  if [ -d "$WHEELS" ] && [ ! -d "$SITE" ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "$WHEELS"/*.whl || exit 1
   fi
-  cat /tmp/smollm2.part.* .carry/smollm2/2/smollm2.part.* > "$GGUF.tmp" && mv "$GGUF.tmp" "$GGUF"
-  [ "$(sha256sum "$GGUF" | cut -c1-64)" = "$(cat .carry/smollm2/2/sha256)" ] || { echo "GGUF checksum mismatch"; rm -f "$GGUF"; exit 5; }
-fi
-if [ ! -f /tmp/minidata/manifest.json ]; then
-  mkdir -p /tmp/minidata.tmp && for f in .carry/minidata/*.xz; do
-    xz -dc "$f" > "/tmp/minidata.tmp/$(basename "$f" .xz)" || exit 6
+  if [ ! -f "$GGUF" ]; then
+    if [ ! -f "$PIECES/smollm2.part.00" ] || [ ! -d "$CARRY/smollm2/2" ]; then
+      echo "a bare machine: make call 1 (piece) and call 2 again"; exit 4
+    fi
+    cat "$PIECES"/smollm2.part.* "$CARRY"/smollm2/2/smollm2.part.* > "$GGUF.tmp" && mv "$GGUF.tmp" "$GGUF"
+    [ "$(sha256sum "$GGUF" | cut -c1-64)" = "$(cat "$CARRY/smollm2/2/sha256")" ] || { echo "GGUF checksum mismatch"; rm -f "$GGUF"; exit 5; }
+  fi
+  if [ ! -f "$DATA/manifest.json" ]; then
+    [ -d "$CARRY/minidata" ] || { echo "no data: carry .carry/minidata in this call"; exit 6; }
+    mkdir -p "$DATA.tmp" && for f in "$CARRY"/minidata/*.xz; do
+      xz -dc "$f" > "$DATA.tmp/$(basename "$f" .xz)" || exit 6
+    done
+    cp "$CARRY/minidata/manifest.json" "$DATA.tmp/" && mv "$DATA.tmp" "$DATA"
+  fi
+}
+
+launch() {
+  # a copy of the code: the next calls replace the working tree under a run that imports from it
+  mkdir -p "$WORK/out" && rm -rf "$CODE.tmp" && mkdir -p "$CODE.tmp"
+  cp -r anchor_lightning scripts recipes "$CODE.tmp"/ && mv "$CODE.tmp" "$CODE"
+  local site=""; [ -d "$SITE" ] && site="$SITE:"
+  PYTHONPATH="$site$CODE" setsid nohup bash -c '"$@"; echo $? > "'"$WORK"'/run.exit"' run \
+    python3 "$RUN_PY" --gguf "$GGUF" --data "$DATA" --work "$WORK" --out "$WORK/out" "$@" \
+    > "$LOG" 2>&1 < /dev/null &
+  echo $! > "$WORK/run.pid"
+  echo "started the run in the background (pid $(cat "$WORK/run.pid")): run.py $*"
+}
+
+copy_back() {
+  [ -f "$BUNDLE" ] && cp "$BUNDLE" "$OUT/"
+  [ -f "$LOG" ] && cp "$LOG" "$OUT/run.log"
+}
+
+watch() {
+  local offset last="" size stamp
+  offset=$(cat "$WORK/log.offset" 2>/dev/null || echo 0)
+  while :; do
+    size=$(stat -c %s "$LOG" 2>/dev/null || echo 0)
+    if [ "$size" -gt "$offset" ]; then
+      tail -c +$((offset + 1)) "$LOG" | head -c $((size - offset))
+      offset=$size && echo "$offset" > "$WORK/log.offset"
+    fi
+    stamp=$(stat -c %Y "$BUNDLE" 2>/dev/null || echo "")
+    if [ -n "$stamp" ] && [ "$stamp" != "$last" ]; then copy_back; last=$stamp; fi
+    running || break
+    [ $((SECONDS - START)) -ge "$WATCH" ] && break
+    sleep 5
   done
-  cp .carry/minidata/manifest.json /tmp/minidata.tmp/ && mv /tmp/minidata.tmp /tmp/minidata
-fi
-nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
-python3 scripts/miniature/run.py --gguf "$GGUF" --data /tmp/minidata --work "$WORK" --out "$OUT" \
-  --deadline $((DEADLINE - (SECONDS - START)))
+  copy_back
+  command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
+  if running; then
+    echo "[watch] the run goes on after $((SECONDS - START)) s of this call: call watch again within 30 s"; exit 10
+  fi
+  local code; code=$(cat "$WORK/run.exit" 2>/dev/null || echo 1)
+  echo "[watch] the run ended with exit code $code"; exit "$code"
+}
+
+case "${1:-start}" in
+  piece)
+    cp "$CARRY"/smollm2/1/smollm2.part.* "$PIECES"/ && ls -l "$PIECES"/smollm2.part.* && nvidia-smi --query-gpu=name,memory.total --format=csv
+    ;;
+  start)
+    shift || true
+    mkdir -p "$WORK"
+    if running || [ -f "$WORK/run.exit" ]; then
+      echo "the run was started before: watching it"
+    else
+      setup && launch "$@"
+    fi
+    watch
+    ;;
+  watch)
+    [ -f "$WORK/run.pid" ] || { echo "no run on this machine (a bare machine?): make calls 1 and 2 again"; exit 4; }
+    watch
+    ;;
+  *)
+    echo "usage: gpu_call.sh piece | start [run.py arguments] | watch"; exit 2
+    ;;
+esac

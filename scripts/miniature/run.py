@@ -14,9 +14,10 @@ Steps, in order:
 
     train-<mode>   fit recipes/smollm2-135m/32k-<mode>.yaml and export it, for anchor, full, intra_doc,
                    intra_doc_reset (``--modes``); the training checkpoints are removed after the export
-    eval-<model>   evaluate + diagnose, ``--parallel`` models at a time on the one GPU: each trained
-                   mode, then base (the pretrained model, RoPE base 100,000) and base-theta (the same
-                   with the recipes' RoPE base, untrained) (``--models``)
+    eval-<model>   evaluate + diagnose, ``--parallel`` models at a time on the one GPU: the trained
+                   modes as soon as ``--parallel`` of them are exported (when the time left allows it;
+                   else after the trainings), then base (the pretrained model, RoPE base 100,000) and
+                   base-theta (the same with the recipes' RoPE base, untrained) (``--models``)
 
 Results go to ``WORK/results/<name>/`` (``long_context.json``, ``rope_deviation.json``, ``train.json``
 and plots) and, when ``--out`` is given, into ``--out/miniature-results.tar.gz`` (one file: what the
@@ -234,32 +235,40 @@ class Runner:
             )
         return code == 0
 
-    def evaluate_all(self, theta: str) -> bool:
-        """The pending evaluations, ``--parallel`` at a time on the one GPU (a 135M model leaves most of
-        it idle between kernels); a group starts only if the last group's time is left."""
+    def pending_evaluations(self, trained_only: bool = False) -> list[str]:
+        """The models of ``--models`` not evaluated yet (with ``trained_only``: the trained and exported ones)."""
+        pending = [name for name in self.args.models if f"eval-{name}" not in self.state["done"]]
+        if trained_only:
+            pending = [name for name in pending if name in MODES and f"export-{name}" in self.state["done"]]
+        return pending
+
+    def evaluate_group(self, group: list[str], theta: str) -> bool | None:
+        """Evaluate ``group`` at once on the one GPU (a 135M model leaves most of it idle between kernels):
+        True when done, None when the last group's time is not left (nothing started), False on a failure."""
         gguf = str(self.args.gguf.resolve())
         models = {"base": (gguf, None), "base-theta": (gguf, theta)}
         models.update({mode: (str(self.work / "exported" / mode), None) for mode in MODES})
-        pending = [name for name in self.args.models if f"eval-{name}" not in self.state["done"]]
+        kind = f"eval-group-{max(1, self.args.parallel)}"
+        guess = self.state["kinds"].get(kind, self.args.eval_seconds * (1 + 0.5 * (len(group) - 1)))
+        if self.left() < guess * 1.1:
+            print(f"[{self.elapsed()}] not evaluating {', '.join(group)} now: {self.left():.0f} s left", flush=True)
+            return None
+        began = time.monotonic()
+        with ThreadPoolExecutor(len(group)) as pool:
+            results = dict(zip(group, pool.map(lambda name: self.evaluate(name, *models[name]), group)))
+        seconds = time.monotonic() - began
+        for name in group:
+            if results[name]:
+                self.finish(f"eval-{name}", kind, seconds)
+        return all(results.values())
+
+    def evaluate_all(self, theta: str) -> bool:
+        """The pending evaluations, ``--parallel`` at a time; a group starts only if the last group's
+        time is left."""
+        pending = self.pending_evaluations()
         size = max(1, self.args.parallel)
-        kind = f"eval-group-{size}"
         for start in range(0, len(pending), size):
-            group = pending[start : start + size]
-            guess = self.state["kinds"].get(kind, self.args.eval_seconds * (1 + 0.5 * (len(group) - 1)))
-            if self.left() < guess * 1.1:
-                print(
-                    f"[{self.elapsed()}] stopping before evaluating {', '.join(group)}: {self.left():.0f} s left",
-                    flush=True,
-                )
-                return False
-            began = time.monotonic()
-            with ThreadPoolExecutor(len(group)) as pool:
-                results = dict(zip(group, pool.map(lambda name: self.evaluate(name, *models[name]), group)))
-            seconds = time.monotonic() - began
-            for name in group:
-                if results[name]:
-                    self.finish(f"eval-{name}", kind, seconds)
-            if not all(results.values()):
+            if not self.evaluate_group(pending[start : start + size], theta):
                 return False
         return True
 
@@ -384,9 +393,12 @@ class Runner:
             return
         self.args.out.mkdir(parents=True, exist_ok=True)
         (self.work / "results" / "state.json").write_text(json.dumps(self.state, indent=1))
-        with tarfile.open(self.args.out / "miniature-results.tar.gz", "w:gz") as tar:
+        bundle = self.args.out / "miniature-results.tar.gz"
+        partial = bundle.with_name(f".{bundle.name}.tmp")
+        with tarfile.open(partial, "w:gz") as tar:
             tar.add(self.work / "results", arcname="results")
             tar.add(self.work / "logs", arcname="logs")
+        os.replace(partial, bundle)  # whole or absent: a watcher may copy it at any moment
 
     def run(self) -> bool:
         self.environment()
@@ -400,6 +412,15 @@ class Runner:
                 break
             if not self.args.keep_checkpoints:
                 shutil.rmtree(self.work / "checkpoints" / f"smollm2-135m-32k-{mode}", ignore_errors=True)
+            # evaluate trained models as soon as a group of them is ready, so that results are bundled
+            # (and can travel back) before the next trainings; if the group's time is not left, train on
+            ready = self.pending_evaluations(trained_only=True)
+            if (
+                len(ready) >= max(1, self.args.parallel)
+                and self.evaluate_group(ready[: self.args.parallel], theta) is False
+            ):
+                complete = False
+                break
         complete = complete and self.evaluate_all(theta)
         print(
             f"[{self.elapsed()}] {'all steps done' if complete else 'stopped; run again to continue'}: "

@@ -1,0 +1,203 @@
+"""scripts/miniature: the order and time budget of run.py's steps (its commands stood in for, on a fake
+clock) and gpu_call.sh's background run, watched over several calls (a stand-in for run.py)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_run_module():
+    spec = importlib.util.spec_from_file_location("miniature_run", ROOT / "scripts" / "miniature" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+SECONDS = {"fit": 150.0, "export": 10.0, "evaluate": 200.0, "diagnose": 20.0}
+
+
+def make_runner(module, tmp_path: Path, clock: FakeClock, deadline: float, calls: list[str], **extra):
+    args = argparse.Namespace(
+        gguf=tmp_path / "model.gguf",
+        data=tmp_path / "data",
+        work=tmp_path / "work",
+        out=tmp_path / "out",
+        deadline=deadline,
+        keep_checkpoints=False,
+        modes=list(module.MODES),
+        models=list(module.EVALUATED),
+        parallel=2,
+        eval_seconds=extra.pop("eval_seconds", 240.0),
+        dry_run=False,
+    )
+    runner = module.Runner(args)
+    runner.environment = lambda: None
+
+    def command(name, argv, stop_at=None):
+        calls.append(name)
+        clock.now += SECONDS[argv[0]]  # evaluations in threads add up: the order is what is checked here
+        return 0, SECONDS[argv[0]], False
+
+    runner.command = command
+    return runner
+
+
+@pytest.fixture
+def module(monkeypatch):
+    module = load_run_module()
+    clock = FakeClock()
+    monkeypatch.setattr(module, "time", clock)
+    module.clock = clock
+    return module
+
+
+def test_trained_modes_are_evaluated_as_soon_as_a_pair_is_exported(module, tmp_path):
+    calls: list[str] = []
+    runner = make_runner(module, tmp_path, module.clock, float("inf"), calls)
+    assert runner.run()
+    phases = [
+        ["train-anchor", "export-anchor", "train-full", "export-full"],
+        {"eval-anchor", "diagnose-anchor", "eval-full", "diagnose-full"},
+        ["train-intra_doc", "export-intra_doc", "train-intra_doc_reset", "export-intra_doc_reset"],
+        {"eval-intra_doc_reset", "diagnose-intra_doc_reset", "eval-intra_doc", "diagnose-intra_doc"},
+        {"eval-base", "diagnose-base", "eval-base-theta", "diagnose-base-theta"},
+    ]
+    at = 0
+    for phase in phases:
+        got = calls[at : at + len(phase)]
+        assert (set(got) if isinstance(phase, set) else got) == phase, calls
+        at += len(phase)
+    assert at == len(calls)
+    state = json.loads((tmp_path / "work" / "state.json").read_text())
+    assert set(state["done"]) == {f"{s}-{m}" for s in ("train", "export") for m in module.MODES} | {
+        f"eval-{n}" for n in module.EVALUATED
+    }
+    with tarfile.open(tmp_path / "out" / "miniature-results.tar.gz") as tar:
+        assert "results/state.json" in tar.getnames()
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_deadline_trains_on_when_an_evaluation_does_not_fit_and_the_next_call_evaluates(module, tmp_path):
+    calls: list[str] = []
+    # two trainings and exports take 320 s; a pair of evaluations is guessed at 1.5 x 500 s: not in 1000 s
+    runner = make_runner(module, tmp_path, module.clock, 1000.0, calls, eval_seconds=500.0)
+    assert not runner.run()
+    assert calls == [f"{s}-{m}" for m in module.MODES for s in ("train", "export")]
+    later: list[str] = []
+    module.clock.now = 0.0
+    runner = make_runner(module, tmp_path, module.clock, 2000.0, later, eval_seconds=500.0)
+    assert runner.run()
+    assert not [c for c in later if c.startswith(("train", "export"))]  # nothing trained twice
+    assert {c for c in later if c.startswith("eval-")} == {f"eval-{n}" for n in module.EVALUATED}
+
+
+def test_an_evaluation_that_fails_stops_the_run_before_more_training(module, tmp_path):
+    calls: list[str] = []
+    runner = make_runner(module, tmp_path, module.clock, float("inf"), calls)
+    command = runner.command
+
+    def failing(name, argv, stop_at=None):
+        code, seconds, stopped = command(name, argv, stop_at)
+        return (1 if name == "eval-full" else code), seconds, stopped
+
+    runner.command = failing
+    assert not runner.run()
+    assert "train-intra_doc" not in calls
+    state = json.loads((tmp_path / "work" / "state.json").read_text())
+    assert "eval-anchor" in state["done"] and "eval-full" not in state["done"]
+
+
+STAND_IN = """
+import sys, time, tarfile, pathlib
+args = sys.argv[1:]
+out = pathlib.Path(args[args.index("--out") + 1])
+for step in range(3):
+    print(f"step {step} of the stand-in, args {' '.join(args[args.index('--out') + 2:])}", flush=True)
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    (out / "results" / "step").write_text(str(step))
+    with tarfile.open(out / "partial.tar.gz", "w:gz") as tar:
+        tar.add(out / "results", arcname="results")
+    (out / "partial.tar.gz").replace(out / "miniature-results.tar.gz")
+    time.sleep(2.5)
+sys.exit(3)
+"""
+
+
+def gpu_call(tmp_path: Path, *argv: str, watch: int) -> subprocess.CompletedProcess:
+    out = tmp_path / f"out-{time.monotonic_ns()}"
+    out.mkdir()
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "WORK": str(tmp_path / "work"),
+        "GGUF": str(tmp_path / "model.gguf"),
+        "DATA": str(tmp_path / "data"),
+        "SITE": str(tmp_path / "site"),
+        "WHEELS": str(tmp_path / "wheels"),
+        "CARRY": str(tmp_path / "carry"),
+        "PIECES": str(tmp_path / "pieces"),
+        "RUN_PY": str(tmp_path / "stand_in.py"),
+        "WATCH": str(watch),
+    }
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "miniature" / "gpu_call.sh"), *argv],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    result.out = out
+    return result
+
+
+def test_gpu_call_runs_in_the_background_across_calls_and_brings_the_bundle_back(tmp_path):
+    (tmp_path / "stand_in.py").write_text(STAND_IN)
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "manifest.json").write_text("{}")
+    first = gpu_call(tmp_path, "start", "--models", "anchor", watch=1)
+    assert first.returncode == 10, first.stdout + first.stderr  # still running when the call returned
+    assert "started the run in the background" in first.stdout
+    assert "step 0 of the stand-in, args --models anchor" in first.stdout
+    assert (first.out / "miniature-results.tar.gz").is_file()
+    # a second start only watches; the lines already shown are not shown again
+    second = gpu_call(tmp_path, "start", watch=30)
+    assert second.returncode == 3, second.stdout + second.stderr  # the stand-in's exit code
+    assert "the run was started before" in second.stdout and "step 0 " not in second.stdout
+    assert "step 2 of the stand-in" in second.stdout
+    with tarfile.open(second.out / "miniature-results.tar.gz") as tar:
+        assert tar.extractfile("results/step").read() == b"2"
+    assert "step 2 of the stand-in" in (second.out / "run.log").read_text()
+    # the run's code is a copy: later calls may replace the working tree under it
+    assert (tmp_path / "work" / "code" / "anchor_lightning" / "__init__.py").is_file()
+    assert gpu_call(tmp_path, "bogus", watch=1).returncode == 2
+
+
+def test_gpu_call_on_a_bare_machine_says_which_calls_to_make(tmp_path):
+    result = gpu_call(tmp_path, "watch", watch=1)
+    assert result.returncode == 4 and "make calls 1 and 2 again" in result.stdout
+    result = gpu_call(tmp_path, "start", watch=1)  # no GGUF pieces here
+    assert result.returncode == 4 and "make call 1 (piece) and call 2 again" in result.stdout
