@@ -66,10 +66,12 @@ launch() {
   mkdir -p "$WORK/out" && rm -rf "$CODE.tmp" && mkdir -p "$CODE.tmp"
   cp -r anchor_lightning scripts recipes "$CODE.tmp"/ && mv "$CODE.tmp" "$CODE"
   local site=""; [ -d "$SITE" ] && site="$SITE:"
-  PYTHONPATH="$site$CODE" setsid nohup bash -c '"$@"; echo $? > "'"$WORK"'/run.exit"' run \
+  # the run's own shell writes its pid (setsid may fork, so $! need not be the run)
+  rm -f "$WORK/run.pid" "$WORK/run.exit"
+  PYTHONPATH="$site$CODE" setsid nohup bash -c 'echo $$ > "$0/run.pid"; "$@"; echo $? > "$0/run.exit"' "$WORK" \
     python3 "$RUN_PY" --gguf "$GGUF" --data "$DATA" --work "$WORK" --out "$WORK/out" "$@" \
     > "$LOG" 2>&1 < /dev/null &
-  echo $! > "$WORK/run.pid"
+  for _ in $(seq 100); do [ -s "$WORK/run.pid" ] && break; sleep 0.1; done
   echo "started the run in the background (pid $(cat "$WORK/run.pid")): run.py $*"
 }
 
@@ -78,21 +80,27 @@ copy_back() {
   [ -f "$LOG" ] && cp "$LOG" "$OUT/run.log"
 }
 
-watch() {
-  local offset last="" size stamp
+show_new() {  # what the run logged since the last call showed, once
+  local offset size
   offset=$(cat "$WORK/log.offset" 2>/dev/null || echo 0)
+  size=$(stat -c %s "$LOG" 2>/dev/null || echo 0)
+  if [ "$size" -gt "$offset" ]; then
+    tail -c +$((offset + 1)) "$LOG" | head -c $((size - offset))
+    echo "$size" > "$WORK/log.offset"
+  fi
+}
+
+watch() {
+  local last="" stamp
   while :; do
-    size=$(stat -c %s "$LOG" 2>/dev/null || echo 0)
-    if [ "$size" -gt "$offset" ]; then
-      tail -c +$((offset + 1)) "$LOG" | head -c $((size - offset))
-      offset=$size && echo "$offset" > "$WORK/log.offset"
-    fi
+    show_new
     stamp=$(stat -c %Y "$BUNDLE" 2>/dev/null || echo "")
     if [ -n "$stamp" ] && [ "$stamp" != "$last" ]; then copy_back; last=$stamp; fi
     running || break
     [ $((SECONDS - START)) -ge "$WATCH" ] && break
-    sleep 5
+    sleep 2
   done
+  show_new
   copy_back
   command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
   if running; then
