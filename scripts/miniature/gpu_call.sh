@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The miniature on the lent GPU machine (nvidia-h200), in calls of at most 10 minutes each.
 #
-# scripts/miniature/run.py runs in the background, in its own process session, from a copy of the code
-# taken at its start: it keeps training and evaluating between calls, for as long as the machine stays
-# warm (30 s after a call), and no step is cut at a call's end. Each call prints what the run logged since
-# the last call and copies its result bundle into $OUT whenever it changes, so a call that is stopped
-# still brings back the latest results.
+# scripts/miniature/run.py runs in the background (scripts/background.sh: its own process session, a copy
+# of the code): it keeps training and evaluating between calls, for as long as the machine stays warm
+# (30 s after a call), and no step is cut at a call's end. Each call prints what the run logged since the
+# last call and copies its result bundle into $OUT whenever it changes, so a call that is stopped still
+# brings back the latest results.
 #
 # The machine has no registry and takes at most 64 MiB per call, so prepare here (all git-ignored):
 #   .whl/              wheels of what it lacks: datasets, dill, multiprocess, jsonargparse, docstring-parser,
@@ -24,22 +24,17 @@
 # broken transfer.
 set -uo pipefail
 START=$SECONDS
-WATCH=${WATCH:-570}
-WORK=${WORK:-/tmp/miniature}
-GGUF=${GGUF:-/tmp/SmolLM2-135M-Instruct.Q4_1.gguf}
-DATA=${DATA:-/tmp/minidata}
+WORK=$(realpath -m "${WORK:-/tmp/miniature}")  # absolute: the run works in its copy of the code
+GGUF=$(realpath -m "${GGUF:-/tmp/SmolLM2-135M-Instruct.Q4_1.gguf}")
+DATA=$(realpath -m "${DATA:-/tmp/minidata}")
 SITE=${SITE:-/tmp/site}
 WHEELS=${WHEELS:-.whl}
 CARRY=${CARRY:-.carry}
 PIECES=${PIECES:-/tmp}
 OUT=${OUT:?OUT: the folder whose files come back}
-CODE=$WORK/code
-BUNDLE=$WORK/out/miniature-results.tar.gz
-LOG=$WORK/run.log
-RUN_PY=${RUN_PY:-$CODE/scripts/miniature/run.py}  # tests put a stand-in here
+RUN_PY=${RUN_PY:-scripts/miniature/run.py}  # relative to the run's copy of the code; tests put a stand-in here
 export PYTHONUNBUFFERED=1
-
-running() { [ -f "$WORK/run.pid" ] && kill -0 "$(cat "$WORK/run.pid")" 2>/dev/null && [ ! -f "$WORK/run.exit" ]; }
+HERE=$(dirname "$0")
 
 setup() {
   if [ -d "$WHEELS" ] && [ ! -d "$SITE" ]; then
@@ -61,72 +56,24 @@ setup() {
   fi
 }
 
-launch() {
-  # a copy of the code: the next calls replace the working tree under a run that imports from it
-  mkdir -p "$WORK/out" && rm -rf "$CODE.tmp" && mkdir -p "$CODE.tmp"
-  cp -r anchor_lightning scripts recipes "$CODE.tmp"/ && mv "$CODE.tmp" "$CODE"
-  local site=""; [ -d "$SITE" ] && site="$SITE:"
-  # the run's own shell writes its pid (setsid may fork, so $! need not be the run)
-  rm -f "$WORK/run.pid" "$WORK/run.exit"
-  PYTHONPATH="$site$CODE" setsid nohup bash -c 'echo $$ > "$0/run.pid"; "$@"; echo $? > "$0/run.exit"' "$WORK" \
-    python3 "$RUN_PY" --gguf "$GGUF" --data "$DATA" --work "$WORK" --out "$WORK/out" "$@" \
-    > "$LOG" 2>&1 < /dev/null &
-  for _ in $(seq 100); do [ -s "$WORK/run.pid" ] && break; sleep 0.1; done
-  echo "started the run in the background (pid $(cat "$WORK/run.pid")): run.py $*"
-}
-
-copy_back() {
-  [ -f "$BUNDLE" ] && cp "$BUNDLE" "$OUT/"
-  [ -f "$LOG" ] && cp "$LOG" "$OUT/run.log"
-}
-
-show_new() {  # what the run logged since the last call showed, once
-  local offset size
-  offset=$(cat "$WORK/log.offset" 2>/dev/null || echo 0)
-  size=$(stat -c %s "$LOG" 2>/dev/null || echo 0)
-  if [ "$size" -gt "$offset" ]; then
-    tail -c +$((offset + 1)) "$LOG" | head -c $((size - offset))
-    echo "$size" > "$WORK/log.offset"
-  fi
-}
-
-watch() {
-  local last="" stamp
-  while :; do
-    show_new
-    stamp=$(stat -c %Y "$BUNDLE" 2>/dev/null || echo "")
-    if [ -n "$stamp" ] && [ "$stamp" != "$last" ]; then copy_back; last=$stamp; fi
-    running || break
-    [ $((SECONDS - START)) -ge "$WATCH" ] && break
-    sleep 2
-  done
-  show_new
-  copy_back
-  command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
-  if running; then
-    echo "[watch] the run goes on after $((SECONDS - START)) s of this call: call watch again within 30 s"; exit 10
-  fi
-  local code; code=$(cat "$WORK/run.exit" 2>/dev/null || echo 1)
-  echo "[watch] the run ended with exit code $code"; exit "$code"
-}
-
 case "${1:-start}" in
   piece)
     cp "$CARRY"/smollm2/1/smollm2.part.* "$PIECES"/ && ls -l "$PIECES"/smollm2.part.* && nvidia-smi --query-gpu=name,memory.total --format=csv
     ;;
   start)
     shift || true
-    mkdir -p "$WORK"
-    if running || [ -f "$WORK/run.exit" ]; then
-      echo "the run was started before: watching it"
-    else
-      setup && launch "$@"
+    if [ -f "$WORK/run.pid" ]; then
+      echo "the run was started on this machine before: watching it"
+      exec bash "$HERE/../background.sh" watch "$WORK"
     fi
-    watch
+    setup || exit
+    export WATCH=$((${WATCH:-570} - (SECONDS - START)))  # the call's watching includes the set-up
+    exec bash "$HERE/../background.sh" start "$WORK" -- \
+      python3 "$RUN_PY" --gguf "$GGUF" --data "$DATA" --work "$WORK" --out "$WORK/out" "$@"
     ;;
   watch)
     [ -f "$WORK/run.pid" ] || { echo "no run on this machine (a bare machine?): make calls 1 and 2 again"; exit 4; }
-    watch
+    exec bash "$HERE/../background.sh" watch "$WORK"
     ;;
   *)
     echo "usage: gpu_call.sh piece | start [run.py arguments] | watch"; exit 2
