@@ -7,9 +7,9 @@
 #
 # COMMAND runs in its own process session (so the end of a call does not stop it), with a copy of this
 # repository's code (anchor_lightning, scripts, recipes) in WORK/code as its working directory and on
-# PYTHONPATH (after $SITE, where wheels were installed): the next calls replace the working tree under
-# it. Its output goes to WORK/run.log. COMMAND writes what should come back into WORK/out (at most 7
-# files, 16 MiB each).
+# PYTHONPATH, after $SITE (colon-separated folders where wheels were installed; default /tmp/site): the
+# next calls replace the working tree under it. Its output goes to WORK/run.log. COMMAND writes what
+# should come back into WORK/out (at most 7 files, 16 MiB each).
 #
 # Watching prints what the run logged since the last call, copies WORK/out's files and run.log into
 # $OUT whenever they change (so a call that is stopped still brings back the latest), and returns when
@@ -32,10 +32,9 @@ LOG=$WORK/run.log
 running() { [ -f "$WORK/run.pid" ] && kill -0 "$(cat "$WORK/run.pid")" 2>/dev/null && [ ! -f "$WORK/run.exit" ]; }
 
 launch() {
-  local code=$WORK/code site=""
+  local code=$WORK/code site=${SITE:+$SITE:}
   mkdir -p "$WORK/out" && rm -rf "$code.tmp" && mkdir -p "$code.tmp"
   cp -r anchor_lightning scripts recipes "$code.tmp"/ && rm -rf "$code" && mv "$code.tmp" "$code"
-  [ -d "$SITE" ] && site="$SITE:"
   rm -f "$WORK/run.pid" "$WORK/run.exit" "$WORK/log.offset"
   # the run's own shell writes its pid (setsid may fork, so $! need not be the run)
   (cd "$code" && PYTHONPATH="$site$code" setsid nohup bash -c \

@@ -8,7 +8,6 @@ import importlib.util
 import json
 import os
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -203,29 +202,3 @@ def test_gpu_call_on_a_bare_machine_says_which_calls_to_make(tmp_path):
     assert result.returncode == 4 and "make calls 1 and 2 again" in result.stdout
     result = gpu_call(tmp_path, "start", watch=1)  # no GGUF pieces here
     assert result.returncode == 4 and "make call 1 (piece) and call 2 again" in result.stdout
-
-
-def test_background_brings_back_every_finished_file_of_the_run_and_refuses_a_bad_call(tmp_path):
-    script = ROOT / "scripts" / "background.sh"
-    out = tmp_path / "out"
-    out.mkdir()
-    env = {**os.environ, "OUT": str(out), "SITE": str(tmp_path / "site"), "WATCH": "30"}
-    work = tmp_path / "work"
-    job = (
-        "import pathlib, os; o = pathlib.Path(os.environ['W']) / 'out'; "
-        "(o / 'a.json').write_text('1'); (o / 'b.json').write_text('2'); (o / 'c.json.tmp').write_text('partial'); "
-        "print('cwd', os.getcwd())"
-    )
-    result = subprocess.run(
-        ["bash", str(script), "start", str(work), "--", sys.executable, "-c", job],
-        cwd=ROOT,
-        env={**env, "W": str(work)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"cwd {work / 'code'}" in result.stdout  # the run works in its copy of the code
-    assert sorted(p.name for p in out.iterdir()) == ["a.json", "b.json", "run.log"]
-    bad = subprocess.run(["bash", str(script), "start", str(work), "python3"], env=env, capture_output=True, text=True)
-    assert bad.returncode == 2 and "usage" in bad.stdout

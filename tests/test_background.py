@@ -1,0 +1,71 @@
+"""scripts/background.sh (a long GPU job kept running across calls, its files brought back each call)
+and scripts/gpu_bench_call.sh (the throughput matrix through it), with stand-ins for the jobs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_background_brings_back_every_finished_file_of_the_run_and_refuses_a_bad_call(tmp_path):
+    script = ROOT / "scripts" / "background.sh"
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "OUT": str(out), "SITE": str(tmp_path / "site"), "WATCH": "30"}
+    work = tmp_path / "work"
+    job = (
+        "import pathlib, os; o = pathlib.Path(os.environ['W']) / 'out'; "
+        "(o / 'a.json').write_text('1'); (o / 'b.json').write_text('2'); (o / 'c.json.tmp').write_text('partial'); "
+        "print('cwd', os.getcwd())"
+    )
+    result = subprocess.run(
+        ["bash", str(script), "start", str(work), "--", sys.executable, "-c", job],
+        cwd=ROOT,
+        env={**env, "W": str(work)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"cwd {work / 'code'}" in result.stdout  # the run works in its copy of the code
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "b.json", "run.log"]
+    bad = subprocess.run(["bash", str(script), "start", str(work), "python3"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "usage" in bad.stdout
+
+
+BENCH_STAND_IN = """
+out=$1; shift
+echo "bench stand-in: KERNELS=$KERNELS parts=$* data=$(ls "$ANCHOR_SHARED_DATA")"
+echo '{}' > "$out/32k.json"
+"""
+
+
+def test_gpu_bench_call_starts_the_matrix_in_the_background_with_its_documents(tmp_path):
+    (tmp_path / "bench.sh").write_text(BENCH_STAND_IN)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "WORK": str(tmp_path / "work"),
+        "SITE": str(tmp_path / "site"),
+        "WHEELS": str(tmp_path / "wheels"),
+        "CARRY": str(tmp_path / "carry"),
+        "FA4": str(tmp_path / "fa4"),
+        "BENCH": str(tmp_path / "bench.sh"),
+        "WATCH": "30",
+    }
+    call = ["bash", str(ROOT / "scripts" / "gpu_bench_call.sh"), "start", "32k", "64k"]
+    missing = subprocess.run(call, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 6 and "carry .carry/bench" in missing.stdout
+    (tmp_path / "carry" / "bench").mkdir(parents=True)
+    (tmp_path / "carry" / "bench" / "wikitext2-valid.tokenized.jsonl").write_text("{}\n")
+    result = subprocess.run(call, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "varlen kernels: auto; parts: 32k 64k" in result.stdout
+    assert "bench stand-in: KERNELS=auto parts=32k 64k data=wikitext2-valid.tokenized.jsonl" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["32k.json", "run.log"]
