@@ -202,3 +202,43 @@ def test_gpu_call_on_a_bare_machine_says_which_calls_to_make(tmp_path):
     assert result.returncode == 4 and "make calls 1 and 2 again" in result.stdout
     result = gpu_call(tmp_path, "start", watch=1)  # no GGUF pieces here
     assert result.returncode == 4 and "make call 1 (piece) and call 2 again" in result.stdout
+
+
+def test_report_fills_in_earlier_results_of_the_same_tasks_and_says_where_they_came_from():
+    spec = importlib.util.spec_from_file_location("miniature_report", ROOT / "scripts" / "miniature" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    found = {"anchor": {"eval": {"niah_version": 2}, "train": {"steps": 100}}, "base": {"diag": {"d": 0}}}
+    earlier = {
+        "anchor": {"eval": {"niah_version": 2}, "diag": {"d": 1}},  # another trained model: nothing taken
+        "full": {"eval": {"niah_version": 1}, "train": {"steps": 100}},  # whole, less the other tasks
+        "base": {"eval": {"niah_version": 2}, "diag": {"d": 2}},  # the same weights: what is missing
+        "base-theta": {"eval": {"niah_version": 1}},  # other needle tasks: left out
+        "intra_doc": {"eval": {"niah_version": 2, "niah": {"single": {"by_length": {"512": {}}}}}},  # other lengths
+    }
+    sources: dict = {}
+    report.merge(found, earlier, "docs/miniature/2026-12-02", sources)
+    assert found["anchor"] == {"eval": {"niah_version": 2}, "train": {"steps": 100}}
+    assert found["full"] == {"train": {"steps": 100}}
+    assert found["base"] == {"eval": {"niah_version": 2}, "diag": {"d": 0}}
+    assert "base-theta" not in found and "intra_doc" not in found
+    assert sources == {"full": {"train": "docs/miniature/2026-12-02"}, "base": {"eval": "docs/miniature/2026-12-02"}}
+    header = report.tables({}, {"device": "NVIDIA H200"}, sources).splitlines()[0]
+    assert "full (train) from `docs/miniature/2026-12-02`; base (eval) from" in header
+    row = report.training_table(
+        {
+            "anchor": {
+                "train": {
+                    "steps": 2,
+                    "tokens": 2048.0,
+                    "tokens_per_sec_median": None,
+                    "seconds_per_step_median": None,
+                    "wall_seconds": 70.0,
+                    "peak_gib": None,
+                    "val_loss": 1.5,
+                    "curves": {},
+                }
+            }
+        }
+    )
+    assert row[-1] == "| anchor | 2 | 0.0M | - | - |  | 70 s | - | - | 1.500 |"  # a CPU dry run logs no rates
