@@ -1,4 +1,5 @@
-"""Test-only callbacks that interrupt or poison a run at a chosen optimizer step."""
+"""Test helpers: callbacks that interrupt or poison a run at a chosen optimizer step, checkpoint and
+logit helpers, and the environment of a GPU-call script run on this machine."""
 
 from __future__ import annotations
 
@@ -148,3 +149,10 @@ def fresh_process_logits(directory, ids: list[int], tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return np.load(out), result.stdout.strip().splitlines()[-1]
+
+
+def script_env(tmp_path, out, **folders: str) -> dict:
+    """The environment of a scripts/*.sh GPU-call script run here: ``OUT`` (the files that come back)
+    and every other machine path it reads (``NAME="folder"``) inside ``tmp_path``, so it touches
+    neither /tmp's real set-up nor the working tree."""
+    return {**os.environ, "OUT": str(out), **{name: str(tmp_path / folder) for name, folder in folders.items()}}

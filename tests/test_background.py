@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.helpers import script_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,17 +50,10 @@ def test_gpu_bench_call_starts_the_matrix_in_the_background_with_its_documents(t
     (tmp_path / "bench.sh").write_text(BENCH_STAND_IN)
     out = tmp_path / "out"
     out.mkdir()
-    env = {
-        **os.environ,
-        "OUT": str(out),
-        "WORK": str(tmp_path / "work"),
-        "SITE": str(tmp_path / "site"),
-        "WHEELS": str(tmp_path / "wheels"),
-        "CARRY": str(tmp_path / "carry"),
-        "FA4": str(tmp_path / "fa4"),
-        "BENCH": str(tmp_path / "bench.sh"),
-        "WATCH": "30",
-    }
+    env = script_env(
+        tmp_path, out, WORK="work", SITE="site", WHEELS="wheels", CARRY="carry", FA4="fa4", BENCH="bench.sh"
+    )
+    env["WATCH"] = "30"
     call = ["bash", str(ROOT / "scripts" / "gpu_bench_call.sh"), "start", "32k", "64k"]
     missing = subprocess.run(call, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 6 and "carry .carry/bench" in missing.stdout

@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import subprocess
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import script_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,19 +149,19 @@ sys.exit(3)
 def gpu_call(tmp_path: Path, *argv: str, watch: int) -> subprocess.CompletedProcess:
     out = tmp_path / f"out-{time.monotonic_ns()}"
     out.mkdir()
-    env = {
-        **os.environ,
-        "OUT": str(out),
-        "WORK": str(tmp_path / "work"),
-        "GGUF": str(tmp_path / "model.gguf"),
-        "DATA": str(tmp_path / "data"),
-        "SITE": str(tmp_path / "site"),
-        "WHEELS": str(tmp_path / "wheels"),
-        "CARRY": str(tmp_path / "carry"),
-        "PIECES": str(tmp_path / "pieces"),
-        "RUN_PY": str(tmp_path / "stand_in.py"),
-        "WATCH": str(watch),
-    }
+    env = script_env(
+        tmp_path,
+        out,
+        WORK="work",
+        GGUF="model.gguf",
+        DATA="data",
+        SITE="site",
+        WHEELS="wheels",
+        CARRY="carry",
+        PIECES="pieces",
+        RUN_PY="stand_in.py",
+    )
+    env["WATCH"] = str(watch)
     result = subprocess.run(
         ["bash", str(ROOT / "scripts" / "miniature" / "gpu_call.sh"), *argv],
         cwd=ROOT,
