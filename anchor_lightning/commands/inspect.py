@@ -36,12 +36,17 @@ def parser() -> VerbParser:
     return p
 
 
-def run(argv: list[str]) -> None:
+def data_module(fit_argv: list[str]):
+    """The data module of a ``fit`` command line, built alone (``DATA_ONLY``): no model is trained."""
     from anchor_lightning.commands.train import main as train_main
 
-    own, rest = parser().parse_known_args(argv)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # args are ours on purpose
-        cli = train_main(rest + DATA_ONLY, run=False)
-    cli.datamodule.setup("fit")
-    print(describe(cli.datamodule, own.part, own.row, own.width))
+        return train_main(fit_argv + DATA_ONLY, run=False).datamodule
+
+
+def run(argv: list[str]) -> None:
+    own, rest = parser().parse_known_args(argv)
+    data = data_module(rest)
+    data.setup("fit")
+    print(describe(data, own.part, own.row, own.width))

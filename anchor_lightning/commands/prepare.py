@@ -11,12 +11,10 @@ system one process prepares each entry and the others wait for it.
 
 from __future__ import annotations
 
-import json
 import time
-import warnings
 
 from anchor_lightning.commands.arguments import VerbParser
-from anchor_lightning.commands.inspect import DATA_ONLY
+from anchor_lightning.commands.inspect import data_module
 
 
 def parser() -> VerbParser:
@@ -24,13 +22,8 @@ def parser() -> VerbParser:
 
 
 def run(argv: list[str]) -> dict:
-    from anchor_lightning.commands.train import main as train_main
-
     _, rest = parser().parse_known_args(argv)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        cli = train_main(rest + DATA_ONLY, run=False)
-    data = cli.datamodule
+    data = data_module(rest)
     start = time.perf_counter()
     data.prepare_data()
     seconds = time.perf_counter() - start
@@ -50,4 +43,4 @@ def run(argv: list[str]) -> dict:
             f"({stats['source_tokens']:,} tokens) in {rows.directory}"
         )
     print(f"prepared in {seconds:.1f} s; fit with the same data options finds these caches")
-    return json.loads(json.dumps(summary))
+    return summary

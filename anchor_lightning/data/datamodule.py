@@ -257,8 +257,6 @@ class PackedDataModule(L.LightningDataModule):
         packed now (by one process at a time)."""
         spec = self.packing_spec()
         parts = {"documents": fingerprint, "part": part, "spec": spec.__dict__, "interleave": self._interleave()}
-        if not self.interleave_pieces:
-            parts["interleave"] = None
         directory = writable_directory(self.cache_dir, "data.cache_dir") / row_cache.cache_key(parts)
         with exclusive(
             directory.with_name(f".{directory.name}.lock"), f"waiting for another process packing {part} rows"

@@ -228,19 +228,6 @@ def unknown_openings(first_tokens: Counter, spec: PackingSpec) -> Counter:
     return Counter({token: n for token, n in first_tokens.items() if token not in known})
 
 
-def foreign_openings(documents: Iterable[Sequence[int]], spec: PackingSpec) -> tuple[Counter, int]:
-    """(how many documents open with each id that is neither stripped nor F, number of documents). A
-    pre-tokenized corpus whose documents mostly open with one such id carries a BOS the packer does
-    not know: it would stay as content right after F."""
-    first: Counter = Counter()
-    total = 0
-    for document in documents:
-        total += 1
-        if len(document):
-            first[int(document[0])] += 1
-    return unknown_openings(first, spec), total
-
-
 def interleave_pieces(
     pieces: Iterable[Piece], max_pieces: int, seed: int, window: int | None = None
 ) -> Iterator[Piece]:

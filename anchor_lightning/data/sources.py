@@ -321,7 +321,8 @@ def _parquet_documents(path: Path, column: str, tag_field: str | None) -> Iterat
     for value, tag, row in _parquet_records(path, column, tag_field):
         if not isinstance(value, list):
             raise UserError("must be a list of token ids", file=f"{path} row {row}", field=column)
-        yield _token_array(value, json.dumps(value).encode(), Path(f"{path} row {row}"), None), tag
+        # a Parquet list column has one element type: no JSON booleans to find in the raw line
+        yield _token_array(value, b"", Path(f"{path} row {row}"), None), tag
 
 
 def encoded(
@@ -338,14 +339,8 @@ def encoded(
     def flush():
         texts = [t for t, _ in batch]
         for ids, (_, tag) in zip(arrays(texts) if arrays else tokenizer.encode_batch(texts), batch):
-            yield (
-                (
-                    np.concatenate([np.asarray(ids, dtype=np.int64), tail])
-                    if len(tail)
-                    else np.asarray(ids, dtype=np.int64)
-                ),
-                tag,
-            )
+            ids = np.asarray(ids, dtype=np.int64)
+            yield (np.concatenate([ids, tail]) if len(tail) else ids), tag
 
     for item in texts:
         batch.append(item)

@@ -11,6 +11,7 @@ renamed (``paths.atomic_directory``): an interrupted preparation leaves nothing 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -29,8 +30,6 @@ FIRST_TOKENS_KEPT = 64  # the most common opening ids recorded (the foreign-BOS 
 
 
 def store_key(fingerprint: str) -> str:
-    import hashlib
-
     return hashlib.sha256(json.dumps({"format": FORMAT_VERSION, "source": fingerprint}).encode()).hexdigest()[:20]
 
 

@@ -266,9 +266,11 @@ def test_interleaving_actually_interleaves():
     assert order != sorted(order), "pieces of different documents are shuffled together"
 
 
-def test_foreign_openings_count_documents_that_open_with_an_unknown_id():
-    from anchor_lightning.data.packing import foreign_openings
+def test_unknown_openings_count_documents_that_open_with_an_unknown_id():
+    from collections import Counter
+
+    from anchor_lightning.data.packing import unknown_openings
 
     spec = PackingSpec(16, "per_doc", 0, (0, 1))
-    openings, total = foreign_openings([[1, 5, 6], [0, 5], [9, 5], [9, 6], [], [7]], spec)
-    assert total == 6 and openings == {9: 2, 7: 1}
+    first_tokens = Counter({1: 1, 0: 1, 9: 2, 7: 1})  # documents by their opening id (as a token store counts)
+    assert unknown_openings(first_tokens, spec) == {9: 2, 7: 1}
