@@ -47,9 +47,9 @@ def make_runner(module, tmp_path: Path, clock: FakeClock, deadline: float, calls
         out=tmp_path / "out",
         deadline=deadline,
         keep_checkpoints=False,
-        modes=list(module.MODES),
-        models=list(module.EVALUATED),
-        parallel=2,
+        modes=extra.pop("modes", list(module.MODES)),
+        models=extra.pop("models", list(module.EVALUATED)),
+        parallel=extra.pop("parallel", 2),
         eval_seconds=extra.pop("eval_seconds", 240.0),
         dry_run=False,
     )
@@ -198,6 +198,33 @@ def test_gpu_call_runs_in_the_background_across_calls_and_brings_the_bundle_back
     assert gpu_call(tmp_path, "bogus", watch=1).returncode == 2
 
 
+def test_gpu_call_one_runs_each_model_in_its_own_folder_so_a_second_call_starts_a_new_run(tmp_path):
+    (tmp_path / "stand_in.py").write_text(STAND_IN)
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "manifest.json").write_text("{}")
+    anchor = gpu_call(tmp_path, "one", "anchor", watch=1)
+    assert anchor.returncode == 10, anchor.stdout + anchor.stderr
+    assert "step 0 of the stand-in, args --modes anchor --models anchor --parallel 1" in anchor.stdout
+    base = gpu_call(tmp_path, "one", "base", watch=1)  # the anchor run still going: a new run beside it
+    assert base.returncode == 10 and "started in the background" in base.stdout, base.stdout + base.stderr
+    assert "args --modes --models base --parallel 1" in base.stdout
+    assert (tmp_path / "work-anchor" / "run.pid").is_file() and (tmp_path / "work-base" / "run.pid").is_file()
+    again = gpu_call(tmp_path, "one", "anchor", watch=30)  # the same model again only watches its run
+    assert again.returncode == 3 and "the run was started on this machine before" in again.stdout
+    assert gpu_call(tmp_path, "one", "bogus", watch=1).returncode == 2
+    assert gpu_call(tmp_path, "one", watch=1).returncode == 2
+
+
+def test_no_modes_evaluates_only_and_one_evaluation_at_a_time_is_the_default(module, tmp_path):
+    calls: list[str] = []
+    runner = make_runner(module, tmp_path, module.clock, float("inf"), calls, modes=[], models=["base"], parallel=1)
+    assert runner.run()
+    assert calls == ["eval-base", "diagnose-base"]
+    args = module.build_parser().parse_args(["--gguf", "m.gguf", "--work", "w", "--modes", "--models", "base"])
+    assert args.modes == [] and args.models == ["base"] and args.parallel == 1
+
+
 def test_gpu_call_on_a_bare_machine_says_which_calls_to_make(tmp_path):
     result = gpu_call(tmp_path, "watch", watch=1)
     assert result.returncode == 4 and "make calls 1 and 2 again" in result.stdout
@@ -243,3 +270,45 @@ def test_report_fills_in_earlier_results_of_the_same_tasks_and_says_where_they_c
         }
     )
     assert row[-1] == "| anchor | 2 | 0.0M | - | - |  | 70 s | - | - | 1.500 |"  # a CPU dry run logs no rates
+
+
+def write_results(folder: Path, models: dict[str, dict], environment: dict, state: dict) -> Path:
+    for name, files in models.items():
+        for relative, content in files.items():
+            path = folder / name / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(content))
+    (folder / "environment.json").write_text(json.dumps(environment))
+    (folder / "state.json").write_text(json.dumps(state))
+    return folder
+
+
+def test_report_takes_one_run_from_several_calls_folders_and_keeps_every_models_raw(tmp_path):
+    spec = importlib.util.spec_from_file_location("miniature_report", ROOT / "scripts" / "miniature" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    environment = {"device": "NVIDIA H200"}
+    first = write_results(
+        tmp_path / "one-anchor",
+        {"anchor": {"train.json": {"steps": 100}, "diagnose/rope_deviation.json": {"d": 1}}},
+        environment,
+        {"done": {"train-anchor": {"seconds": 160}}},
+    )
+    second = write_results(
+        tmp_path / "one-full",
+        {"full": {"train.json": {"steps": 99}}, "anchor": {"train.json": {"steps": 5}}},  # anchor: the first's
+        environment,
+        {"done": {"train-full": {"seconds": 217}}},
+    )
+    found, origin = report.combine([first, second])
+    assert found["anchor"] == {"train": {"steps": 100}, "diag": {"d": 1}} and found["full"] == {"train": {"steps": 99}}
+    assert origin == {"anchor": first, "full": second}
+    assert report.run_state([first, second]) == {
+        "done": {"train-anchor": {"seconds": 160}, "train-full": {"seconds": 217}}
+    }
+    assert report.run_environment([first, second]) == environment
+    (second / "environment.json").write_text(json.dumps({"device": "NVIDIA H100"}))
+    with pytest.raises(SystemExit, match="different versions or cards"):
+        report.run_environment([first, second])
+    with pytest.raises(SystemExit, match="no such results folder"):
+        report.combine([tmp_path / "missing"])

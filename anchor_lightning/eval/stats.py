@@ -38,8 +38,9 @@ def bootstrap_ratio_interval(
 
 
 def paired_comparison(a: Sequence[bool], b: Sequence[bool]) -> dict:
-    """Two models on the same trials: the accuracy difference a - b, and McNemar's exact two-sided
-    p-value over the discordant trials (those one model got right and the other wrong)."""
+    """Two models on the same trials: the accuracy difference a - b with its 95% interval (Wald, for
+    paired proportions: the variance comes from the discordant trials only), and McNemar's exact
+    two-sided p-value over the discordant trials (those one model got right and the other wrong)."""
     if len(a) != len(b):
         raise ValueError("paired trials must be the same trials")
     only_a = sum(1 for x, y in zip(a, b) if x and not y)
@@ -47,4 +48,14 @@ def paired_comparison(a: Sequence[bool], b: Sequence[bool]) -> dict:
     n = only_a + only_b
     k = min(only_a, only_b)
     p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
-    return {"difference": (sum(a) - sum(b)) / max(1, len(a)), "only_a": only_a, "only_b": only_b, "p_value": p}
+    trials = max(1, len(a))
+    difference = (sum(a) - sum(b)) / trials
+    half = Z95 * math.sqrt(max(0.0, n - (only_a - only_b) ** 2 / trials)) / trials
+    return {
+        "difference": difference,
+        "difference_low": max(-1.0, difference - half),
+        "difference_high": min(1.0, difference + half),
+        "only_a": only_a,
+        "only_b": only_b,
+        "p_value": p,
+    }

@@ -22,6 +22,13 @@
 # ends or after WATCH seconds (default 570). Exit codes: 0 the run finished every step, 3 it stopped with
 # steps left (its log says why), 10 it is still running (call `watch` again), 4-6 a bare machine or a
 # broken transfer.
+#
+# One model per call (what survives a lost machine best: on one H200 a mode trains, exports and is
+# evaluated in 340-390 s, so each call brings back that mode's whole results):
+#                                            bash scripts/miniature/gpu_call.sh one anchor
+# as call 2 (with call 2's carry) or as any later call on the same warm machine (nothing carried). It
+# runs run.py in its own folder ($WORK-anchor), so `one full` after it starts a new run; `one base` and
+# `one base-theta` evaluate the pretrained model. `watch` then needs the same WORK: WORK=/tmp/miniature-anchor.
 set -uo pipefail
 START=$SECONDS
 WORK=$(realpath -m "${WORK:-/tmp/miniature}")  # absolute: the run works in its copy of the code
@@ -56,26 +63,39 @@ setup() {
   fi
 }
 
+start_run() {  # start_run WORK [run.py arguments]: start run.py in WORK, or watch the run already there
+  local work=$1
+  shift
+  if [ -f "$work/run.pid" ]; then
+    echo "the run was started on this machine before: watching it"
+    exec bash "$HERE/../background.sh" watch "$work"
+  fi
+  setup || exit
+  export WATCH=$((${WATCH:-570} - (SECONDS - START)))  # the call's watching includes the set-up
+  exec bash "$HERE/../background.sh" start "$work" -- \
+    python3 "$RUN_PY" --gguf "$GGUF" --data "$DATA" --work "$work" --out "$work/out" "$@"
+}
+
 case "${1:-start}" in
   piece)
     cp "$CARRY"/smollm2/1/smollm2.part.* "$PIECES"/ && ls -l "$PIECES"/smollm2.part.* && nvidia-smi --query-gpu=name,memory.total --format=csv
     ;;
   start)
     shift || true
-    if [ -f "$WORK/run.pid" ]; then
-      echo "the run was started on this machine before: watching it"
-      exec bash "$HERE/../background.sh" watch "$WORK"
-    fi
-    setup || exit
-    export WATCH=$((${WATCH:-570} - (SECONDS - START)))  # the call's watching includes the set-up
-    exec bash "$HERE/../background.sh" start "$WORK" -- \
-      python3 "$RUN_PY" --gguf "$GGUF" --data "$DATA" --work "$WORK" --out "$WORK/out" "$@"
+    start_run "$WORK" "$@"
+    ;;
+  one)
+    case "${2:-}" in
+      anchor|full|intra_doc|intra_doc_reset) start_run "$WORK-$2" --modes "$2" --models "$2" --parallel 1 ;;
+      base|base-theta) start_run "$WORK-$2" --modes --models "$2" --parallel 1 ;;
+      *) echo "usage: gpu_call.sh one anchor|full|intra_doc|intra_doc_reset|base|base-theta"; exit 2 ;;
+    esac
     ;;
   watch)
     [ -f "$WORK/run.pid" ] || { echo "no run on this machine (a bare machine?): make calls 1 and 2 again"; exit 4; }
     exec bash "$HERE/../background.sh" watch "$WORK"
     ;;
   *)
-    echo "usage: gpu_call.sh piece | start [run.py arguments] | watch"; exit 2
+    echo "usage: gpu_call.sh piece | start [run.py arguments] | one MODEL | watch"; exit 2
     ;;
 esac

@@ -1,10 +1,10 @@
 """Tables and plots of the miniature from ``scripts/miniature/run.py``'s results.
 
-    python scripts/miniature/report.py RESULTS_DIR [--doc docs/miniature.md] [--raw docs/miniature]
-        [--with EARLIER_RESULTS_DIR ...]
+    python scripts/miniature/report.py RESULTS_DIR [RESULTS_DIR ...] [--doc docs/miniature.md]
+        [--raw docs/miniature] [--with EARLIER_RESULTS_DIR ...]
 
-RESULTS_DIR holds one folder per model (``base``, ``base-theta``, ``anchor``, ``full``, ``intra_doc``,
-``intra_doc_reset``) with ``long_context.json``, ``diagnose/rope_deviation.json`` and, for trained
+A RESULTS_DIR (several when one run's models came back from several GPU calls) holds one folder per
+model (``base``, ``base-theta``, ``anchor``, ``full``, ``intra_doc``, ``intra_doc_reset``) with ``long_context.json``, ``diagnose/rope_deviation.json`` and, for trained
 modes, ``train.json``; plus ``environment.json``. Writes the figures to ``docs/figures/miniature-*.png``,
 copies the raw JSON to ``--raw``, and replaces the text between ``<!-- results:begin -->`` and
 ``<!-- results:end -->`` in ``--doc`` with the tables (everything else in the page is left as is).
@@ -73,6 +73,45 @@ def load(results: Path) -> dict:
         if entry:
             found[name] = entry
     return found
+
+
+def combine(folders: list[Path]) -> tuple[dict, dict[str, Path]]:
+    """One run's results spread over several folders (one per GPU call): each model wholly from the
+    first folder that has it. Returns the results and the folder each model came from."""
+    found: dict = {}
+    origin: dict[str, Path] = {}
+    for folder in folders:
+        if not folder.is_dir():
+            raise SystemExit(f"{folder}: no such results folder")
+        for name, entry in load(folder).items():
+            if name in found:
+                print(f"{name}: taken from {origin[name]}, not from {folder}")
+                continue
+            found[name], origin[name] = entry, folder
+    return found, origin
+
+
+def run_environment(folders: list[Path]) -> dict:
+    """The folders' ``environment.json`` (one versions line for the tables): they must agree."""
+    environments = [
+        json.loads((f / "environment.json").read_text()) for f in folders if (f / "environment.json").is_file()
+    ]
+    if any(e != environments[0] for e in environments[1:]):
+        raise SystemExit(
+            "the results folders ran with different versions or cards (environment.json): report them apart"
+        )
+    return environments[0] if environments else {}
+
+
+def run_state(folders: list[Path]) -> dict:
+    """The folders' ``state.json`` merged: every step done, with its seconds, in the order of the folders."""
+    state: dict = {}
+    for folder in folders:
+        if (folder / "state.json").is_file():
+            for key, value in json.loads((folder / "state.json").read_text()).items():
+                if isinstance(value, dict):
+                    state.setdefault(key, {}).update(value)
+    return state
 
 
 def evaluation_settings(evaluation: dict) -> tuple:
@@ -185,7 +224,7 @@ def paired_table(found: dict, above: int = 8192) -> list[str]:
         return []
     anchor, keys = pooled_beyond(found["anchor"], above)
     lines = [
-        "| anchor vs | anchor accuracy | other accuracy | difference | anchor only right | other only right | "
+        "| anchor vs | anchor accuracy | other accuracy | difference [95%] | anchor only right | other only right | "
         "McNemar p |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -200,7 +239,8 @@ def paired_table(found: dict, above: int = 8192) -> list[str]:
         o_low, o_high = wilson_interval(sum(hits), len(hits))
         lines.append(
             f"| {LABELS[other]} | {cell(np.mean(anchor), a_low, a_high)} | {cell(np.mean(hits), o_low, o_high)} | "
-            f"{c['difference']:+.1%} | {c['only_a']} | {c['only_b']} | {c['p_value']:.3g} |"
+            f"{c['difference']:+.1%} [{c['difference_low']:+.1%}, {c['difference_high']:+.1%}] | "
+            f"{c['only_a']} | {c['only_b']} | {c['p_value']:.3g} |"
         )
     return [
         f"Paired over the same {len(anchor)} trials beyond {k_label(above)} (16K and 32K, all three tasks):",
@@ -242,6 +282,12 @@ def column_ratio(per_token: list[float]) -> float:
     return per_token[0] / rest if rest > 0 else float("inf")
 
 
+def column_lead(per_token: list[float]) -> float:
+    """Column 0's D_j over the largest other shown column's: how far the first token stands apart."""
+    rest = max(per_token[1:])
+    return per_token[0] / rest if rest > 0 else float("inf")
+
+
 def diagnostic_table(found: dict) -> list[str]:
     evaluated = [m for m in MODELS if m in found and "diag" in found[m]]
     if not evaluated:
@@ -250,8 +296,9 @@ def diagnostic_table(found: dict) -> list[str]:
     per_len = " / ".join(k_label(n) for n in lengths)
     lines = [
         f"| model | D bf16 ({per_len}) | D fp32 | first token's share of D (bf16) | column 0 / median column (bf16, "
-        f"L = {k_label(found[evaluated[0]]['diag']['per_token']['length'])}) | anchor rule: K/V, hidden max diff |",
-        "| --- | --- | --- | --- | ---: | --- |",
+        f"L = {k_label(found[evaluated[0]]['diag']['per_token']['length'])}) | column 0 / largest other column | "
+        "anchor rule: K/V, hidden max diff |",
+        "| --- | --- | --- | --- | ---: | ---: | --- |",
     ]
     for m in evaluated:
         d = found[m]["diag"]
@@ -260,7 +307,8 @@ def diagnostic_table(found: dict) -> list[str]:
         lines.append(
             f"| {LABELS[m]} | {' / '.join(f'{x:.1f}' for x in bf['D'])} | "
             f"{' / '.join(f'{x:.3f}' for x in fp['D']) if fp else ''} | {' / '.join(f'{x:.1%}' for x in bf['first_token_share'])} | "
-            f"{column_ratio(d['per_token']['bfloat16']):.0f}x | {max(rule['first_token_kv_max_diff']):.3g}, "
+            f"{column_ratio(d['per_token']['bfloat16']):.0f}x | {column_lead(d['per_token']['bfloat16']):.1f}x | "
+            f"{max(rule['first_token_kv_max_diff']):.3g}, "
             f"{max(rule['first_token_hidden_max_diff']):.3g} |"
         )
     return lines
@@ -401,7 +449,13 @@ def tables(found: dict, environment: dict, sources: dict | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", type=Path)
+    parser.add_argument(
+        "results",
+        type=Path,
+        nargs="+",
+        help="this run's results folders (for example one per `gpu_call.sh one MODEL` call): each model from "
+        "the first that has it, all copied to --raw",
+    )
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "miniature.md")
     parser.add_argument("--raw", type=Path, default=ROOT / "docs" / "miniature")
     parser.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures")
@@ -415,27 +469,28 @@ def main(argv: list[str] | None = None) -> None:
         "the first that has a result gives it; recorded in --raw/sources.json",
     )
     args = parser.parse_args(argv)
-    found = load(args.results)
+    found, origin = combine(args.results)
     sources: dict = {}
     for earlier in args.earlier:
         merge(found, load(earlier), str(earlier), sources)
-    environment_file = args.results / "environment.json"
-    environment = json.loads(environment_file.read_text()) if environment_file.is_file() else {}
-    if args.raw.resolve() != args.results.resolve():
-        for name in found:
+    environment = run_environment(args.results)
+    if all(args.raw.resolve() != folder.resolve() for folder in args.results):
+        for name, folder in origin.items():
             for source in [
-                args.results / name / "long_context.json",
-                args.results / name / "train.json",
-                args.results / name / "diagnose" / "rope_deviation.json",
+                folder / name / "long_context.json",
+                folder / name / "train.json",
+                folder / name / "diagnose" / "rope_deviation.json",
             ]:
                 if source.is_file():
                     target = args.raw / name / source.name
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(source, target)
-        for extra in ("environment.json", "state.json"):
-            if (args.results / extra).is_file():
-                args.raw.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(args.results / extra, args.raw / extra)
+        args.raw.mkdir(parents=True, exist_ok=True)
+        if environment:
+            (args.raw / "environment.json").write_text(json.dumps(environment, indent=1))
+        state = run_state(args.results)
+        if state:
+            (args.raw / "state.json").write_text(json.dumps(state, indent=1))
     if sources:
         args.raw.mkdir(parents=True, exist_ok=True)
         (args.raw / "sources.json").write_text(json.dumps(sources, indent=1) + "\n")

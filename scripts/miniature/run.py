@@ -392,6 +392,7 @@ class Runner:
         if self.args.out is None:
             return
         self.args.out.mkdir(parents=True, exist_ok=True)
+        (self.work / "results").mkdir(parents=True, exist_ok=True)
         (self.work / "results" / "state.json").write_text(json.dumps(self.state, indent=1))
         bundle = self.args.out / "miniature-results.tar.gz"
         partial = bundle.with_name(f".{bundle.name}.tmp")
@@ -430,7 +431,7 @@ class Runner:
         return complete
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gguf", type=Path, required=True, help="SmolLM2-135M-Instruct.Q4_1.gguf")
     parser.add_argument(
@@ -441,10 +442,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline", type=float, default=float("inf"), help="seconds this invocation may take")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep each mode's checkpoints after its export")
     parser.add_argument(
-        "--modes", nargs="+", default=list(MODES), choices=MODES, help="modes to train (default: all four)"
+        "--modes",
+        nargs="*",
+        default=list(MODES),
+        choices=MODES,
+        help="modes to train (default: all four; none: evaluate only)",
     )
     parser.add_argument("--models", nargs="+", default=list(EVALUATED), choices=EVALUATED, help="models to evaluate")
-    parser.add_argument("--parallel", type=int, default=2, help="evaluations sharing the GPU at once")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="evaluations sharing the GPU at once (on one H200 two at once took 366 s, one alone 154 s: keep 1)",
+    )
     parser.add_argument(
         "--eval-seconds",
         type=float,
@@ -452,7 +462,11 @@ def main(argv: list[str] | None = None) -> int:
         help="first guess of one evaluation's seconds (until one has run; then its measured time)",
     )
     parser.add_argument("--dry-run", action="store_true", help="every step on the CPU at toy sizes")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     runner = Runner(args)
     try:
         complete = runner.run()

@@ -237,7 +237,15 @@ def test_paired_comparison_counts_discordant_trials_and_gives_mcnemars_exact_p()
     assert (result["only_a"], result["only_b"]) == (5, 0)
     assert result["difference"] == pytest.approx(5 / 8)
     assert result["p_value"] == pytest.approx(2 / 32)  # two-sided exact binomial on 5 discordant trials
-    assert paired_comparison(a, a)["p_value"] == 1.0
+    # 95% interval of the paired difference: 5/8 +- 1.96 sqrt(5 - 5^2/8) / 8
+    half = 1.959964 * (5 - 25 / 8) ** 0.5 / 8
+    assert (result["difference_low"], result["difference_high"]) == pytest.approx((5 / 8 - half, 5 / 8 + half))
+    same = paired_comparison(a, a)
+    assert same["p_value"] == 1.0 and same["difference_low"] == same["difference_high"] == 0.0
+    # 600 trials, 10 right only by a and 18 only by b: -1.3% [-3.1%, +0.4%]
+    many = paired_comparison([True] * 10 + [False] * 18 + [True] * 572, [False] * 10 + [True] * 18 + [True] * 572)
+    assert many["difference_low"] == pytest.approx(-0.0306, abs=5e-4)
+    assert many["difference_high"] == pytest.approx(0.0039, abs=5e-4)
     with pytest.raises(ValueError):
         paired_comparison(a, b[:-1])
 
