@@ -210,6 +210,8 @@ def test_gpu_call_one_runs_each_model_in_its_own_folder_so_a_second_call_starts_
     assert base.returncode == 10 and "started in the background" in base.stdout, base.stdout + base.stderr
     assert "args --modes --models base --parallel 1" in base.stdout
     assert (tmp_path / "work-anchor" / "run.pid").is_file() and (tmp_path / "work-base" / "run.pid").is_file()
+    watched = gpu_call(tmp_path, "watch", "base", watch=30)
+    assert watched.returncode == 3 and "step 2 of the stand-in, args --modes --models base" in watched.stdout
     again = gpu_call(tmp_path, "one", "anchor", watch=30)  # the same model again only watches its run
     assert again.returncode == 3 and "the run was started on this machine before" in again.stdout
     assert gpu_call(tmp_path, "one", "bogus", watch=1).returncode == 2

@@ -28,7 +28,7 @@
 #                                            bash scripts/miniature/gpu_call.sh one anchor
 # as call 2 (with call 2's carry) or as any later call on the same warm machine (nothing carried). It
 # runs run.py in its own folder ($WORK-anchor), so `one full` after it starts a new run; `one base` and
-# `one base-theta` evaluate the pretrained model. `watch` then needs the same WORK: WORK=/tmp/miniature-anchor.
+# `one base-theta` evaluate the pretrained model; `watch anchor` watches the run of `one anchor`.
 set -uo pipefail
 START=$SECONDS
 WORK=$(realpath -m "${WORK:-/tmp/miniature}")  # absolute: the run works in its copy of the code
@@ -92,10 +92,11 @@ case "${1:-start}" in
     esac
     ;;
   watch)
+    [ -z "${2:-}" ] || WORK=$WORK-$2  # watch MODEL: the run of `one MODEL`
     [ -f "$WORK/run.pid" ] || { echo "no run on this machine (a bare machine?): make calls 1 and 2 again"; exit 4; }
     exec bash "$HERE/../background.sh" watch "$WORK"
     ;;
   *)
-    echo "usage: gpu_call.sh piece | start [run.py arguments] | one MODEL | watch"; exit 2
+    echo "usage: gpu_call.sh piece | start [run.py arguments] | one MODEL | watch [MODEL]"; exit 2
     ;;
 esac
