@@ -4,8 +4,9 @@
         [--raw docs/miniature] [--with EARLIER_RESULTS_DIR ...]
 
 A RESULTS_DIR (several when one run's models came back from several GPU calls) holds one folder per
-model (``base``, ``base-theta``, ``anchor``, ``full``, ``intra_doc``, ``intra_doc_reset``) with ``long_context.json``, ``diagnose/rope_deviation.json`` and, for trained
-modes, ``train.json``; plus ``environment.json``. Writes the figures to ``docs/figures/miniature-*.png``,
+model (``base``, ``base-theta``, ``anchor``, ``full``, ``intra_doc``, ``intra_doc_reset``) with
+``long_context.json``, ``diagnose/rope_deviation.json`` and, for trained modes, ``train.json``; plus
+``environment.json``. Writes the figures to ``docs/figures/miniature-*.png``,
 copies the raw JSON to ``--raw``, and replaces the text between ``<!-- results:begin -->`` and
 ``<!-- results:end -->`` in ``--doc`` with the tables (everything else in the page is left as is).
 Models that have no results yet are left out of the tables; ``--with`` fills them in from an earlier
