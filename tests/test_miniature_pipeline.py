@@ -314,3 +314,38 @@ def test_report_takes_one_run_from_several_calls_folders_and_keeps_every_models_
         report.run_environment([first, second])
     with pytest.raises(SystemExit, match="no such results folder"):
         report.combine([tmp_path / "missing"])
+
+
+def test_prepare_carry_splits_the_gguf_in_two_checked_pieces_and_compresses_the_split(tmp_path):
+    import hashlib
+    import lzma
+    import os
+
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(bytes(range(256)) * 4)  # 1,024 bytes: two pieces of at most 600
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "manifest.json").write_text('{"parts": {}}')
+    (data / "train.jsonl").write_text('{"text": "a"}\n' * 50)
+    script = ROOT / "scripts" / "miniature" / "prepare_carry.sh"
+    env = {**os.environ, "PIECE_BYTES": "600", "WHEELS": "0"}
+
+    def prepare(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(script), *argv], cwd=tmp_path, env=env, capture_output=True, text=True)
+
+    result = prepare(str(gguf), str(data))
+    assert result.returncode == 0, result.stdout + result.stderr
+    first = (tmp_path / ".carry/smollm2/1/smollm2.part.00").read_bytes()
+    second = (tmp_path / ".carry/smollm2/2/smollm2.part.01").read_bytes()
+    assert len(first) == 600 and first + second == gguf.read_bytes()
+    assert (tmp_path / ".carry/smollm2/2/sha256").read_text().strip() == hashlib.sha256(gguf.read_bytes()).hexdigest()
+    assert (
+        lzma.decompress((tmp_path / ".carry/minidata/train.jsonl.xz").read_bytes())
+        == (data / "train.jsonl").read_bytes()
+    )
+    assert (tmp_path / ".carry/minidata/manifest.json").read_text() == '{"parts": {}}'
+    assert "call 1 (piece) carries .carry/smollm2/1" in result.stdout
+    assert prepare(str(tmp_path / "missing.gguf"), str(data)).returncode == 2
+    assert prepare(str(gguf), str(tmp_path)).returncode == 2  # no manifest.json: not prepare_data.py's output
+    env["PIECE_BYTES"] = "400"  # three pieces would be needed
+    assert "more than two pieces" in prepare(str(gguf), str(data)).stdout

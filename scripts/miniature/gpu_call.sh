@@ -13,6 +13,7 @@
 #   .carry/smollm2/1/  the first 60 MB of SmolLM2-135M-Instruct.Q4_1.gguf (split -b 60000000), as smollm2.part.00
 #   .carry/smollm2/2/  the rest (smollm2.part.01) and the whole file's sha256
 #   .carry/minidata/   scripts/miniature/prepare_data.py's split, each .jsonl compressed with xz, and manifest.json
+# (scripts/miniature/prepare_carry.sh GGUF DATA makes all of them.)
 # Call 1 (carry .carry/smollm2/1):           bash scripts/miniature/gpu_call.sh piece
 # Call 2 (carry .carry/smollm2/2, .carry/minidata, .whl), within the 30 s the machine stays warm:
 #                                            bash scripts/miniature/gpu_call.sh start [run.py arguments]
