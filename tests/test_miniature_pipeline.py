@@ -309,6 +309,19 @@ def test_report_takes_one_run_from_several_calls_folders_and_keeps_every_models_
         "done": {"train-anchor": {"seconds": 160}, "train-full": {"seconds": 217}}
     }
     assert report.run_environment([first, second]) == environment
+    # a later call's model added to the raw folder of an earlier one: the earlier's files stay
+    later = write_results(
+        tmp_path / "one-reset",
+        {"intra_doc_reset": {"train.json": {"steps": 98}}},
+        environment,
+        {"done": {"train-intra_doc_reset": {"seconds": 132}}},
+    )
+    found, origin = report.combine([first, later])
+    report.keep_raw(origin, [first, later], first, environment)
+    assert json.loads((first / "intra_doc_reset" / "train.json").read_text()) == {"steps": 98}
+    assert json.loads((first / "anchor" / "train.json").read_text()) == {"steps": 100}
+    assert report.load(first)["anchor"] == {"train": {"steps": 100}, "diag": {"d": 1}}
+    assert set(json.loads((first / "state.json").read_text())["done"]) == {"train-anchor", "train-intra_doc_reset"}
     (second / "environment.json").write_text(json.dumps({"device": "NVIDIA H100"}))
     with pytest.raises(SystemExit, match="different versions or cards"):
         report.run_environment([first, second])

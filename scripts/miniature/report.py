@@ -115,6 +115,30 @@ def run_state(folders: list[Path]) -> dict:
     return state
 
 
+def keep_raw(origin: dict[str, Path], folders: list[Path], raw: Path, environment: dict) -> None:
+    """Copy each model's raw JSON from the folder it came from into ``raw`` (``raw`` itself may be one
+    of the folders: a later call's models added to an earlier call's), with the folders' environment
+    and merged state."""
+    for name, folder in origin.items():
+        if folder.resolve() == raw.resolve():
+            continue
+        for source in [
+            folder / name / "long_context.json",
+            folder / name / "train.json",
+            folder / name / "diagnose" / "rope_deviation.json",
+        ]:
+            if source.is_file():
+                target = raw / name / source.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+    raw.mkdir(parents=True, exist_ok=True)
+    if environment:
+        (raw / "environment.json").write_text(json.dumps(environment, indent=1))
+    state = run_state(folders)
+    if state:
+        (raw / "state.json").write_text(json.dumps(state, indent=1))
+
+
 def evaluation_settings(evaluation: dict) -> tuple:
     """What makes two evaluations comparable in one table: the needle tasks' version and lengths."""
     lengths = {n for task in evaluation.get("niah", {}).values() for n in task.get("by_length", {})}
@@ -475,23 +499,7 @@ def main(argv: list[str] | None = None) -> None:
     for earlier in args.earlier:
         merge(found, load(earlier), str(earlier), sources)
     environment = run_environment(args.results)
-    if all(args.raw.resolve() != folder.resolve() for folder in args.results):
-        for name, folder in origin.items():
-            for source in [
-                folder / name / "long_context.json",
-                folder / name / "train.json",
-                folder / name / "diagnose" / "rope_deviation.json",
-            ]:
-                if source.is_file():
-                    target = args.raw / name / source.name
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(source, target)
-        args.raw.mkdir(parents=True, exist_ok=True)
-        if environment:
-            (args.raw / "environment.json").write_text(json.dumps(environment, indent=1))
-        state = run_state(args.results)
-        if state:
-            (args.raw / "state.json").write_text(json.dumps(state, indent=1))
+    keep_raw(origin, args.results, args.raw, environment)
     if sources:
         args.raw.mkdir(parents=True, exist_ok=True)
         (args.raw / "sources.json").write_text(json.dumps(sources, indent=1) + "\n")
