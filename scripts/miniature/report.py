@@ -58,19 +58,25 @@ TRAINED = ("anchor", "intra_doc_reset", "intra_doc", "full")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
+def result_files(folder: Path) -> dict[str, Path]:
+    """One model's result files in ``folder`` by kind: run.py's layout (``diagnose/rope_deviation.json``)
+    or the raw folder's (``rope_deviation.json``)."""
+    files = {}
+    for key, paths in (
+        ("eval", [folder / "long_context.json"]),
+        ("train", [folder / "train.json"]),
+        ("diag", [folder / "diagnose" / "rope_deviation.json", folder / "rope_deviation.json"]),
+    ):
+        path = next((p for p in paths if p.is_file()), None)
+        if path is not None:
+            files[key] = path
+    return files
+
+
 def load(results: Path) -> dict:
     found = {}
     for name in MODELS:
-        folder = results / name
-        entry = {}
-        for key, paths in (
-            ("eval", [folder / "long_context.json"]),
-            ("train", [folder / "train.json"]),
-            ("diag", [folder / "diagnose" / "rope_deviation.json", folder / "rope_deviation.json"]),
-        ):
-            path = next((p for p in paths if p.is_file()), None)
-            if path is not None:
-                entry[key] = json.loads(path.read_text())
+        entry = {key: json.loads(path.read_text()) for key, path in result_files(results / name).items()}
         if entry:
             found[name] = entry
     return found
@@ -122,15 +128,10 @@ def keep_raw(origin: dict[str, Path], folders: list[Path], raw: Path, environmen
     for name, folder in origin.items():
         if folder.resolve() == raw.resolve():
             continue
-        for source in [
-            folder / name / "long_context.json",
-            folder / name / "train.json",
-            folder / name / "diagnose" / "rope_deviation.json",
-        ]:
-            if source.is_file():
-                target = raw / name / source.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, target)
+        for source in result_files(folder / name).values():
+            target = raw / name / source.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
     raw.mkdir(parents=True, exist_ok=True)
     if environment:
         (raw / "environment.json").write_text(json.dumps(environment, indent=1))
