@@ -374,7 +374,11 @@ def plots(found: dict, figures: Path) -> list[Path]:
     if evaluated:
         tasks = list(found[evaluated[0]]["eval"]["niah"])
         fig, axes = plt.subplots(
-            len(evaluated), len(tasks), figsize=(3.6 * len(tasks), 2.3 * len(evaluated)), squeeze=False
+            len(evaluated),
+            len(tasks),
+            figsize=(3.6 * len(tasks), 2.3 * len(evaluated)),
+            squeeze=False,
+            layout="constrained",  # titles clear of the row above's tick labels
         )
         for row, m in zip(axes, evaluated):
             for ax, task in zip(row, tasks):
@@ -401,7 +405,7 @@ def plots(found: dict, figures: Path) -> list[Path]:
         paths.append(save_figure(fig, figures / "miniature-train-loss.png"))
     diagnosed = [m for m in MODELS if m in found and "diag" in found[m]]
     if diagnosed:
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = plt.subplots(figsize=(10, 4))
         for m in diagnosed:
             values = found[m]["diag"]["per_token"]["bfloat16"]
             ax.plot(
@@ -429,7 +433,7 @@ def plots(found: dict, figures: Path) -> list[Path]:
             title=f"Per-column deviation, L = {found[diagnosed[0]]['diag']['per_token']['length']}",
         )
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the curves, not on them
         paths.append(save_figure(fig, figures / "miniature-per-column.png"))
     return paths
 
