@@ -302,15 +302,10 @@ def perplexity_table(found: dict) -> list[str]:
     return lines
 
 
-def column_ratio(per_token: list[float]) -> float:
-    """Column 0's D_j over the median of the other shown columns."""
-    rest = np.median(per_token[1:])
-    return per_token[0] / rest if rest > 0 else float("inf")
-
-
-def column_lead(per_token: list[float]) -> float:
-    """Column 0's D_j over the largest other shown column's: how far the first token stands apart."""
-    rest = max(per_token[1:])
+def column_ratio(per_token: list[float], of=np.median) -> float:
+    """Column 0's D_j over ``of`` the other shown columns (the median; ``max``: how far the first token
+    stands apart from every other)."""
+    rest = of(per_token[1:])
     return per_token[0] / rest if rest > 0 else float("inf")
 
 
@@ -333,7 +328,7 @@ def diagnostic_table(found: dict) -> list[str]:
         lines.append(
             f"| {LABELS[m]} | {' / '.join(f'{x:.1f}' for x in bf['D'])} | "
             f"{' / '.join(f'{x:.3f}' for x in fp['D']) if fp else ''} | {' / '.join(f'{x:.1%}' for x in bf['first_token_share'])} | "
-            f"{column_ratio(d['per_token']['bfloat16']):.0f}x | {column_lead(d['per_token']['bfloat16']):.1f}x | "
+            f"{column_ratio(d['per_token']['bfloat16']):.0f}x | {column_ratio(d['per_token']['bfloat16'], of=max):.1f}x | "
             f"{max(rule['first_token_kv_max_diff']):.3g}, "
             f"{max(rule['first_token_hidden_max_diff']):.3g} |"
         )
