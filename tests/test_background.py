@@ -64,3 +64,24 @@ def test_gpu_bench_call_starts_the_matrix_in_the_background_with_its_documents(t
     assert "varlen kernels: auto; parts: 32k 64k" in result.stdout
     assert "bench stand-in: KERNELS=auto parts=32k 64k data=wikitext2-valid.tokenized.jsonl" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == ["32k.json", "run.log"]
+
+
+def test_gpu_bench_runs_its_parts_in_the_order_given_and_refuses_an_unknown_one(tmp_path):
+    """The matrix's parts run in the order asked for (the headline part first when a call may be cut
+    short), each writing its own JSON; an unknown part stops it with exit 2."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stand_in = bin_dir / "python"  # records the bench calls instead of running them
+    stand_in.write_text('#!/usr/bin/env bash\necho "$*" >> "$CALLS"\n')
+    stand_in.chmod(0o755)
+    calls = tmp_path / "calls"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls), "ANCHOR_SHARED_DATA": "d"}
+    script = str(ROOT / "scripts" / "gpu_bench.sh")
+    result = subprocess.run(
+        ["bash", script, str(tmp_path / "o"), "64k", "32k"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    lines = calls.read_text().splitlines()
+    assert [line.split("--out ")[1] for line in lines] == [f"{tmp_path}/o/64k.json", f"{tmp_path}/o/32k.json"]
+    bad = subprocess.run(["bash", script, str(tmp_path / "o"), "bogus"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown part: bogus" in bad.stderr
