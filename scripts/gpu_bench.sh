@@ -2,8 +2,9 @@
 # The throughput matrix on one GPU (an H100 or H200). Usage: scripts/gpu_bench.sh OUT_DIR [part...]
 # parts, run in the order given: 32k, 64k (exponential documents, pure bf16, ours and the peers),
 # wikitext (64K, the shared corpus's lengths: anchor vs full step time), master (ours under fp32 master
-# weights), context (longest trainable row, ours and the strongest peer), all (those five in this
-# order). Each part writes OUT_DIR/<part>.json (context: context-ours.json and context-peer.json).
+# weights), context (longest trainable row: context-ours, then context-peer, the strongest peer; both
+# probe up to the bench's default limit), all (32k 64k wikitext master context). Each part writes
+# OUT_DIR/<part>.json (context: context-ours.json and context-peer.json).
 # KERNELS="fa4 torch" runs our varlen anchor contender once per FlashAttention kernel (default: auto).
 set -euo pipefail
 out=${1:?output dir}; shift; parts=${*:-all}; mkdir -p $out
@@ -23,14 +24,17 @@ part() {
     master)
       run --rows 32768 65536 --precision fp32-master --contenders ours-anchor-varlen ours-full-varlen \
           --out $out/master.json ;;
-    context)
+    context-ours)
       run --max-context --start 393216 --offload --mlp-tile 65536 --contenders ours-anchor-varlen \
-          --out $out/context-ours.json
-      run --max-context --start 262144 --limit 524288 --contenders hf-flex-liger --out $out/context-peer.json ;;
+          --out $out/context-ours.json ;;
+    context-peer)
+      run --max-context --start 262144 --contenders hf-flex-liger --out $out/context-peer.json ;;
+    context)
+      part context-ours; part context-peer ;;
     all)
       for p in 32k 64k wikitext master context; do part $p; done ;;
     *)
-      echo "unknown part: $1 (32k 64k wikitext master context all)" >&2; exit 2 ;;
+      echo "unknown part: $1 (32k 64k wikitext master context context-ours context-peer all)" >&2; exit 2 ;;
   esac
 }
 for p in $parts; do part $p; done

@@ -83,5 +83,9 @@ def test_gpu_bench_runs_its_parts_in_the_order_given_and_refuses_an_unknown_one(
     assert result.returncode == 0, result.stderr
     lines = calls.read_text().splitlines()
     assert [line.split("--out ")[1] for line in lines] == [f"{tmp_path}/o/64k.json", f"{tmp_path}/o/32k.json"]
+    calls.unlink()
+    assert subprocess.run(["bash", script, str(tmp_path / "o"), "context-peer", "context"], env=env).returncode == 0
+    outs = [line.split("--out ")[1].rsplit("/", 1)[1] for line in calls.read_text().splitlines()]
+    assert outs == ["context-peer.json", "context-ours.json", "context-peer.json"]
     bad = subprocess.run(["bash", script, str(tmp_path / "o"), "bogus"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown part: bogus" in bad.stderr
