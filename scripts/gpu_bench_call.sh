@@ -12,8 +12,9 @@
 # Call 2 (carry .whl .carry/bench, and .fa4/part2), within 30 s of call 1:
 #                                                     bash scripts/gpu_bench_call.sh start [PART...]
 # Later calls (nothing carried), each within 30 s:    bash scripts/gpu_bench_call.sh watch
-# PART: gpu_bench.sh's parts (32k 64k wikitext master context context-ours context-peer; default all). With flash-attn-4 our
-# varlen contender runs once per kernel (KERNELS="fa4 torch"). Exit codes as scripts/background.sh's.
+# PART: gpu_bench.sh's parts (32k 64k wikitext master context context-ours context-peer; default all).
+# With flash-attn-4 our varlen contender runs once per kernel (KERNELS="fa4 torch"). Exit codes as
+# scripts/background.sh's.
 set -uo pipefail
 START=$SECONDS
 WORK=$(realpath -m "${WORK:-/tmp/bench}")
