@@ -383,7 +383,7 @@ def test_config_and_data_errors_name_the_file_and_line(capsys, tmp_path):
 
 
 def test_resuming_a_finished_run_says_there_is_nothing_to_train(capsys, tmp_path, trained):
-    main(
+    cli = main(
         [
             *fit_args(tmp_path, "--ckpt_path=last", "--trainer.max_steps=3"),
             "--config",
@@ -391,6 +391,7 @@ def test_resuming_a_finished_run_says_there_is_nothing_to_train(capsys, tmp_path
         ]
     )
     assert "has finished its 3 steps: nothing to train" in capsys.readouterr().out
+    assert cli.trainer.global_step == 0  # stopped there: the checkpoint was never restored
 
 
 def test_prepare_builds_the_caches_fit_then_uses(capsys, tmp_path):

@@ -249,6 +249,7 @@ class AnchorCLI(LightningCLI):
             done = read_checkpoint(path).get("global_step", 0)
             if self.trainer.max_steps is not None and 0 < self.trainer.max_steps <= done:
                 say(f"{path} has finished its {done} steps: nothing to train (raise --trainer.max_steps to go on)")
+                self._finished = True
         self._check_output_directories()
         directory = checkpoint_directory(self.trainer)
         if ckpt_path is None and directory is not None and directory.is_dir():
@@ -260,6 +261,12 @@ class AnchorCLI(LightningCLI):
                     "(ModelCheckpoint's dirpath, or remove the old one)",
                     file=str(directory),
                 )
+
+    def fit(self, **kwargs) -> None:
+        """LightningCLI runs a method named after the subcommand in place of ``Trainer.fit``: a resume of
+        a run that has finished its steps stops after saying so, without restoring and summarizing."""
+        if not getattr(self, "_finished", False):
+            self.trainer.fit(**kwargs)
 
     def before_validate(self) -> None:
         self.config_init[self.subcommand]["ckpt_path"] = self._checked_ckpt_path()
