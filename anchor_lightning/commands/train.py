@@ -173,6 +173,8 @@ def checkpoint_directory(trainer) -> Path | None:
 
 
 class AnchorCLI(LightningCLI):
+    _finished = False  # before_fit found the resumed run done: fit() trains nothing
+
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         """Only what the module implements: training and validation."""
@@ -265,7 +267,7 @@ class AnchorCLI(LightningCLI):
     def fit(self, **kwargs) -> None:
         """LightningCLI runs a method named after the subcommand in place of ``Trainer.fit``: a resume of
         a run that has finished its steps stops after saying so, without restoring and summarizing."""
-        if not getattr(self, "_finished", False):
+        if not self._finished:
             self.trainer.fit(**kwargs)
 
     def before_validate(self) -> None:
