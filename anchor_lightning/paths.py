@@ -30,6 +30,16 @@ def writable_directory(path: str | os.PathLike, field: str) -> Path:
     return directory
 
 
+def cache_dir(kind: str) -> Path:
+    """Where the package caches ``kind`` (GGUF conversions, RULER samples): ``$ANCHOR_LIGHTNING_CACHE/kind``,
+    else ``$XDG_CACHE_HOME/anchor_lightning/kind`` (``~/.cache`` by default). Never inside the working tree."""
+    explicit = os.environ.get("ANCHOR_LIGHTNING_CACHE")
+    if explicit:
+        return Path(explicit) / kind
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "anchor_lightning" / kind
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """The SHA-256 of a file's bytes, read in 4 MiB blocks."""
     digest = hashlib.sha256()
@@ -88,6 +98,23 @@ def atomic_directory(target: Path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def atomic_write(target: str | os.PathLike, data: str | bytes) -> Path:
+    """Write ``data`` to the file ``target`` whole or not at all: into a temporary sibling, flushed to
+    disk, then renamed over ``target`` (a reader sees the old file or the new one, never a part)."""
+    target = Path(target)
+    tmp = temporary_sibling(target)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
 
 
 @contextlib.contextmanager

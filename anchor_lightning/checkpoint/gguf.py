@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 from anchor_lightning.errors import UserError
-from anchor_lightning.paths import atomic_directory, file_sha256
+from anchor_lightning.paths import atomic_directory, cache_dir, file_sha256
 
 CONVERTER_VERSION = 1  # part of the cache key: a change of the conversion re-converts
 SOURCE_FILE = "gguf_source.json"  # written beside the weights: which file they came from
@@ -34,11 +34,7 @@ def is_gguf(path: str | os.PathLike | None) -> bool:
 
 
 def cache_root() -> Path:
-    explicit = os.environ.get("ANCHOR_LIGHTNING_CACHE")
-    if explicit:
-        return Path(explicit) / "gguf"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "anchor_lightning" / "gguf"
+    return cache_dir("gguf")
 
 
 def _require_packages(path: Path, field: str) -> None:
