@@ -1,0 +1,237 @@
+"""Batched greedy generation for evaluation (RULER), with transformers' own model code.
+
+The prompts of one batch are prefilled one at a time (no padding: SDPA's causal kernel, FlashAttention
+on a GPU), each writing its keys and values into one preallocated, left-padded KV cache; then every
+prompt of the batch decodes together, one token a step, until each has produced a stop token or the
+budget, as ``model.generate(do_sample=False)`` would with left padding. The cache is allocated once
+per batch (:class:`PreallocatedLayer`: no copy of the whole cache per generated token), and the batch
+size is planned from the model's shape and the free memory before anything runs
+(:func:`plan_batch`), so a prompt that cannot fit stops with one line before the first forward pass.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from anchor_lightning.errors import UserError
+
+GIB = 1024**3
+
+
+@dataclass
+class GenerationStats:
+    """Tokens and seconds of the two phases (prompt tokens prefilled, tokens generated)."""
+
+    prefill_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_tokens: int = 0
+    decode_seconds: float = 0.0
+
+    def as_json(self) -> dict:
+        rate = lambda tokens, seconds: round(tokens / seconds, 1) if seconds else None  # noqa: E731
+        return {
+            "prefill_tokens": self.prefill_tokens,
+            "prefill_seconds": round(self.prefill_seconds, 3),
+            "prefill_tokens_per_second": rate(self.prefill_tokens, self.prefill_seconds),
+            "decode_tokens": self.decode_tokens,
+            "decode_seconds": round(self.decode_seconds, 3),
+            "decode_tokens_per_second": rate(self.decode_tokens, self.decode_seconds),
+        }
+
+
+def _text_config(config):
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
+    """Bytes of keys and values one token holds in the cache, over all layers."""
+    c = _text_config(config)
+    heads = c.num_attention_heads
+    kv_heads = getattr(c, "num_key_value_heads", None) or heads
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
+    return c.num_hidden_layers * 2 * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
+
+
+def prefill_bytes(config, tokens: int, dtype: torch.dtype) -> int:
+    """A bound on one prompt's transient prefill memory: a layer's largest activations (the MLP's gate,
+    up and product, the attention's q/k/v/output, the residual stream) and one position's fp32 logits."""
+    c = _text_config(config)
+    size = torch.empty((), dtype=dtype).element_size()
+    intermediate = getattr(c, "intermediate_size", 4 * c.hidden_size)
+    return tokens * (3 * intermediate + 8 * c.hidden_size) * size + 4 * c.vocab_size * 4
+
+
+def plan_batch(
+    config, longest: int, new_tokens: int, dtype: torch.dtype, free_bytes: int, most: int = 256, what: str = "prompt"
+) -> int:
+    """How many prompts of up to ``longest`` tokens decode together: their cache of ``longest +
+    new_tokens`` slots each, with one prompt's prefill on top, within ``free_bytes``. A prompt that
+    cannot fit alone stops with one line."""
+    per_row = kv_bytes_per_token(config, dtype) * (longest + new_tokens)
+    prefill = prefill_bytes(config, longest, dtype)
+    rows = (free_bytes - prefill) // per_row
+    if rows < 1:
+        raise UserError(
+            f"a {longest:,}-token {what} needs {(per_row + prefill) / GIB:.1f} GiB ({per_row / GIB:.1f} GiB of KV cache and "
+            f"{prefill / GIB:.1f} GiB for its prefill), and {free_bytes / GIB:.1f} GiB are free: give shorter --lengths, "
+            "or use a device with more memory",
+            field="--lengths",
+        )
+    return int(min(rows, most))
+
+
+def free_memory(device: torch.device, cpu_bytes: int = 4 * GIB, headroom: float = 0.9) -> int:
+    """Bytes generation may use on ``device``: 90% of what the CUDA allocator can still get, or a fixed
+    budget on the CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int((free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)) * headroom)
+    return cpu_bytes
+
+
+class PreallocatedLayer(DynamicLayer):
+    """One layer's KV cache for a left-padded batch, allocated once at ``[batch, kv_heads, capacity,
+    head_dim]``. While :meth:`prefill_row` is set, an update writes one prompt's keys right-aligned into
+    its row at the end of the prompt region and returns them alone (the prompt attends to itself);
+    afterwards each update appends one step for the whole batch and returns the filled part."""
+
+    def __init__(self, batch: int, capacity: int, prompt_region: int) -> None:
+        super().__init__()
+        self.batch, self.capacity, self.region = batch, capacity, prompt_region
+        self.length = 0  # filled slots of the decode phase (0 while prefilling)
+        self.row: int | None = None
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        shape = (self.batch, key_states.shape[1], self.capacity, key_states.shape[-1])
+        self.device = key_states.device
+        self.keys = torch.zeros(shape, dtype=key_states.dtype, device=self.device)
+        self.values = torch.zeros(shape[:-1] + (value_states.shape[-1],), dtype=value_states.dtype, device=self.device)
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        if self.row is not None:
+            n = key_states.shape[-2]
+            self.keys[self.row, :, self.region - n : self.region] = key_states[0]
+            self.values[self.row, :, self.region - n : self.region] = value_states[0]
+            return key_states, value_states
+        n = key_states.shape[-2]
+        self.keys[:, :, self.length : self.length + n] = key_states
+        self.values[:, :, self.length : self.length + n] = value_states
+        self.length += n
+        return self.keys[:, :, : self.length], self.values[:, :, : self.length]
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+
+def _cache_keyword(model) -> str:
+    # transformers 5.24 renamed past_key_values to cache (the old name still works there, with a warning)
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def generate_batch(
+    model,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    stop_ids: set[int],
+    capacity: int | None = None,
+    stats: GenerationStats | None = None,
+    all_done: Callable[[bool], bool] | None = None,
+) -> list[list[int]]:
+    """Greedy continuations of ``prompts`` (decoded together), each cut before its first stop token.
+    ``capacity`` (default: the longest prompt) is the prompt region of the cache, and ``all_done``
+    (given a bool: whether this batch is done) lets ranks that share the model decode in step."""
+    device = next(model.parameters()).device
+    region = max(capacity or 0, max(len(p) for p in prompts))
+    batch = len(prompts)
+    layers = _text_config(model.config).num_hidden_layers
+    cache = DynamicCache()
+    cache.layers = [PreallocatedLayer(batch, region + max_new_tokens, region) for _ in range(layers)]
+    keyword = _cache_keyword(model)
+    _sync(device)
+    began = time.perf_counter()
+    first = []
+    for row, prompt in enumerate(prompts):
+        for layer in cache.layers:
+            layer.row = row
+        ids = torch.tensor([list(prompt)], device=device)
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **{keyword: cache})
+        first.append(out.logits[0, -1].argmax())
+    for layer in cache.layers:
+        layer.row, layer.length = None, region
+    tokens = torch.stack(first)
+    _sync(device)
+    middle = time.perf_counter()
+    lengths = torch.tensor([len(p) for p in prompts], device=device)
+    real = torch.arange(region, device=device)[None, :] >= (region - lengths)[:, None]  # left padding
+    mask = torch.cat([real, torch.ones(batch, max_new_tokens, dtype=torch.bool, device=device)], 1).long()
+    stops = (
+        torch.tensor(sorted(stop_ids), device=device) if stop_ids else torch.empty(0, dtype=torch.long, device=device)
+    )
+    generated = [tokens]
+    finished = torch.isin(tokens, stops)
+    for step in range(1, max_new_tokens):
+        done = bool(finished.all())
+        if all_done(done) if all_done is not None else done:
+            break
+        out = model(
+            input_ids=tokens[:, None],
+            attention_mask=mask[:, : region + step],
+            position_ids=(lengths + step - 1)[:, None],
+            use_cache=True,
+            logits_to_keep=1,
+            **{keyword: cache},
+        )
+        tokens = out.logits[:, -1].argmax(-1)
+        generated.append(tokens)
+        finished |= torch.isin(tokens, stops)
+    _sync(device)
+    end = time.perf_counter()
+    rows = torch.stack(generated, 1).tolist()
+    outputs = []
+    for row in rows:
+        cut = next((i for i, t in enumerate(row) if t in stop_ids), len(row))
+        outputs.append(row[:cut])
+    if stats is not None:
+        stats.prefill_tokens += int(lengths.sum())
+        stats.prefill_seconds += middle - began
+        stats.decode_tokens += sum(len(o) for o in outputs)
+        stats.decode_seconds += end - middle
+    return outputs
+
+
+def stop_token_ids(model, tokenizer) -> set[int]:
+    """The ids that end a continuation: the generation config's EOS ids (as ``generate`` stops) and the
+    tokenizer's EOS."""
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config):
+        eos = getattr(source, "eos_token_id", None) if source is not None else None
+        if eos is not None:
+            ids.update([eos] if isinstance(eos, int) else eos)
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def batches(lengths: Sequence[int], new_tokens: int, config, dtype: torch.dtype, free_bytes: int, most: int = 256):
+    """Index groups of at most the planned size, longest prompts first (so one plan per group holds)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    start = 0
+    while start < len(order):
+        size = plan_batch(config, lengths[order[start]], new_tokens, dtype, free_bytes, most)
+        yield order[start : start + size]
+        start += size
