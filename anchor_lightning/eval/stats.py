@@ -59,3 +59,38 @@ def paired_comparison(a: Sequence[bool], b: Sequence[bool]) -> dict:
         "only_b": only_b,
         "p_value": p,
     }
+
+
+def mean_interval(scores: Sequence[float], z: float = Z95) -> tuple[float, float, float]:
+    """The mean of scores in [0, 1] with its 95% Wilson interval over ``len(scores)`` samples (for
+    0/1 scores the binomial one; for partial credit conservative, since a score in [0, 1] varies no
+    more than a 0/1 one of the same mean)."""
+    n = len(scores)
+    mean = float(sum(scores) / n) if n else 0.0
+    low, high = wilson_interval(mean * n, n, z) if n else (0.0, 1.0)
+    return mean, low, high
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Two models' scores in [0, 1] on the same samples: the mean difference a - b with a 95% interval
+    (normal, from the paired differences' variance; for 0/1 scores the same as
+    :func:`paired_comparison`'s), how many samples each scored higher on, and the exact two-sided sign
+    test over those (McNemar's for 0/1 scores)."""
+    if len(a) != len(b):
+        raise ValueError("paired samples must be the same samples")
+    n = len(a)
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    mean = float(d.mean()) if n else 0.0
+    half = Z95 * math.sqrt(float(np.mean((d - mean) ** 2)) / n) if n else 1.0
+    higher_a, higher_b = int((d > 0).sum()), int((d < 0).sum())
+    m, k = higher_a + higher_b, min(higher_a, higher_b)
+    p = min(1.0, 2 * sum(math.comb(m, i) for i in range(k + 1)) / 2**m) if m else 1.0
+    return {
+        "difference": mean,
+        "difference_low": max(-1.0, mean - half),
+        "difference_high": min(1.0, mean + half),
+        "samples": n,
+        "higher_a": higher_a,
+        "higher_b": higher_b,
+        "p_value": p,
+    }

