@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from anchor_lightning.data.packing import PAD_DOC, SHARED_ANCHOR_DOC, position_ids
+from anchor_lightning.data.packing import PAD_DOC, SHARED_ANCHOR_DOC, causal_pairs, position_ids
 from anchor_lightning.errors import UserError
 
 
@@ -47,8 +47,18 @@ def describe(datamodule, part: str = "train", row: int = 0, width: int = 64, sni
         f"slots: {stats['content_tokens'] / slots:.1%} content, {stats['first_tokens'] / slots:.1%} first tokens, "
         f"{stats.get('tag_tokens', 0) / slots:.1%} tags, {stats['padding'] / slots:.1%} padding",
         f"documents per row: mean {per_row.mean():.2f}, min {per_row.min()}, max {per_row.max()}",
-        "",
     ]
+    if datamodule.mode != "full":
+        kept = full = 0
+        for i in range(len(rows)):
+            doc_ids = rows.row(i).doc_ids
+            kept += causal_pairs(doc_ids, datamodule.mode, datamodule.layout)
+            full += causal_pairs(doc_ids, "full", datamodule.layout)
+        out.append(
+            f"attention: the {datamodule.mode} mask keeps {kept / full:.1%} of full attention's causal pairs over these "
+            f"rows ({1 - kept / full:.1%} differ)"
+        )
+    out += [""]
     packed = rows.row(row)
     positions = position_ids(packed.doc_ids, packed.is_first, datamodule.mode)
     out.append(f"row {row}: {len(packed.chunk_sources)} packed documents")

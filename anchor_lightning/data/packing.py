@@ -413,6 +413,23 @@ def attention_pairs(doc_ids: np.ndarray, mode: str, layout: str) -> int:
     return int((spans**2).sum()) + int((real == SHARED_ANCHOR_DOC).sum())
 
 
+def causal_pairs(doc_ids: np.ndarray, mode: str, layout: str) -> int:
+    """The (query, key) pairs a row's causal mask allows (padding excluded): n(n+1)/2 over the row under
+    ``full``; under the document masks s(s+1)/2 over each packed document with its first token, and in
+    the shared layout each document's pairs with the one anchor. The document masks allow a subset of
+    full attention's pairs over the same row."""
+    real = doc_ids[doc_ids != PAD_DOC]
+    if mode == "full":
+        return len(real) * (len(real) + 1) // 2
+    docs = real[real >= 0]
+    spans = np.bincount(docs).astype(np.int64) if len(docs) else np.zeros(0, dtype=np.int64)
+    spans = spans[spans > 0]
+    pairs = int((spans * (spans + 1) // 2).sum())
+    if layout == "shared":
+        pairs += int(spans.sum()) + int((real == SHARED_ANCHOR_DOC).sum())
+    return pairs
+
+
 def target_keys(row: PackedRow) -> list[tuple[int, int]]:
     """(source document, offset in the stripped document) of the target at every labelled slot, in slot
     order: the key for comparing per-target losses across modes and layouts."""

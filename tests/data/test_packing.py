@@ -274,3 +274,27 @@ def test_unknown_openings_count_documents_that_open_with_an_unknown_id():
     spec = PackingSpec(16, "per_doc", 0, (0, 1))
     first_tokens = Counter({1: 1, 0: 1, 9: 2, 7: 1})  # documents by their opening id (as a token store counts)
     assert unknown_openings(first_tokens, spec) == {9: 2, 7: 1}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(1, 40), min_size=1, max_size=6),
+    st.sampled_from(["anchor", "intra_doc", "intra_doc_reset"]),
+    st.integers(0, 7),
+)
+def test_causal_pairs_count_the_dense_masks_allowed_pairs(lengths, mode, padding):
+    """inspect's share of attention pairs: the count equals the dense mask's, padding excluded."""
+    import torch
+
+    from anchor_lightning.attention.masks import dense_mask
+    from anchor_lightning.data.packing import causal_pairs
+
+    for layout in ("per_doc", "shared") if mode == "anchor" else ("per_doc",):
+        ids = [SHARED_ANCHOR_DOC] if layout == "shared" else []
+        for d, n in enumerate(lengths):
+            ids += [d] * n
+        doc_ids = np.array(ids + [PAD_DOC] * padding)
+        real = torch.tensor(doc_ids != PAD_DOC)
+        for m in (mode, "full"):
+            mask = dense_mask(torch.tensor(doc_ids)[None], m, layout)[0, 0] & real[:, None] & real[None, :]
+            assert causal_pairs(doc_ids, m, layout) == int(mask.sum())
