@@ -52,6 +52,11 @@ def make_runner(module, tmp_path: Path, clock: FakeClock, deadline: float, calls
         parallel=extra.pop("parallel", 2),
         eval_seconds=extra.pop("eval_seconds", 240.0),
         dry_run=False,
+        setting=extra.pop("setting", "long-32k"),
+        mix_data=tmp_path / "mix",
+        suites=extra.pop("suites", None),
+        ruler_samples=100,
+        seed=0,
     )
     runner = module.Runner(args)
     runner.environment = lambda: None
@@ -362,3 +367,18 @@ def test_prepare_carry_splits_the_gguf_in_two_checked_pieces_and_compresses_the_
     assert prepare(str(gguf), str(tmp_path)).returncode == 2  # no manifest.json: not prepare_data.py's output
     env["PIECE_BYTES"] = "400"  # three pieces would be needed
     assert "more than two pieces" in prepare(str(gguf), str(data)).stdout
+
+
+def test_the_mix_settings_train_one_recipe_per_mode_and_judge_by_ruler(module, tmp_path):
+    seen: list[list[str]] = []
+    runner = make_runner(module, tmp_path, module.clock, 10_000.0, [], setting="mix-64k", modes=["full"], models=["full"])
+    inner = runner.command
+    runner.command = lambda name, argv, stop_at=None: (seen.append(argv), inner(name, argv, stop_at))[1]
+    runner.write_train_summary = lambda mode: None
+    assert runner.run()
+    fit, export, ruler = seen
+    assert fit[fit.index("--config") + 1].endswith("recipes/smollm2-135m/64k-mix.yaml") and "--model.mode=full" in fit
+    assert export[export.index("--ckpt_path") + 1].endswith("checkpoints/smollm2-135m-mix/full-varlen-65536/last.ckpt")
+    assert ruler[:3] == ["evaluate", "--suite", "ruler"]
+    lengths = ruler[ruler.index("--lengths") + 1 : ruler.index("--samples")]
+    assert lengths == ["4096", "8192", "16384", "32768", "65536"] and "--first_token" in ruler

@@ -3,6 +3,7 @@ values it promises. A new recipe must be added to EXPECTED."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,13 @@ SMOLLM2 = {
     )
     for m in ("anchor", "full", "intra_doc", "intra_doc_reset")
 }
+# the short-document mix: one recipe per length, the mode an override; the RoPE base by the same rule
+SMOLLM2.update(
+    {
+        f"smollm2-135m/{n}-mix.yaml": dict(SMOLLM2["smollm2-135m/32k-anchor.yaml"], rope_theta=theta, seq_len=seq_len)
+        for n, theta, seq_len in (("32k", 2236068.0, 32768), ("64k", 10573713.0, 65536))
+    }
+)
 EXPECTED = {**DEBUG, **PAPER, **SMOLLM2}
 # parameter counts of the architectures (from their published configs), to catch a wrong shape
 PARAMETERS = {
@@ -170,6 +178,11 @@ def test_recipe_instantiates_with_its_values(name, tmp_path):
     if name in SMOLLM2:
         assert sum(p.numel() for p in module.net.parameters()) == 134_515_008
         assert data.eos_id == 0 and trainer.gradient_clip_val == 1.0
+    if name.endswith("-mix.yaml"):  # RULER over the last 50 steps: 5 evaluations, every 10 steps from step 60
+        ruler = next(c for c in trainer.callbacks if type(c).__name__ == "RulerEval")
+        assert (ruler.every, ruler.first_step, ruler.last_k) == (10, 60, 5)
+        assert ruler.settings.lengths == [expected["seq_len"]]
+        assert expected["rope_theta"] == round(100_000 * 500 ** math.log(expected["seq_len"] / 8192, 16))
 
 
 FRAGMENTS = {

@@ -20,7 +20,7 @@ the scores.
     trainer:
       callbacks:
         - class_path: anchor_lightning.callbacks.ruler.RulerEval
-          init_args: {every_n_steps: 10, tasks: [niah_single_2, niah_multikey_1, vt], lengths: [16384, 32768], samples: 50}
+          init_args: {every_n_steps: 10, first_step: 60, tasks: [niah_single_2, niah_multikey_1, vt], lengths: [32768], samples: 50}
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ class RulerEval(L.Callback):
 
     Args:
         every_n_steps: evaluate after every this many optimizer steps.
+        first_step: no evaluation before this step (the paper's protocol over 100 steps: every 10 from
+            step 60, so that the last 5 evaluations are those of the last 50 steps).
         tasks: RULER task names or sets (``offline``, ``paper_offline`` ...).
         lengths: RULER lengths (prompt plus generation budget) in tokens.
         samples: samples per task and length.
@@ -53,6 +55,7 @@ class RulerEval(L.Callback):
     def __init__(
         self,
         every_n_steps: int = 10,
+        first_step: int = 0,
         tasks: list[str] = ("niah_single_2", "niah_multikey_1", "niah_multivalue", "vt"),
         lengths: list[int] = (4096,),
         samples: int = 20,
@@ -71,7 +74,7 @@ class RulerEval(L.Callback):
             tasks=list(tasks), lengths=list(lengths), samples=samples, seed=seed, template=template
         )
         self.settings.check()
-        self.every, self.last_k, self.at_end = every_n_steps, last_k, at_end
+        self.every, self.first_step, self.last_k, self.at_end = every_n_steps, first_step, last_k, at_end
         self.batch_size, self.workers = batch_size, workers
         self.history: list[dict[str, float]] = []  # each evaluation's averages by length
         self._evaluated_step = -1
@@ -81,7 +84,8 @@ class RulerEval(L.Callback):
     # ------------------------------------------------------------------ hooks
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if self.every and step > 0 and step % self.every == 0 and step != self._evaluated_step:
+        due = self.every and step >= max(1, self.first_step) and step % self.every == 0
+        if due and step != self._evaluated_step:
             self.evaluate(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:

@@ -1,7 +1,16 @@
-"""The miniature end to end, in resumable parts: SmolLM2-135M extended from 8K to 32K in four modes.
+"""The miniature end to end, in resumable parts: SmolLM2-135M extended from 8K to 32K (or 64K) in four modes.
 
     python scripts/miniature/run.py --gguf SmolLM2-135M-Instruct.Q4_1.gguf --data data/miniature \
         --work /tmp/miniature --deadline 540 --out results/
+    python scripts/miniature/run.py --setting mix-32k --mix-data data/miniature-mix ... (short documents, RULER)
+
+Settings (``--setting``): ``long-32k``, the first miniature (recipes/smollm2-135m/32k-<mode>.yaml, long
+documents, this package's needle tasks and perplexity); ``mix-32k`` and ``mix-64k``
+(recipes/smollm2-135m/{32k,64k}-mix.yaml with ``--model.mode``, the short-document mix of
+``prepare_mix.py``, RULER during training and after). ``--suites`` chooses the evaluations (``needles``:
+``evaluate`` and ``diagnose``; ``ruler``: ``evaluate --suite ruler``, every offline task at 4K ... the
+setting's length, ``--ruler-samples`` per task and length); ``--seed`` the row order (a second seed: its
+own ``--work``).
 
 Every step is one command of this package (``fit``, ``export``, ``evaluate``, ``diagnose``), run as a
 subprocess with its log in ``WORK/logs``; finished steps are recorded in ``WORK/state.json``, so the
@@ -45,6 +54,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes" / "smollm2-135m"
 MODES = ("anchor", "full", "intra_doc", "intra_doc_reset")
+# setting -> (row length, default suites): long-32k is the first miniature's per-mode recipes on long documents
+SETTINGS = {"long-32k": (32768, ["needles"]), "mix-32k": (32768, ["ruler"]), "mix-64k": (65536, ["ruler"])}
+RULER_DRY = ["--lengths", "1024", "--samples", "1", "--tasks", "niah_single_1", "fwe", "--device", "cpu"]
+RULER_DRY += ["--dtype", "float32", "--workers", "1"]
+# the recipes' RULER callback at toy size (the dry run's CPU)
+CALLBACK_DRY = ["--trainer.callbacks.lengths=[1024]", "--trainer.callbacks.samples=1", "--trainer.callbacks.workers=1"]
+CALLBACK_DRY += ["--trainer.callbacks.tasks=[niah_single_1]", "--trainer.callbacks.first_step=1"]
+CALLBACK_DRY += ["--trainer.callbacks.every_n_steps=1"]
 # the trained models first: the base model can be evaluated in any later session, a trained one only now
 EVALUATED = ("anchor", "full", "intra_doc_reset", "intra_doc", "base", "base-theta")
 FIRST_TOKEN = "0"  # F = <|endoftext|>: the recipes' data.anchor_id (see their header)
@@ -133,6 +150,31 @@ class Runner:
         self.env["ANCHOR_LIGHTNING_CACHE"] = str(self.work / "cache")
         self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), self.env.get("PYTHONPATH")]))
 
+    # ---------------------------------------------------------------- the setting
+    @property
+    def mixed(self) -> bool:
+        return self.args.setting.startswith("mix-")
+
+    def recipe(self, mode: str) -> Path:
+        return RECIPES / (f"32k-{mode}.yaml" if not self.mixed else f"{self.args.setting.split('-')[1]}-mix.yaml")
+
+    def run_name(self, mode: str) -> str:
+        """The mode's run directory under runs/ and checkpoints/ (the recipes' names)."""
+        if not self.mixed:
+            return f"smollm2-135m-32k-{mode}"
+        backend, seq_len = ("sdpa", 1024) if self.args.dry_run else ("varlen", SETTINGS[self.args.setting][0])
+        return f"smollm2-135m-mix/{mode}-{backend}-{seq_len}"
+
+    def suites(self) -> list[str]:
+        return self.args.suites or SETTINGS[self.args.setting][1]
+
+    def ruler_lengths(self) -> list[str]:
+        top, n, out = SETTINGS[self.args.setting][0], 4096, []
+        while n <= top:
+            out.append(str(n))
+            n *= 2
+        return out
+
     # ---------------------------------------------------------------- bookkeeping
     def left(self) -> float:
         return self.args.deadline - (time.monotonic() - self.started)
@@ -190,10 +232,31 @@ class Runner:
 
     # ---------------------------------------------------------------- steps
     def evaluate(self, name: str, model: str, theta: str | None = None) -> bool:
-        """``evaluate`` then ``diagnose`` of one model (run in a thread when evaluations share the GPU)."""
+        """The ``--suites`` of one model (run in a thread when evaluations share the GPU): RULER, and/or
+        this package's needles and perplexity (``evaluate``) then ``diagnose``."""
         out = self.work / "results" / name
-        data = self.args.data.resolve()
         rope = ["--rope_theta", theta] if theta else []
+        if "ruler" in self.suites():
+            argv = [
+                "evaluate",
+                "--suite",
+                "ruler",
+                "--model",
+                model,
+                "--first_token",
+                FIRST_TOKEN,
+                "--tasks",
+                "offline",
+            ]
+            argv += ["--out", str(out / "ruler"), "--no_progress", *rope]
+            argv += RULER_DRY if self.args.dry_run else ["--lengths", *self.ruler_lengths()]
+            argv += [] if self.args.dry_run else ["--samples", str(self.args.ruler_samples)]
+            code, _, _ = self.command(f"ruler-{name}", argv)
+            if code != 0:
+                return False
+        if "needles" not in self.suites():
+            return True
+        data = self.args.data.resolve()
         code, _, _ = self.command(
             f"eval-{name}",
             [
@@ -279,19 +342,22 @@ class Runner:
         if self.left() < TRAIN_MIN_LEFT:
             print(f"[{self.elapsed()}] stopping before {step}: {self.left():.0f} s left", flush=True)
             return False
-        data = self.args.data.resolve()
+        data = (self.args.mix_data if self.mixed else self.args.data).resolve()
         train_file = data / ("val.jsonl" if self.args.dry_run else "train.jsonl")
         argv = [
             "fit",
             "--config",
-            str(RECIPES / f"32k-{mode}.yaml"),
+            str(self.recipe(mode)),
             f"--model.pretrained={self.args.gguf.resolve()}",
             f"--data.train={train_file}",
             f"--data.val={data / 'val.jsonl'}",
             f"--data.cache_dir={self.work / 'rows'}",
+            f"--data.seed={self.args.seed}",
+            *([f"--model.mode={mode}"] if self.mixed else []),
             *(DRY_FIT if self.args.dry_run else []),
+            *(CALLBACK_DRY if self.args.dry_run and self.mixed else []),
         ]
-        checkpoint = self.work / "checkpoints" / f"smollm2-135m-32k-{mode}" / "last.ckpt"
+        checkpoint = self.work / "checkpoints" / self.run_name(mode) / "last.ckpt"
         if checkpoint.is_file():
             argv.append("--ckpt_path=last")
         code, seconds, stopped = self.command(step, argv, stop_at=STOP_MARGIN)
@@ -322,7 +388,7 @@ class Runner:
         if not self.fits("export"):
             print(f"[{self.elapsed()}] stopping before {step}: {self.left():.0f} s left", flush=True)
             return None
-        checkpoint = self.work / "checkpoints" / f"smollm2-135m-32k-{mode}" / "last.ckpt"
+        checkpoint = self.work / "checkpoints" / self.run_name(mode) / "last.ckpt"
         code, seconds, _ = self.command(step, ["export", "--ckpt_path", str(checkpoint), "--out", str(target)])
         if code != 0:
             return None
@@ -333,7 +399,7 @@ class Runner:
         """train.json: the logged curves (TensorBoard), tokens/s, seconds per step and wall time."""
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-        runs = self.work / "runs" / f"smollm2-135m-32k-{mode}"
+        runs = self.work / "runs" / self.run_name(mode)
         scalars: dict[str, list] = {}
         for events in sorted(runs.rglob("events.out.tfevents.*")):
             accumulator = EventAccumulator(str(events))
@@ -403,16 +469,14 @@ class Runner:
 
     def run(self) -> bool:
         self.environment()
-        theta = str(
-            float(__import__("yaml").safe_load((RECIPES / "32k-anchor.yaml").read_text())["model"]["rope_theta"])
-        )
+        theta = str(float(__import__("yaml").safe_load(self.recipe("anchor").read_text())["model"]["rope_theta"]))
         complete = True
         for mode in self.args.modes:
             complete = self.train(mode) and self.export(mode) is not None
             if not complete:
                 break
             if not self.args.keep_checkpoints:
-                shutil.rmtree(self.work / "checkpoints" / f"smollm2-135m-32k-{mode}", ignore_errors=True)
+                shutil.rmtree(self.work / "checkpoints" / self.run_name(mode), ignore_errors=True)
             # evaluate trained models as soon as a group of them is ready, so that results are bundled
             # (and can travel back) before the next trainings; if the group's time is not left, train on
             ready = self.pending_evaluations(trained_only=True)
@@ -461,6 +525,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=GUESS["eval"],
         help="first guess of one evaluation's seconds (until one has run; then its measured time)",
     )
+    parser.add_argument("--setting", default="long-32k", choices=list(SETTINGS), help="recipes, data and row length")
+    parser.add_argument(
+        "--mix-data", type=Path, default=ROOT / "data" / "miniature-mix", help="scripts/miniature/prepare_mix.py output"
+    )
+    parser.add_argument(
+        "--suites", nargs="+", default=None, choices=["needles", "ruler"], help="default: the setting's"
+    )
+    parser.add_argument("--ruler-samples", type=int, default=100, help="RULER samples per task and length")
+    parser.add_argument("--seed", type=int, default=0, help="the row order (data.seed); a second seed: its own --work")
     parser.add_argument("--dry-run", action="store_true", help="every step on the CPU at toy sizes")
     return parser
 

@@ -221,6 +221,7 @@ def test_callback_logs_ruler_scalars_and_the_mean_of_the_last_evaluations(tmp_pa
         "class_path": "anchor_lightning.callbacks.ruler.RulerEval",
         "init_args": {
             "every_n_steps": 2,
+            "first_step": 3,
             "tasks": ["niah_single_1", "fwe"],
             "lengths": [2048],
             "samples": 2,
@@ -236,16 +237,16 @@ def test_callback_logs_ruler_scalars_and_the_mean_of_the_last_evaluations(tmp_pa
             "tests/configs/micro.yaml",
             "--config",
             str(fragment),
-            "--trainer.max_steps=5",
+            "--trainer.max_steps=7",
             f"--data.cache_dir={tmp_path / 'data'}",
             f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
         ]
     )
     logged = scalars(tmp_path / "runs")
-    assert [s for s, _ in logged["ruler/avg/2048"]] == [2, 4, 5]  # every 2 steps, and at the end
+    assert [s for s, _ in logged["ruler/avg/2048"]] == [4, 6, 7]  # every 2 steps from step 3, and at the end
     for tag in ("ruler/niah_single_1/2048", "ruler/fwe/2048", "ruler/avg_last2/2048", "ruler/seconds"):
         assert tag in logged, tag
     averages = [v for _, v in logged["ruler/avg/2048"]]
     assert logged["ruler/avg_last2/2048"][-1][1] == pytest.approx(sum(averages[-2:]) / 2, abs=1e-4)
     written = sorted(p.name for p in (tmp_path / "runs").rglob("ruler/step-*.json"))
-    assert written == ["step-2.json", "step-4.json", "step-5.json"]
+    assert written == ["step-4.json", "step-6.json", "step-7.json"]
