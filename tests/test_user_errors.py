@@ -131,6 +131,37 @@ def test_resuming_under_other_settings_is_refused(capsys, tmp_path, trained, ove
     assert "differ from this run's" in line and what in line, line
 
 
+@pytest.mark.parametrize(
+    "override, what",
+    [
+        ("--model.mode=full", "mode: 'anchor' -> 'full'"),
+        ("--model.config.hidden_size=32", "config.hidden_size: 64 -> 32"),
+        ("--model.rope_theta=50000", "rope_theta"),
+    ],
+)
+def test_resuming_from_a_checkpoint_file_never_silently_takes_its_settings(capsys, tmp_path, trained, override, what):
+    """Given a checkpoint's path (not ``last``), LightningCLI would replace the command line's model
+    settings with the checkpoint's and train those: a changed setting must be refused instead."""
+    line = one_error(
+        capsys,
+        [
+            *fit_args(tmp_path, override, f"--ckpt_path={trained}", "--trainer.max_steps=6"),
+            "--config",
+            checkpointing(tmp_path, tmp_path / "elsewhere"),
+        ],
+    )
+    assert "differ from this run's" in line and what in line, line
+
+
+def test_validating_a_checkpoint_file_under_other_layers_is_refused(capsys, tmp_path, trained):
+    line = one_error(
+        capsys,
+        ["validate", "--config", MICRO, f"--data.cache_dir={tmp_path / 'cache'}", "--model.config.num_hidden_layers=3",
+         f"--ckpt_path={trained}", "--trainer.logger=false"],
+    )  # fmt: skip
+    assert "differ from this run's" in line and "num_hidden_layers: 2 -> 3" in line, line
+
+
 def test_resuming_on_other_data_is_refused(capsys, tmp_path, trained):
     line = one_error(
         capsys,
@@ -404,3 +435,4 @@ def test_prepare_builds_the_caches_fit_then_uses(capsys, tmp_path):
     after = sorted(p for p in (tmp_path / "cache").iterdir() if not p.name.startswith("."))
     assert [p.name for p in after] == [p.name for p in entries]  # nothing new: fit found them
     assert {p.name: (p / "meta.json").stat().st_mtime_ns for p in after} == stamps
+

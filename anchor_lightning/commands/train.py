@@ -187,6 +187,13 @@ class AnchorCLI(LightningCLI):
         parser.link_arguments("model.mode", "data.mode")
         parser.link_arguments(("model.mode", "model.backend", "model.layout"), "data.layout", compute_fn=resolve_layout)
 
+    def _parse_ckpt_path(self) -> None:
+        """Given a checkpoint file, LightningCLI replaces the command line's model settings with the
+        checkpoint's hyper-parameters before building the model, so ``--model.mode=full`` would train the
+        checkpoint's mode without a word. Here the command line stays as given, and the model compares its
+        settings with the checkpoint's when it is loaded (``AnchorLM.on_load_checkpoint``): any that
+        differ are refused in one line naming them."""
+
     def _instantiate_trainer(self, config: dict, callbacks: list):
         """Progress, unless disabled: on a terminal Lightning's bar (counting right under gradient
         accumulation), elsewhere (a log file, SLURM, CI) plain lines at logging steps."""
