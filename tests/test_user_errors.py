@@ -4,11 +4,13 @@ traceback), nothing is lost, and nothing of the user's is overwritten."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import yaml
@@ -436,3 +438,29 @@ def test_prepare_builds_the_caches_fit_then_uses(capsys, tmp_path):
     assert [p.name for p in after] == [p.name for p in entries]  # nothing new: fit found them
     assert {p.name: (p / "meta.json").stat().st_mtime_ns for p in after} == stamps
 
+
+class PoisonOneWeight(L.Callback):
+    """One NaN weight in the model before validation (a broken checkpoint)."""
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        with torch.no_grad():
+            next(pl_module.parameters()).view(-1)[0] = float("nan")
+
+
+@pytest.mark.parametrize(
+    "broken", ["--model.rope_theta=0", "--trainer.callbacks+=tests.test_user_errors.PoisonOneWeight"]
+)
+def test_a_broken_model_never_validates_as_perfect(capsys, tmp_path, broken):
+    """The validation sums used to drop NaN values: val/loss 0.0, ppl 1.0, exit 0. Now the loss is NaN
+    in TensorBoard and the run stops with one line (the non-finite policy's default)."""
+    from tests.test_cli import scalars
+
+    runs = tmp_path / "runs"
+    line = one_error(
+        capsys,
+        ["validate", "--config", MICRO, f"--data.cache_dir={tmp_path / 'cache'}", broken,
+         f"--trainer.logger.init_args.save_dir={runs}"],
+    )  # fmt: skip
+    assert "validation loss is not finite" in line and "model.on_nonfinite" in line, line
+    logged = scalars(runs)
+    assert math.isnan(logged["val/loss"][-1][1]) and logged["val/nonfinite_batches"][-1][1] > 0

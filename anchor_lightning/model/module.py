@@ -153,7 +153,10 @@ class AnchorLM(L.LightningModule):
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
         self.on_nonfinite = on_nonfinite
         self.net: PackedCausalLM | None = None
-        self.val_loss_sum, self.val_targets = SumMetric(), SumMetric()
+        # nan_strategy "disable": a NaN loss stays NaN in the sum (the default drops it, and a broken
+        # model then validated at loss 0); non-finite batches are counted on their own
+        self.val_loss_sum, self.val_targets = SumMetric(nan_strategy="disable"), SumMetric()
+        self.val_nonfinite = SumMetric()
         self.step = self.finished_step = StepRecord()
         self.tokens_seen, self.flops_seen, self.skipped_steps = 0, 0.0, 0
         self.recent_rows: dict[int, list[int]] = {}  # optimizer step -> rows this rank trained on
@@ -413,17 +416,35 @@ class AnchorLM(L.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self.val_loss_sum.update(self.summed_loss(batch))
+        loss = self.summed_loss(batch)
+        self.val_loss_sum.update(loss)
         self.val_targets.update(batch["num_targets"])
+        self.val_nonfinite.update((~torch.isfinite(loss.detach())).float())
 
     def on_validation_epoch_end(self) -> None:
         targets = self.val_targets.compute()
+        nonfinite = int(self.val_nonfinite.compute())
         if targets > 0:
             loss = self.val_loss_sum.compute() / targets
+            if nonfinite:
+                loss = torch.full_like(loss, float("nan"))  # never an average of what stayed finite
             self.log("val/loss", loss, prog_bar=True)
             self.log("val/ppl", torch.exp(loss))
+            self.log("val/nonfinite_batches", float(nonfinite))
         self.val_loss_sum.reset()
         self.val_targets.reset()
+        self.val_nonfinite.reset()
+        if nonfinite and self.on_nonfinite == "stop":
+            for logger in self.loggers:  # the NaN reaches TensorBoard before the run stops
+                logger.log_metrics(
+                    {"val/loss": float("nan"), "val/nonfinite_batches": float(nonfinite)}, self.global_step
+                )
+                logger.save()
+            raise NonFiniteLoss(
+                f"the validation loss is not finite ({nonfinite} batches): the model is broken (a NaN weight, a RoPE "
+                "base of 0 ...); the run stops here; set model.on_nonfinite=skip to report NaN and go on",
+                field="model.on_nonfinite",
+            )
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self):
