@@ -81,9 +81,10 @@ def remove_stale_siblings(target: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def atomic_directory(target: Path):
-    """Yield a temporary directory to fill; on success it becomes ``target`` in one rename (if another
-    process made ``target`` first, theirs is kept), on any failure or interruption it is removed. A
+def atomic_directory(target: Path, replace: bool = False):
+    """Yield a temporary directory to fill; on success it becomes ``target`` in one rename, on any failure
+    or interruption it is removed. If ``target`` exists, the new one replaces it (``replace``: the old is
+    renamed aside first, then removed) or is dropped (another process made it first: theirs is kept). A
     reader that finds ``target`` therefore always finds it whole; a writer that was killed leaves a
     temporary directory, which the next writer of ``target`` on the same host removes."""
     remove_stale_siblings(target)
@@ -91,7 +92,12 @@ def atomic_directory(target: Path):
     tmp.mkdir(parents=True)
     try:
         yield tmp
-        if target.exists():
+        if target.exists() and replace:
+            old = temporary_sibling(target)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        elif target.exists():
             shutil.rmtree(tmp)
         else:
             os.replace(tmp, target)

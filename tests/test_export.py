@@ -50,3 +50,49 @@ def test_export_loads_in_a_fresh_process_and_matches(tmp_path):
     logits, attention = fresh_process_logits(tmp_path / "hf", document, tmp_path)
     assert attention == "sdpa"
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+KILL_WHILE_SAVING = """
+import os, signal, sys
+import safetensors.torch
+real = safetensors.torch.save_file
+def half_then_die(tensors, filename, *args, **kwargs):
+    open(filename, "wb").write(b"partial")
+    os.kill(os.getpid(), signal.SIGKILL)
+safetensors.torch.save_file = half_then_die
+sys.argv = ["anchor-lightning", "export", "--ckpt_path", sys.argv[1], "--out", sys.argv[2]]
+from anchor_lightning.commands import cli
+cli()
+"""
+
+
+@pytest.mark.slow
+def test_export_is_whole_or_absent_after_kill_9_and_a_rerun_matches_a_clean_export(tmp_path):
+    """kill -9 while the weights are written leaves no half export (the retry used to be refused by the
+    export's own guard); the same command again completes, byte for byte as an uninterrupted export;
+    exporting over an earlier export replaces it whole."""
+    import os
+    import subprocess
+    import sys
+
+    fragment = checkpoint_fragment(tmp_path, tmp_path / "ckpt")
+    main(
+        ["fit", "--config", "tests/configs/micro.yaml", "--config", fragment, "--trainer.max_steps=2",
+         f"--data.cache_dir={tmp_path / 'cache'}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"]
+    )  # fmt: skip
+    ckpt = str(tmp_path / "ckpt" / "last.ckpt")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    killed = subprocess.run([sys.executable, "-c", KILL_WHILE_SAVING, ckpt, str(tmp_path / "hf")], env=env)
+    assert killed.returncode == -9
+    assert not (tmp_path / "hf").exists()  # nothing that looks like an export
+    main(["export", "--ckpt_path", ckpt, "--out", str(tmp_path / "hf")])
+    main(["export", "--ckpt_path", ckpt, "--out", str(tmp_path / "clean")])
+    assert _files(tmp_path / "hf") == _files(tmp_path / "clean")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hf.")]  # the dead writer's leftover is gone
+    (tmp_path / "hf" / "stale.txt").write_text("from an earlier export")
+    main(["export", "--ckpt_path", ckpt, "--out", str(tmp_path / "hf")])
+    assert _files(tmp_path / "hf") == _files(tmp_path / "clean")

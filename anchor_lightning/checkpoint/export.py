@@ -17,6 +17,7 @@ import torch
 
 from anchor_lightning.data.tokenizer import BYTES, load_tokenizer
 from anchor_lightning.errors import UserError
+from anchor_lightning.paths import atomic_directory
 
 NOTE = """# Trained with anchor-lightning
 
@@ -83,6 +84,32 @@ def _text(tokenizer, token: int) -> str:
     return tokenizer.decode([token]).replace("`", "'")
 
 
+def _note(module, tokenizer, folder: Path, anchor: int, eos: int, rope: dict) -> str:
+    """ANCHOR.md: how the model was trained and how to feed it (whether the saved tokenizer adds F)."""
+    from transformers import AutoTokenizer
+
+    saved = AutoTokenizer.from_pretrained(folder)
+    adds = saved("x")["input_ids"][:1] == [anchor]
+    bos_rule = (
+        f"The tokenizer adds F by itself (`tokenizer(text)` starts with {anchor}); with "
+        "`add_special_tokens=False`, as below, put it first yourself."
+        if adds
+        else f"The tokenizer does NOT add F (`tokenizer(text)` does not start with {anchor}): put it first yourself, "
+        "as below, for generation, scoring and fine-tuning alike."
+    )
+    return NOTE.format(
+        mode=module.mode,
+        backend=module.backend,
+        seq_len=module.seq_len,
+        rope=rope,
+        anchor=anchor,
+        anchor_text=_text(tokenizer, anchor),
+        eos=eos,
+        eos_text=_text(tokenizer, eos),
+        bos_rule=bos_rule,
+    )
+
+
 def export(ckpt: str, out: str, dtype: str = "float32") -> Path:
     target = Path(out)
     if target.is_dir() and any(target.iterdir()) and not (target / "ANCHOR.md").is_file():
@@ -104,33 +131,13 @@ def export(ckpt: str, out: str, dtype: str = "float32") -> Path:
     if rope.get("rope_type", "default") == "default" and module.seq_len > (config.max_position_embeddings or 0):
         config.max_position_embeddings = module.seq_len  # the length it was trained on
     try:
-        target.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(target)
-        tokenizer.save_pretrained(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # written into a temporary sibling and renamed: a kill leaves no half export, and an export over
+        # an earlier one replaces it whole
+        with atomic_directory(target, replace=True) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "ANCHOR.md").write_text(_note(module, tokenizer, tmp, anchor, eos, rope))
     except OSError as err:
         raise UserError(f"cannot write the export ({err.strerror or err})", file=str(target), field="--out") from None
-    from transformers import AutoTokenizer
-
-    saved = AutoTokenizer.from_pretrained(target)
-    adds = saved("x")["input_ids"][:1] == [anchor]
-    bos_rule = (
-        f"The tokenizer adds F by itself (`tokenizer(text)` starts with {anchor}); with "
-        "`add_special_tokens=False`, as below, put it first yourself."
-        if adds
-        else f"The tokenizer does NOT add F (`tokenizer(text)` does not start with {anchor}): put it first yourself, "
-        "as below, for generation, scoring and fine-tuning alike."
-    )
-    (target / "ANCHOR.md").write_text(
-        NOTE.format(
-            mode=module.mode,
-            backend=module.backend,
-            seq_len=module.seq_len,
-            rope=rope,
-            anchor=anchor,
-            anchor_text=_text(tokenizer, anchor),
-            eos=eos,
-            eos_text=_text(tokenizer, eos),
-            bos_rule=bos_rule,
-        )
-    )
     return target
