@@ -371,7 +371,9 @@ def test_prepare_carry_splits_the_gguf_in_two_checked_pieces_and_compresses_the_
 
 def test_the_mix_settings_train_one_recipe_per_mode_and_judge_by_ruler(module, tmp_path):
     seen: list[list[str]] = []
-    runner = make_runner(module, tmp_path, module.clock, 10_000.0, [], setting="mix-64k", modes=["full"], models=["full"])
+    runner = make_runner(
+        module, tmp_path, module.clock, 10_000.0, [], setting="mix-64k", modes=["full"], models=["full"]
+    )
     inner = runner.command
     runner.command = lambda name, argv, stop_at=None: (seen.append(argv), inner(name, argv, stop_at))[1]
     runner.write_train_summary = lambda mode: None

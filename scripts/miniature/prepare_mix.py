@@ -102,7 +102,9 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
 
     def write(name: str, items: list[tuple[str, int]]) -> None:
-        lines = (json.dumps({"text": source[s][0][i]["text"], "domain": source[s][0][i].get("domain")}) for s, i in items)
+        lines = (
+            json.dumps({"text": source[s][0][i]["text"], "domain": source[s][0][i].get("domain")}) for s, i in items
+        )
         atomic_write(args.out / f"{name}.jsonl", "\n".join(lines) + "\n")
 
     write("train", train)
