@@ -35,12 +35,33 @@ class VerbParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see anchor-lightning {self.prog.split()[-1]} --help)")
 
 
+def at_least(minimum: float, kind: type = int, maximum: float | None = None):
+    """An argparse ``type`` that reads ``kind`` in [``minimum``, ``maximum``]: a bad value stops before any
+    work, as ``argument --flag: 0 is below 1`` (one line, through :meth:`VerbParser.error`)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} is below {minimum}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{text} is above {maximum}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def add_run_arguments(parser: VerbParser, out: str, seed_help: str = "random seed") -> None:
     """What ``evaluate`` and ``diagnose`` share besides the corpus: the RoPE base, the device, the seed,
     the output directory and the progress switch."""
     import torch
 
-    parser.add_argument("--rope_theta", type=float, default=None, help="replace the checkpoint's RoPE base")
+    parser.add_argument(
+        "--rope_theta", type=at_least(1e-6, float), default=None, help="replace the checkpoint's RoPE base"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0, help=seed_help)
     parser.add_argument("--out", default=out, help="the directory the results go to")
@@ -54,5 +75,5 @@ def add_corpus_arguments(parser: VerbParser) -> None:
         "--tokenizer", default=None, help="tokenizer directory or .gguf (default: the model's, else bytes)"
     )
     parser.add_argument(
-        "--first_token", type=int, default=None, help="the anchor / BOS id (default: the tokenizer's BOS)"
+        "--first_token", type=at_least(0), default=None, help="the anchor / BOS id (default: the tokenizer's BOS)"
     )

@@ -16,7 +16,7 @@ import warnings
 
 import torch
 
-from anchor_lightning.commands.arguments import VerbParser, add_corpus_arguments, add_run_arguments
+from anchor_lightning.commands.arguments import VerbParser, add_corpus_arguments, add_run_arguments, at_least
 from anchor_lightning.data.corpus import corpus_tokenizer, first_token_of, load_documents
 from anchor_lightning.diagnostics.plots import plot_sweep
 from anchor_lightning.diagnostics.sweep import PAPER_OFFSETS, SweepSettings, run_sweep, summary
@@ -40,15 +40,15 @@ def parser() -> VerbParser:
     add_corpus_arguments(p)
     p.add_argument(
         "--lengths",
-        type=int,
+        type=at_least(2),
         nargs="+",
         default=None,
         help="sequence lengths (default: 64 to the model's max_position_embeddings in factors of 4; 4K at most on CPU)",
     )
-    p.add_argument("--offsets", type=int, nargs="+", default=list(PAPER_OFFSETS))
-    p.add_argument("--b", type=int, default=16, help="the fixed offset b")
-    p.add_argument("--offset_length", type=int, default=4096, help="sequence length of the offset sweep")
-    p.add_argument("--sequences", type=int, default=4, help="text windows averaged per point (paper: 50)")
+    p.add_argument("--offsets", type=at_least(0), nargs="+", default=list(PAPER_OFFSETS))
+    p.add_argument("--b", type=at_least(0), default=16, help="the fixed offset b")
+    p.add_argument("--offset_length", type=at_least(2), default=4096, help="sequence length of the offset sweep")
+    p.add_argument("--sequences", type=at_least(1), default=4, help="text windows averaged per point (paper: 50)")
     p.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"], choices=["bfloat16", "float32", "float16"])
     add_run_arguments(p, "diagnostics", "random init seed (config or recipe models)")
     return p

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from anchor_lightning.commands.arguments import VerbParser, add_corpus_arguments, add_run_arguments
+from anchor_lightning.commands.arguments import VerbParser, add_corpus_arguments, add_run_arguments, at_least
 from anchor_lightning.data.corpus import corpus_tokenizer, first_token_of, load_documents
 from anchor_lightning.errors import UserError
 from anchor_lightning.eval.niah import TASKS
@@ -54,7 +54,9 @@ def parser() -> VerbParser:
     add_corpus_arguments(p)
     p.add_argument("--ppl_data", default=None, help="corpus for perplexity by position (default: --data)")
     p.add_argument("--short_data", default=None, help="corpus for short-context perplexity (default: none)")
-    p.add_argument("--short_length", type=int, default=2048, help="tokens per document of the short-context perplexity")
+    p.add_argument(
+        "--short_length", type=at_least(2), default=2048, help="tokens per document of the short-context perplexity"
+    )
     p.add_argument(
         "--tasks",
         nargs="+",
@@ -64,21 +66,21 @@ def parser() -> VerbParser:
     )
     p.add_argument(
         "--lengths",
-        type=int,
+        type=at_least(16),
         nargs="+",
         default=None,
         help="context lengths (default: 1/4, 1/2 and all of the model's max_position_embeddings; 4K at most on CPU)",
     )
-    p.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
-    p.add_argument("--trials", type=int, default=5, help="trials per (task, length, depth)")
-    p.add_argument("--candidates", type=int, default=10, help="answers to choose from (chance = 1 / this)")
-    p.add_argument("--ppl_documents", type=int, default=4, help="long documents for perplexity by position")
+    p.add_argument("--depths", type=at_least(0.0, float, 1.0), nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    p.add_argument("--trials", type=at_least(1), default=5, help="trials per (task, length, depth)")
+    p.add_argument("--candidates", type=at_least(2), default=10, help="answers to choose from (chance = 1 / this)")
+    p.add_argument("--ppl_documents", type=at_least(0), default=4, help="long documents for perplexity by position")
     p.add_argument(
-        "--batch_tokens", type=int, default=131072, help="prompt tokens scored at once (trials of one length)"
+        "--batch_tokens", type=at_least(1), default=131072, help="prompt tokens scored at once (trials of one length)"
     )
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     # RULER (--suite ruler)
-    p.add_argument("--samples", type=int, default=500, help="samples per task and length (RULER's default)")
+    p.add_argument("--samples", type=at_least(1), default=500, help="samples per task and length (RULER's default)")
     p.add_argument("--ruler_version", default=DEFAULT_VERSION, choices=list(VERSIONS), help="NVIDIA/RULER release")
     p.add_argument("--ruler_seed", type=int, default=42, help="RULER's generator seed")
     p.add_argument(
@@ -100,9 +102,12 @@ def parser() -> VerbParser:
         help="feed exactly tokenizer(prompt), as RULER does, instead of --first_token + the prompt",
     )
     p.add_argument(
-        "--batch_size", type=int, default=256, help="most prompts decoded together (the memory plan may take fewer)"
+        "--batch_size",
+        type=at_least(1),
+        default=256,
+        help="most prompts decoded together (the memory plan may take fewer)",
     )
-    p.add_argument("--workers", type=int, default=None, help="processes building samples (default: every core)")
+    p.add_argument("--workers", type=at_least(1), default=None, help="processes building samples (default: every core)")
     p.add_argument(
         "--compare", nargs=2, default=None, metavar="RULER_JSON", help="the paired difference of two results, A - B"
     )
@@ -195,8 +200,6 @@ def run_ruler(args) -> dict:
     from anchor_lightning.eval.generation import GenerationStats
     from anchor_lightning.eval.ruler import suite
 
-    if args.batch_size < 1:
-        raise UserError(f"--batch_size must be at least 1, got {args.batch_size}", field="--batch_size")
     out = writable_directory(args.out, "--out")
     settings = suite.RulerSettings(
         tasks=args.tasks or ["offline"],

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import warnings
 
-from anchor_lightning.commands.arguments import VerbParser
+from anchor_lightning.commands.arguments import VerbParser, at_least
 from anchor_lightning.data.inspect import describe
 
 # the data alone: no accelerator, no logger, no checkpoints (a GPU recipe works on any machine)
@@ -30,9 +30,9 @@ DATA_ONLY = [
 
 def parser() -> VerbParser:
     p = VerbParser("inspect", __doc__.split("\n\n")[0].split(": ", 1)[1])
-    p.add_argument("--row", type=int, default=0, help="which packed row to draw")
+    p.add_argument("--row", type=at_least(0), default=0, help="which packed row to draw")
     p.add_argument("--part", choices=["train", "val"], default="train")
-    p.add_argument("--width", type=int, default=64, help="characters per side of the mask drawing")
+    p.add_argument("--width", type=at_least(1), default=64, help="characters per side of the mask drawing")
     return p
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+import re
 import sys
 import warnings
 from argparse import ArgumentError
@@ -77,6 +78,13 @@ def config_error_line(message: str, args: list[str]) -> str:
         key = text.split('"')[1]
     elif "does not accept option '" in text:  # an unknown key
         key = text.split("does not accept option '", 1)[1].split("'", 1)[0]
+    choices = re.findall(r"Expected a typing\.Literal\[([^\]]*)\]", text)
+    if key is not None and choices:  # a choice out of a closed set: the choices, not jsonargparse's type dump
+        allowed = [c.strip().strip("'\"") for c in choices[0].split(",")]
+        if "Expected a <class 'NoneType'>" in text:
+            allowed.append("null")
+        given = re.search(r"Given value type: <class '\w+'> Given value: (\S+)", text)
+        text = f'Parser key "{key}": {given.group(1) + " is " if given else ""}not one of {", ".join(allowed)}'
     if key is None:
         source = None
     elif any(a.startswith(f"--{key}") for a in args):
@@ -105,6 +113,9 @@ def data_parallel_size(trainer) -> int:
 
 
 def accumulation_for(global_batch: int, micro_batch: int, data_parallel: int) -> int:
+    for field, value in (("data.global_batch_size", global_batch), ("data.micro_batch_size", micro_batch)):
+        if value < 1:
+            raise UserError(f"{value} is below 1", field=field)
     per_pass = micro_batch * data_parallel
     if global_batch % per_pass:
         raise UserError(
@@ -234,7 +245,14 @@ class AnchorCLI(LightningCLI):
                 f"--ckpt_path {RESUME_IF_PRESENT} to resume only when there is one)",
                 field="--ckpt_path",
             )
-        if Path(given).is_dir():  # a sharded (FSDP) checkpoint
+        if Path(given).is_dir():  # a sharded (FSDP) checkpoint: torch.distributed.checkpoint's metadata
+            if not (Path(given) / ".metadata").is_file():
+                raise UserError(
+                    "a directory, not a checkpoint (a sharded one holds a .metadata file): give the checkpoint "
+                    "file (.../last.ckpt) or 'last'",
+                    file=given,
+                    field="--ckpt_path",
+                )
             return given
         read_checkpoint(given)
         return given

@@ -151,6 +151,14 @@ class PackedDataModule(L.LightningDataModule):
         self.tag_field, self.interleave_pieces, self.interleave_window = tag_field, interleave_pieces, interleave_window
         self.tokenizer_name, self.anchor_id_config = tokenizer, anchor_id
         self.seq_len, self.mode, self.layout = seq_len, mode, layout
+        for field, value, least in (
+            ("data.micro_batch_size", micro_batch_size, 1),
+            ("data.global_batch_size", global_batch_size, 1),
+            ("data.num_workers", num_workers, 0),
+            ("seq_len", seq_len, 2),
+        ):
+            if value is not None and value < least:
+                raise UserError(f"{value} is below {least}", field=field)
         self.micro_batch_size, self.global_batch_size = micro_batch_size, global_batch_size
         self.seed, self.num_workers = seed, num_workers
         self.cache_dir = Path(cache_dir)

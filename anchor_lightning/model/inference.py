@@ -52,7 +52,12 @@ def load_inference_model(
             raise UserError("a recipe needs model.config (the architecture) for a random init", file=source) from None
         config = configure(load_config(None, fields), max_length or 0, rope_theta or recipe.get("rope_theta"))
     else:
-        config = configure(load_config(None, str(path)), max_length or 0, rope_theta)
+        try:
+            config = configure(load_config(None, str(path)), max_length or 0, rope_theta)
+        except (OSError, ValueError) as err:
+            raise UserError(
+                f"not a model: neither a checkpoint nor a config.json ({str(err).splitlines()[0]})", file=source
+            ) from None
     config.use_cache = True
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")

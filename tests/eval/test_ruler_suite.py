@@ -196,11 +196,11 @@ def test_evaluate_suite_ruler_writes_results_and_compares_two(tmp_path, capsys, 
     "argv, message",
     [
         (["--tasks", "qa_1"], "qa_1 needs the squad dev file"),
-        (["--samples", "0"], "--samples must be at least 1"),
+        (["--samples", "0"], "argument --samples: 0 is below 1"),
         (["--lengths", "100"], "at least 256 tokens"),
         (["--tasks", "bogus"], "unknown RULER task or set 'bogus'"),
         (["--qa_data", "squad"], "is not NAME=PATH"),
-        (["--batch_size", "0"], "--batch_size must be at least 1"),
+        (["--batch_size", "0"], "argument --batch_size/--batch-size: 0 is below 1"),
     ],
 )
 def test_evaluate_suite_ruler_bad_input_is_one_line(tmp_path, capsys, argv, message):
