@@ -130,10 +130,10 @@ def _iter_json_lines(path: Path, reader: _Reader | None = None) -> Iterator[tupl
                 continue
             try:
                 record = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise UserError(
-                    f"malformed JSON ({err.msg if hasattr(err, 'msg') else err})", file=str(path), line=number
-                ) from None
+            except json.JSONDecodeError as err:  # its column: where in the line the JSON breaks
+                raise UserError(f"malformed JSON ({err.msg}, column {err.colno})", file=str(path), line=number) from None
+            except UnicodeDecodeError as err:
+                raise UserError(f"not UTF-8 (byte {err.start} of the line)", file=str(path), line=number) from None
             if not isinstance(record, dict):
                 raise UserError("each line must be a JSON object", file=str(path), line=number)
             yield number, record, raw

@@ -96,7 +96,7 @@ class HFTokenizer:
             self.tok = AutoTokenizer.from_pretrained(name_or_path)
         except (OSError, ValueError) as err:
             raise UserError(
-                f"cannot load a tokenizer from {name_or_path!r}: {err}".splitlines()[0], field="data.tokenizer"
+                f"cannot load a tokenizer from {name_or_path!r}: {' '.join(str(err).split())}", field="data.tokenizer"
             ) from None
         self.bos_token_id = self.tok.bos_token_id
         self.eos_token_id = self.tok.eos_token_id
