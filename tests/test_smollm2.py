@@ -15,7 +15,7 @@ from tests.conftest import SHARED_DATA, SMOLLM2_GGUF, needs_smollm2
 from tests.helpers import checkpoint_fragment, fresh_process_logits, module_logits
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = sorted((ROOT / "recipes" / "smollm2-135m").glob("32k-*.yaml"))
+RECIPES = sorted(p for p in (ROOT / "recipes" / "smollm2-135m").glob("32k-*.yaml") if not p.stem.endswith("-mix"))
 # a CPU run of the GPU recipe: 1K rows, the dense-mask backend, per-document layout as varlen packs it
 CPU = [
     "--trainer.accelerator=cpu",
