@@ -131,7 +131,9 @@ def _iter_json_lines(path: Path, reader: _Reader | None = None) -> Iterator[tupl
             try:
                 record = json.loads(raw)
             except json.JSONDecodeError as err:  # its column: where in the line the JSON breaks
-                raise UserError(f"malformed JSON ({err.msg}, column {err.colno})", file=str(path), line=number) from None
+                raise UserError(
+                    f"malformed JSON ({err.msg}, column {err.colno})", file=str(path), line=number
+                ) from None
             except UnicodeDecodeError as err:
                 raise UserError(f"not UTF-8 (byte {err.start} of the line)", file=str(path), line=number) from None
             if not isinstance(record, dict):
