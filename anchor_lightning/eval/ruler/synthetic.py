@@ -65,6 +65,19 @@ def _fit(make, used: int, incremental: int, measure, limit: int) -> tuple[str, l
     raise UserError(f"no RULER sample fits after {MAX_RETRIES} draws: the length is too short for this task")
 
 
+def _largest_fitting(measure, lower: int, upper: int, limit: int) -> int | None:
+    """RULER 2026's calibration: binary search for the largest haystack size in [lower, upper] whose
+    draw measures at most ``limit`` (each probe draws, as the reference's does)."""
+    best = None
+    while lower <= upper:
+        mid = (lower + upper) // 2
+        if measure(mid) <= limit:
+            best, lower = mid, mid + 1
+        else:
+            upper = mid - 1
+    return best
+
+
 def zeta(s: float) -> float:
     """Riemann's zeta for s > 1 (scipy.special.zeta's value; exactly pi^2/6 at RULER's s = 2)."""
     if s == 2.0:
@@ -82,7 +95,7 @@ class _Niah:
         a = spec.args
         self.spec, self.count, self.length, self.seed = spec, count, length, seed
         self.rng = random.Random(seed)
-        self.kind = a["type_haystack"]
+        self.kind = "repeat" if a["type_haystack"] == "noise" else a["type_haystack"]  # 2026 renamed it
         self.k_type, self.v_type = a["type_needle_k"], a["type_needle_v"]
         self.num_k, self.num_v, self.num_q = (
             max(a["num_needle_k"], a["num_needle_q"]),
@@ -161,6 +174,20 @@ class _Niah:
     def samples(self, num_samples: int) -> list[Sample]:
         budget, length = self.spec.tokens_to_generate, self.length
         incremental = 500 if self.kind == "essay" else (25 if length >= 4096 else 5)
+        if self.spec.version == "2026":
+            per_item = self.count(self.make(incremental)[0]) / incremental
+            upper = max(int((length / per_item) * 3), incremental * 2)
+            measure = lambda n: self.count(self.make(n)[0]) + budget  # noqa: E731
+            num = _largest_fitting(measure, incremental, upper, length) or incremental
+        else:
+            num = self.calibrate_2024(incremental, budget, length)
+        out = []
+        for index in range(num_samples):
+            text, answer, size = _fit(self.make, num, incremental, lambda t: self.count(t) + budget, length)
+            out.append(Sample(index, text, answer, size))
+        return out
+
+    def calibrate_2024(self, incremental: int, budget: int, length: int) -> int:
         num, total = incremental, 0
         while total + budget < length:
             text, answer = self.make(num)
@@ -169,11 +196,7 @@ class _Niah:
                 num -= incremental
                 break
             num += incremental  # (as RULER) an exact fit leaves the loop one step further on
-        out = []
-        for index in range(num_samples):
-            text, answer, size = _fit(self.make, num, incremental, lambda t: self.count(t) + budget, length)
-            out.append(Sample(index, text, answer, size))
-        return out
+        return num
 
 
 # ---------------------------------------------------------------- variable tracking (variable_tracking.py)
@@ -183,6 +206,8 @@ class _VariableTracking:
         self.rng, self.np_rng = random.Random(seed), np.random.RandomState(seed)
         self.chains, self.hops = spec.args["num_chains"], spec.args["num_hops"]
         _, self.task_template, self.answer_prefix, _ = FAMILIES["variable_tracking"]
+        if spec.version == "2026":
+            self.answer_prefix = self.answer_prefix.replace("assgined", "assigned")
 
     def make_chains(self, is_icl: bool) -> tuple[list[list[str]], list[list[str]]]:
         letters = 3 if is_icl else 5
@@ -194,12 +219,17 @@ class _VariableTracking:
         for i in range(0, len(names), hops + 1):  # (as RULER) a duplicate name adds a short extra chain
             these = names[i : i + hops + 1]
             variables.append(these)
-            chain = [f"VAR {these[0]} = {self.np_rng.randint(10000, 99999)}"]
+            if is_icl and self.spec.version == "2026":  # the example's value is set later (randomize_icl)
+                chain = [f"VAR {these[0]} = 12345"]
+            else:
+                chain = [f"VAR {these[0]} = {self.np_rng.randint(10000, 99999)}"]
             chain += [f"VAR {these[j + 1]} = VAR {these[j]} " for j in range(hops)]
             chains.append(chain)
         return variables, chains
 
     def make(self, num_noises: int, is_icl: bool) -> tuple[str, list[str]]:
+        if self.spec.version == "2026":
+            return self.make_2026(num_noises, is_icl)
         variables, chains = self.make_chains(is_icl)
         noise = NOISE + "\n"
         sentences = [noise] * num_noises
@@ -245,7 +275,62 @@ class _VariableTracking:
             out.append(Sample(index, text, answer, size))
         return out
 
+    def make_2026(self, num_noises: int, is_icl: bool) -> tuple[str, list[str]]:
+        """c3f5e3b's draw (``noise`` haystack): the sentences joined by newlines, the chain lines among them;
+        the in-context example keeps the task's own template."""
+        variables, chains = self.make_chains(is_icl)
+        value = chains[0][0].split("=")[-1].strip()
+        if self.spec.args.get("type_haystack") != "noise":
+            raise ValueError("RULER 2026's vt is built here with its noise haystack only")
+        sentences = [NOISE] * num_noises
+        for chain in chains:
+            positions = sorted(self.rng.sample(range(len(sentences)), len(chain)))
+            for j, position in enumerate(positions):
+                sentences.insert(position + j, chain[j])
+        context = "\n".join(sentences).replace(". \n", ".\n")
+        template = self.spec.template
+        if is_icl and template != self.task_template + self.answer_prefix:  # (as RULER) drops a model template
+            template = self.task_template + self.answer_prefix
+        return template.format(context=context, query=value, num_v=self.hops + 1), variables[0]
+
+    def randomize_example(self, example: str) -> str:
+        """c3f5e3b's randomize_icl: new names for the example's answer variables (every occurrence) and a
+        new value for its 12345."""
+        for item in example.strip().split()[-self.hops - 1 :]:
+            example = example.replace(item, "".join(self.rng.choices(string.ascii_uppercase, k=len(item))))
+        return example.replace("12345", str(self.np_rng.randint(10000, 99999)))
+
+    def samples_2026(self, num_samples: int, length: int, icl: Sample | None) -> list[Sample]:
+        budget = self.spec.tokens_to_generate if icl is not None else 0
+        if icl is not None:
+            incremental = 5 if self.length < 4096 else 10
+            example = icl.input + " " + " ".join(icl.outputs) + "\n"
+            example_tokens = self.count(example)
+        else:
+            incremental, example, example_tokens = 5, "", 0
+        is_icl = icl is None
+        per_item = self.count(self.make(incremental, is_icl)[0]) / incremental
+        upper = max(int((length / per_item) * 3), incremental * 2)
+        measure = lambda n: self.count(self.make(n, is_icl)[0]) + example_tokens + budget  # noqa: E731
+        num = _largest_fitting(measure, incremental, upper, length) or incremental
+
+        def make(n: int) -> tuple[str, list[str]]:
+            text, answer = self.make(n, is_icl)
+            if icl is not None:  # the example, renamed, between the model template and the task
+                cut = text.index(self.task_template[:20])
+                text = text[:cut] + self.randomize_example(example) + "\n" + text[cut:]
+            return text, answer
+
+        out = []
+        for index in range(num_samples):
+            text, answer, size = _fit(make, num, incremental, lambda t: self.count(t) + budget, length)
+            out.append(Sample(index, text, answer, size))
+        return out
+
     def samples(self, num_samples: int) -> list[Sample]:
+        if self.spec.version == "2026":
+            icl = self.samples_2026(1, 500, None)[0]
+            return self.samples_2026(num_samples, self.length, icl)
         try:
             icl = self.samples_at(1, 500, 5, None)[0]  # RULER's in-context example: 500 tokens at most
         except UserError:
@@ -271,6 +356,12 @@ class _CommonWords:
         self.words = words
 
     def example(self, num_words: int, common_repeats: int, uncommon_repeats: int, common: int):
+        if num_words > len(self.words):  # RULER 2026 draws from its 8.5 MB English word file (Git LFS) here
+            raise UserError(
+                f"{num_words} words are more than wonderwords' {len(self.words)}: RULER {self.spec.version} takes "
+                "the rest from its json/english_words.json, which is not available offline: give shorter --lengths",
+                field="--lengths",
+            )
         picked = self.rng.sample(self.words, num_words)
         common_words, uncommon = picked[:common], picked[common:]
         listed = common_words * int(common_repeats) + uncommon * int(uncommon_repeats)
@@ -286,13 +377,25 @@ class _CommonWords:
             context_example, answer_example = self.example(40, 10, 3, a["num_cw"])
             context, answer = self.example(num_words, a["freq_cw"], a["freq_ucw"], a["num_cw"])
         template = self.spec.template
-        shown = template.format(context=context_example, query="") + " ".join(
-            f"{i + 1}. {w}" for i, w in enumerate(answer_example)
-        )
+        listed = " ".join(f"{i + 1}. {w}" for i, w in enumerate(answer_example))
+        if self.spec.version == "2026":  # one few-shot example, its answer after a space
+            shown = template.format(context=context_example, query="") + " " + listed
+        else:
+            shown = template.format(context=context_example, query="") + listed
         return shown + "\n" + template.format(context=context, query=""), answer
 
     def samples(self, num_samples: int) -> list[Sample]:
         budget, length, incremental = self.spec.tokens_to_generate, self.length, 10
+        if self.spec.version == "2026":
+            per_word = self.count(self.make(4096)[0]) / 4096
+            upper = max(int(length // per_word) * 2, incremental * 2)
+            measure = lambda n: self.count(self.make(n)[0]) + budget  # noqa: E731
+            num = _largest_fitting(measure, incremental, upper, length) or incremental
+            out = []
+            for index in range(num_samples):
+                text, answer, size = _fit(self.make, num, incremental, lambda t: self.count(t) + budget, length)
+                out.append(Sample(index, text, answer, size))
+            return out
         num, total = incremental, 0
         while total + budget < length:
             text, answer = self.make(num)
@@ -352,6 +455,8 @@ class _FrequentWords:
 
     def samples(self, num_samples: int) -> list[Sample]:
         length, budget = self.length, self.spec.tokens_to_generate
+        if self.spec.version == "2026":  # the budget now comes out of the length
+            length -= budget
         vocab_size, step = length // 50, length // 32
         _, _, num_words = self.make(length, -1, vocab_size, step)
         out = []
@@ -436,6 +541,8 @@ class _QA:
             else:
                 picked = own + self.rng.sample(more, num_docs - len(own))
             documents = [self.docs[i] for i in picked]
+        elif self.spec.version == "2026":  # every document, repeated as needed
+            documents = (self.docs * -(-num_docs // len(self.docs)))[:num_docs]
         else:
             documents = self.docs  # (as RULER) shuffled in place below, for every later sample too
         random.Random(self.seed).shuffle(documents)
@@ -448,6 +555,12 @@ class _QA:
             raise UserError(
                 f"{num_samples} samples asked, the QA data has {len(self.qas)} questions", field="--samples"
             )
+        if self.spec.version == "2026":
+            per_doc = self.count(self.make(0, incremental)[0]) / incremental
+            upper = max(int((length / per_doc) * 3), incremental * 2)
+            measure = lambda n: self.count(self.make(0, n)[0]) + budget  # noqa: E731
+            num = _largest_fitting(measure, incremental, upper, length) or incremental
+            return self.draw(num_samples, num, incremental, budget, length)
         num, total = incremental, 0
         while total + budget < length:
             text, answer = self.make(0, num)
@@ -459,6 +572,9 @@ class _QA:
             if num > len(self.docs):
                 num = len(self.docs)
                 break
+        return self.draw(num_samples, num, incremental, budget, length)
+
+    def draw(self, num_samples: int, num: int, incremental: int, budget: int, length: int) -> list[Sample]:
         out = []
         for index in range(num_samples):
             make = lambda n, i=index: self.make(i, n)  # noqa: E731

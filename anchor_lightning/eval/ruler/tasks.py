@@ -3,7 +3,9 @@ answer prefixes and generation budgets (``scripts/data/synthetic/constants.py``)
 (``scripts/eval/synthetic/constants.py``), verbatim, for the release the paper used.
 
 Versions: ``2024`` is NVIDIA/RULER at commit e40fae1 (2024-10-10), the release of the paper's era and
-the default. Task sets: ``all`` (13 tasks), ``offline`` (all but the two QA tasks, whose data sets
+the default; ``2026`` is its latest commit, c3f5e3b (2026-07-22), whose generators were rewritten in
+2025 (binary-search calibration, a ``noise`` haystack for ``vt``, few-shot ``cwe``, the typo of ``vt``'s
+answer prefix fixed). Task sets: ``all`` (13 tasks), ``offline`` (all but the two QA tasks, whose data sets
 cannot ship), ``paper`` (the 11 tasks the AnchorAttention paper averages for LLaMA-2: all but
 niah_multikey_3 and cwe) and ``paper_offline`` (those 11 less QA).
 """
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 
 from anchor_lightning.errors import UserError
 
-VERSIONS = {"2024": "e40fae14df4e439bb355d395b574ac4e7398036d"}
+VERSIONS = {"2024": "e40fae14df4e439bb355d395b574ac4e7398036d", "2026": "c3f5e3b4f87f97e048793bb510a3a6b19a46bf3a"}
 DEFAULT_VERSION = "2024"
 
 # family -> (generation budget, task template, answer prefix, metric): constants.py of e40fae1
@@ -104,6 +106,7 @@ class TaskSpec:
     tokens_to_generate: int
     template: str
     metric: str  # "all" (string_match_all) or "part" (string_match_part)
+    version: str = DEFAULT_VERSION
 
     @property
     def needs(self) -> set[str]:
@@ -127,7 +130,14 @@ def task_spec(name: str, model_template: str = "{task_template}", version: str =
         raise UserError(f"unknown RULER task {name!r} (choose from {', '.join(TASKS)})", field="--tasks")
     family, args = TASKS[name]
     budget, template, prefix, metric = FAMILIES[family]
-    return TaskSpec(name, family, dict(args), budget, model_template.format(task_template=template) + prefix, metric)
+    args = dict(args)
+    if version == "2026":  # synthetic.yaml and constants.py at c3f5e3b
+        if args.get("type_haystack") == "repeat":
+            args["type_haystack"] = "noise"
+        if family == "variable_tracking":
+            args["type_haystack"] = "noise"
+        prefix = prefix.replace("assgined", "assigned")
+    return TaskSpec(name, family, args, budget, model_template.format(task_template=template) + prefix, metric, version)
 
 
 def resolve_tasks(names: list[str]) -> list[str]:

@@ -61,6 +61,9 @@ def prepare(work: Path, ruler: Path, commit: str) -> Path:
     data_json = scripts / "data" / "synthetic" / "json"
     (data_json / "PaulGrahamEssays.json").write_text(json.dumps({"text": resources.essay_text()}))
     fake_qa.write(data_json)
+    # later RULER's cwe loads json/english_words.json (kept in Git LFS: a pointer here) at start and draws
+    # from it only past wonderwords' words, which no fixture length reaches: a made-up stand-in
+    (data_json / "english_words.json").write_text(json.dumps({str(i): f"stand{i}in" for i in range(100)}))
     stub = work / "stub" / "nemo" / "collections" / "asr" / "parts" / "utils"
     stub.mkdir(parents=True)
     for folder in [stub, *stub.parents][: len(stub.relative_to(work / "stub").parts)]:
@@ -90,10 +93,12 @@ def run_task(scripts: Path, work: Path, python: str, task: str, tokenizer: str, 
     return [json.loads(line) for line in produced.read_text().splitlines()]
 
 
-def fingerprint(sample: dict) -> dict:
-    text = sample["input"]
+def fingerprint(sample: dict, position: int) -> dict:
+    """Later RULER stores the answer prefix apart and feeds input + answer_prefix (and its niah writes a
+    character offset as the index): the prompt is that sum, the index the sample's position."""
+    text = sample["input"] + sample.get("answer_prefix", "")
     return {
-        "index": sample["index"],
+        "index": position,
         "input_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "input_chars": len(text),
         "outputs": sample["outputs"],
@@ -131,7 +136,7 @@ def save(out: str, fixtures: dict, case: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ruler", required=True, help="a git clone of NVIDIA/RULER")
-    parser.add_argument("--commit", default="e40fae14df4e439bb355d395b574ac4e7398036d")
+    parser.add_argument("--commit", default="e40fae14df4e439bb355d395b574ac4e7398036d", help="or c3f5e3b... (2026)")
     parser.add_argument("--python", required=True, help="the Python that runs RULER's scripts")
     parser.add_argument("--tokenizer", action="append", required=True, help="NAME=DIR (AutoTokenizer loads DIR)")
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 8192])
@@ -149,7 +154,7 @@ def main() -> None:
         (HERE / "scores-e40fae1.json").write_text(json.dumps(out, indent=1) + "\n")
         print(f"wrote {HERE / 'scores-e40fae1.json'}")
         return
-    out = args.out or str(HERE / f"e40fae1-{args.tokenizer[0].split('=')[0]}.json.gz")
+    out = args.out or str(HERE / f"{args.commit[:7]}-{args.tokenizer[0].split('=')[0]}.json.gz")
     fixtures = {
         "ruler_commit": args.commit,
         "made_by": "tests/eval/ruler_reference/make_fixtures.py",
@@ -167,7 +172,7 @@ def main() -> None:
                 for task in args.tasks:
                     samples = run_task(scripts, work, args.python, task, directory, length, args.samples)
                     case = {"tokenizer": name, "task": task, "length": length}
-                    save(out, fixtures, dict(case, samples=[fingerprint(s) for s in samples]))
+                    save(out, fixtures, dict(case, samples=[fingerprint(s, i) for i, s in enumerate(samples)]))
                     print(f"{name} {task} {length}: {len(samples)} samples", flush=True)
     print(f"wrote {out}")
 
