@@ -30,8 +30,18 @@ def model(tmp_path_factory) -> str:
     return str(folder)
 
 
+def llama2_tokenizer(tmp: Path) -> str:
+    """A 32,000-piece tokenizer, larger than the test model's 258-id embedding."""
+    folder = tmp / "llama2"
+    folder.mkdir(exist_ok=True)
+    (folder / "tokenizer.model").write_bytes((SHARED_DATA / "llama2-tokenizer.model").read_bytes())
+    return str(folder)
+
+
 def cases(model: str, tmp: Path) -> list[tuple[list[str], str]]:
     fit = ["fit", "--config", MICRO, f"--data.cache_dir={tmp / 'cache'}", f"--trainer.logger.init_args.save_dir={tmp}"]
+    (tmp / "empty.yaml").write_text("")
+    (tmp / "list.yaml").write_text("- model\n- data\n")
     only_config = tmp / "only-config"
     only_config.mkdir(exist_ok=True)
     (only_config / "config.json").write_text((Path(model) / "config.json").read_text())
@@ -60,6 +70,9 @@ def cases(model: str, tmp: Path) -> list[tuple[list[str], str]]:
         ([*fit, "--data.global_batch_size=-2"], "field 'data.global_batch_size': -2 is below 1"),
         ([*fit, "--data.num_workers=-1"], "field 'data.num_workers': -1 is below 0"),
         ([*fit, f"--ckpt_path={tmp}"], "a directory, not a checkpoint"),
+        (["fit", "--config", str(tmp / "empty.yaml")], "empty.yaml: field '--config': empty, not a recipe"),
+        (["fit", "--config", str(tmp / "list.yaml")], "list.yaml: field '--config': a YAML list, not a recipe"),
+        (["evaluate", "--model", model, "--tokenizer", llama2_tokenizer(tmp)], "larger than the model's embedding"),
     ]
 
 

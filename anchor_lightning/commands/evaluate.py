@@ -138,6 +138,7 @@ def run(argv: list[str]) -> dict:
             f"lengths up to {max(lengths)} exceed the model's max_position_embeddings ({trained})", stacklevel=1
         )
     tokenizer = corpus_tokenizer(args.tokenizer, path)
+    check_vocabulary(len(tokenizer), model.config.vocab_size)
     first_token = first_token_of(tokenizer, args.first_token)
 
     def encode(text: str) -> list[int]:
@@ -174,6 +175,15 @@ def run(argv: list[str]) -> dict:
     print("\n".join(summary_lines(results)))
     print(f"wrote {out / 'long_context.json'} and {figure}")
     return results
+
+
+def check_vocabulary(tokenizer_size: int, model_size: int) -> None:
+    """A tokenizer whose ids the model cannot embed stops here (it would index past the embedding)."""
+    if tokenizer_size > model_size:
+        raise UserError(
+            f"the tokenizer's vocabulary ({tokenizer_size}) is larger than the model's embedding ({model_size})",
+            field="--tokenizer",
+        )
 
 
 def _qa_files(pairs: list[str]) -> dict[str, str]:
@@ -226,11 +236,7 @@ def run_ruler(args) -> dict:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    if len(tokenizer) > model.config.vocab_size:
-        raise UserError(
-            f"the tokenizer's vocabulary ({len(tokenizer)}) is larger than the model's embedding ({model.config.vocab_size})",
-            field="--tokenizer",
-        )
+    check_vocabulary(len(tokenizer), model.config.vocab_size)
     if trained and max(settings.lengths) > trained:
         warnings.warn(
             f"lengths up to {max(settings.lengths)} exceed the model's max_position_embeddings ({trained})",

@@ -347,11 +347,18 @@ def check_config_files(args: list[str]) -> None:
         if not path.is_file():
             raise UserError("no such config file", file=name, field="--config")
         try:
-            yaml.safe_load(path.read_text())
+            content = yaml.safe_load(path.read_text())
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
             raise UserError(f"YAML syntax error: {problem}", file=name, line=mark.line + 1 if mark else None) from None
+        if not isinstance(content, dict):
+            what = "empty" if content is None else f"a YAML {type(content).__name__}"
+            raise UserError(
+                f"{what}, not a recipe: a recipe is a mapping of settings (model:, data:, trainer: ...)",
+                file=name,
+                field="--config",
+            )
 
 
 def check_named_checkpoint(args: list[str]) -> None:
