@@ -40,24 +40,16 @@ def bootstrap_ratio_interval(
 def paired_comparison(a: Sequence[bool], b: Sequence[bool]) -> dict:
     """Two models on the same trials: the accuracy difference a - b with its 95% interval (Wald, for
     paired proportions: the variance comes from the discordant trials only), and McNemar's exact
-    two-sided p-value over the discordant trials (those one model got right and the other wrong)."""
-    if len(a) != len(b):
-        raise ValueError("paired trials must be the same trials")
-    only_a = sum(1 for x, y in zip(a, b) if x and not y)
-    only_b = sum(1 for x, y in zip(a, b) if y and not x)
-    n = only_a + only_b
-    k = min(only_a, only_b)
-    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
-    trials = max(1, len(a))
-    difference = (sum(a) - sum(b)) / trials
-    half = Z95 * math.sqrt(max(0.0, n - (only_a - only_b) ** 2 / trials)) / trials
+    two-sided p-value over the discordant trials (those one model got right and the other wrong):
+    :func:`paired_difference` on 0/1 scores, which is exactly that."""
+    d = paired_difference([float(x) for x in a], [float(y) for y in b])
     return {
-        "difference": difference,
-        "difference_low": max(-1.0, difference - half),
-        "difference_high": min(1.0, difference + half),
-        "only_a": only_a,
-        "only_b": only_b,
-        "p_value": p,
+        "difference": d["difference"],
+        "difference_low": d["difference_low"],
+        "difference_high": d["difference_high"],
+        "only_a": d["higher_a"],
+        "only_b": d["higher_b"],
+        "p_value": d["p_value"],
     }
 
 
@@ -77,7 +69,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
     :func:`paired_comparison`'s), how many samples each scored higher on, and the exact two-sided sign
     test over those (McNemar's for 0/1 scores)."""
     if len(a) != len(b):
-        raise ValueError("paired samples must be the same samples")
+        raise ValueError("paired trials must be the same trials")
     n = len(a)
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     mean = float(d.mean()) if n else 0.0

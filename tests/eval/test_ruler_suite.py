@@ -25,7 +25,7 @@ from anchor_lightning.eval.generation import (
 )
 from anchor_lightning.eval.ruler import resources, suite
 from tests.conftest import tiny_config
-from tests.test_cli import scalars
+from tests.test_cli import fit, scalars
 
 
 def _hf_greedy(model, prompt, new, eos):
@@ -230,18 +230,7 @@ def test_callback_logs_ruler_scalars_and_the_mean_of_the_last_evaluations(tmp_pa
         },
     }
     fragment.write_text(yaml.safe_dump({"trainer": {"callbacks": [callback]}}))
-    main(
-        [
-            "fit",
-            "--config",
-            "tests/configs/micro.yaml",
-            "--config",
-            str(fragment),
-            "--trainer.max_steps=7",
-            f"--data.cache_dir={tmp_path / 'data'}",
-            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
-        ]
-    )
+    fit(tmp_path, "--config", str(fragment), "--trainer.max_steps=7", f"--data.cache_dir={tmp_path / 'data'}")
     logged = scalars(tmp_path / "runs")
     assert [s for s, _ in logged["ruler/avg/2048"]] == [4, 6, 7]  # every 2 steps from step 3, and at the end
     for tag in ("ruler/niah_single_1/2048", "ruler/fwe/2048", "ruler/avg_last2/2048", "ruler/seconds"):

@@ -65,6 +65,41 @@ def _fit(make, used: int, incremental: int, measure, limit: int) -> tuple[str, l
     raise UserError(f"no RULER sample fits after {MAX_RETRIES} draws: the length is too short for this task")
 
 
+def _grow(total_at, incremental: int, extra: int, length: int, cap: int | None = None) -> int:
+    """RULER 2024's calibration: grow the haystack by ``incremental`` while ``total_at(n) + extra`` stays
+    under ``length`` (each step draws); one step back once over, ``cap`` at most. (As RULER) an exact
+    fit leaves the loop one step further on."""
+    num, total = incremental, 0
+    while total + extra < length:
+        total = total_at(num)
+        if total + extra > length:
+            return num - incremental
+        num += incremental
+        if cap is not None and num > cap:
+            return cap
+    return num
+
+
+def _draw(make_at, num_samples: int, num: int, incremental: int, measure, limit: int) -> list[Sample]:
+    """RULER's samples in turn: ``make_at(index)`` is the draw of sample ``index`` at a haystack size."""
+    out = []
+    for index in range(num_samples):
+        text, answer, size = _fit(make_at(index), num, incremental, measure, limit)
+        out.append(Sample(index, text, answer, size))
+    return out
+
+
+def _calibrate(count, text_at, incremental: int, extra: int, length: int, probe: int = 0, widen=None) -> int:
+    """RULER 2026's calibration: tokens per haystack item estimated from a draw at ``probe`` (default
+    ``incremental``), then a binary search up to ``widen(length, per_item)`` (default 3x the estimate)
+    for the largest size whose draw, plus ``extra``, fits in ``length``."""
+    probe = probe or incremental
+    per_item = count(text_at(probe)) / probe
+    upper = widen(length, per_item) if widen else int((length / per_item) * 3)
+    found = _largest_fitting(lambda n: count(text_at(n)) + extra, incremental, max(upper, incremental * 2), length)
+    return found if found is not None else incremental
+
+
 def _largest_fitting(measure, lower: int, upper: int, limit: int) -> int | None:
     """RULER 2026's calibration: binary search for the largest haystack size in [lower, upper] whose
     draw measures at most ``limit`` (each probe draws, as the reference's does)."""
@@ -175,28 +210,15 @@ class _Niah:
         budget, length = self.spec.tokens_to_generate, self.length
         incremental = 500 if self.kind == "essay" else (25 if length >= 4096 else 5)
         if self.spec.version == "2026":
-            per_item = self.count(self.make(incremental)[0]) / incremental
-            upper = max(int((length / per_item) * 3), incremental * 2)
-            measure = lambda n: self.count(self.make(n)[0]) + budget  # noqa: E731
-            num = _largest_fitting(measure, incremental, upper, length) or incremental
+            num = _calibrate(self.count, lambda n: self.make(n)[0], incremental, budget, length)
         else:
-            num = self.calibrate_2024(incremental, budget, length)
-        out = []
-        for index in range(num_samples):
-            text, answer, size = _fit(self.make, num, incremental, lambda t: self.count(t) + budget, length)
-            out.append(Sample(index, text, answer, size))
-        return out
+            num = _grow(self.total, incremental, budget, length)
+        return _draw(lambda i: self.make, num_samples, num, incremental, lambda t: self.count(t) + budget, length)
 
-    def calibrate_2024(self, incremental: int, budget: int, length: int) -> int:
-        num, total = incremental, 0
-        while total + budget < length:
-            text, answer = self.make(num)
-            total = self.count(text + " ".join(answer))
-            if total + budget > length:
-                num -= incremental
-                break
-            num += incremental  # (as RULER) an exact fit leaves the loop one step further on
-        return num
+    def total(self, n: int) -> int:
+        """What RULER 2024's calibration counts: the prompt and the answers run on."""
+        text, answer = self.make(n)
+        return self.count(text + " ".join(answer))
 
 
 # ---------------------------------------------------------------- variable tracking (variable_tracking.py)
@@ -227,6 +249,14 @@ class _VariableTracking:
             chains.append(chain)
         return variables, chains
 
+    def insert_chains(self, sentences: list[str], chains: list[list[str]]) -> list[str]:
+        """Each chain's lines at sorted random places among the sentences, in order."""
+        for chain in chains:
+            positions = sorted(self.rng.sample(range(len(sentences)), len(chain)))
+            for j, position in enumerate(positions):
+                sentences.insert(position + j, chain[j])
+        return sentences
+
     def make(self, num_noises: int, is_icl: bool) -> tuple[str, list[str]]:
         if self.spec.version == "2026":
             return self.make_2026(num_noises, is_icl)
@@ -238,11 +268,7 @@ class _VariableTracking:
             sentences = [p + "." if len(p.strip()) > 0 else p for p in pieces]
             if not len(sentences) > len(chains[0]):
                 chains = [chain[: len(sentences) - 1] for chain in chains]
-        for chain in chains:
-            positions = sorted(self.rng.sample(range(len(sentences)), len(chain)))
-            for j, position in enumerate(positions):
-                sentences.insert(position + j, chain[j])
-        context = " ".join(sentences).replace(". \n", ".\n")
+        context = " ".join(self.insert_chains(sentences, chains)).replace(". \n", ".\n")
         template = self.spec.template
         if is_icl:  # (as RULER) drops the model template and the task text's last word ("above." in base)
             cut = template.index(self.task_template[:20])
@@ -257,22 +283,18 @@ class _VariableTracking:
         if icl is not None:
             example = icl.input + " " + " ".join(icl.outputs) + "\n\n"
             example_tokens = self.count(example)
-        num, total = incremental, 0
-        while total + budget + example_tokens < length:
-            text, answer = self.make(num, is_icl)
-            total = self.count(text + f" {answer}")  # (as RULER) the answer list's repr
-            if total + budget + example_tokens > length:
-                num -= incremental
-                break
-            num += incremental
-        out = []
-        for index in range(num_samples):
-            measure = lambda t: self.count(t) + budget + example_tokens  # noqa: E731
-            text, answer, size = _fit(lambda n: self.make(n, is_icl), num, incremental, measure, length)
-            if icl is not None:
-                cut = text.index(self.task_template[:20])
-                text = text[:cut] + " " + example + "\n\n" + text[cut:]
-            out.append(Sample(index, text, answer, size))
+
+        def total(n: int) -> int:
+            text, answer = self.make(n, is_icl)
+            return self.count(text + f" {answer}")  # (as RULER) the answer list's repr
+
+        num = _grow(total, incremental, budget + example_tokens, length)
+        measure = lambda t: self.count(t) + budget + example_tokens  # noqa: E731
+        out = _draw(lambda i: lambda n: self.make(n, is_icl), num_samples, num, incremental, measure, length)
+        if icl is not None:  # the example goes in after the length is measured (as RULER)
+            for sample in out:
+                cut = sample.input.index(self.task_template[:20])
+                sample.input = sample.input[:cut] + " " + example + "\n\n" + sample.input[cut:]
         return out
 
     def make_2026(self, num_noises: int, is_icl: bool) -> tuple[str, list[str]]:
@@ -280,14 +302,7 @@ class _VariableTracking:
         the in-context example keeps the task's own template."""
         variables, chains = self.make_chains(is_icl)
         value = chains[0][0].split("=")[-1].strip()
-        if self.spec.args.get("type_haystack") != "noise":
-            raise ValueError("RULER 2026's vt is built here with its noise haystack only")
-        sentences = [NOISE] * num_noises
-        for chain in chains:
-            positions = sorted(self.rng.sample(range(len(sentences)), len(chain)))
-            for j, position in enumerate(positions):
-                sentences.insert(position + j, chain[j])
-        context = "\n".join(sentences).replace(". \n", ".\n")
+        context = "\n".join(self.insert_chains([NOISE] * num_noises, chains)).replace(". \n", ".\n")
         template = self.spec.template
         if is_icl and template != self.task_template + self.answer_prefix:  # (as RULER) drops a model template
             template = self.task_template + self.answer_prefix
@@ -309,10 +324,7 @@ class _VariableTracking:
         else:
             incremental, example, example_tokens = 5, "", 0
         is_icl = icl is None
-        per_item = self.count(self.make(incremental, is_icl)[0]) / incremental
-        upper = max(int((length / per_item) * 3), incremental * 2)
-        measure = lambda n: self.count(self.make(n, is_icl)[0]) + example_tokens + budget  # noqa: E731
-        num = _largest_fitting(measure, incremental, upper, length) or incremental
+        num = _calibrate(self.count, lambda n: self.make(n, is_icl)[0], incremental, example_tokens + budget, length)
 
         def make(n: int) -> tuple[str, list[str]]:
             text, answer = self.make(n, is_icl)
@@ -321,11 +333,7 @@ class _VariableTracking:
                 text = text[:cut] + self.randomize_example(example) + "\n" + text[cut:]
             return text, answer
 
-        out = []
-        for index in range(num_samples):
-            text, answer, size = _fit(make, num, incremental, lambda t: self.count(t) + budget, length)
-            out.append(Sample(index, text, answer, size))
-        return out
+        return _draw(lambda i: make, num_samples, num, incremental, lambda t: self.count(t) + budget, length)
 
     def samples(self, num_samples: int) -> list[Sample]:
         if self.spec.version == "2026":
@@ -386,32 +394,17 @@ class _CommonWords:
 
     def samples(self, num_samples: int) -> list[Sample]:
         budget, length, incremental = self.spec.tokens_to_generate, self.length, 10
-        if self.spec.version == "2026":
-            per_word = self.count(self.make(4096)[0]) / 4096
-            upper = max(int(length // per_word) * 2, incremental * 2)
-            measure = lambda n: self.count(self.make(n)[0]) + budget  # noqa: E731
-            num = _largest_fitting(measure, incremental, upper, length) or incremental
-            out = []
-            for index in range(num_samples):
-                text, answer, size = _fit(self.make, num, incremental, lambda t: self.count(t) + budget, length)
-                out.append(Sample(index, text, answer, size))
-            return out
-        num, total = incremental, 0
-        while total + budget < length:
-            text, answer = self.make(num)
-            total = self.count(text + " " + " ".join(f"{i + 1}. {w}" for i, w in enumerate(answer)))
-            if total + budget > length:
-                num -= incremental
-                break
-            num += incremental
-            if num > len(self.words):
-                num = len(self.words)
-                break
-        out = []
-        for index in range(num_samples):
-            text, answer, size = _fit(self.make, num, incremental, lambda t: self.count(t) + budget, length)
-            out.append(Sample(index, text, answer, size))
-        return out
+        if self.spec.version == "2026":  # its estimate: a 4,096-word draw, then up to twice the words
+            widen = lambda length, per_word: int(length // per_word) * 2  # noqa: E731
+            num = _calibrate(self.count, lambda n: self.make(n)[0], incremental, budget, length, 4096, widen)
+        else:
+
+            def total(n: int) -> int:
+                text, answer = self.make(n)
+                return self.count(text + " " + " ".join(f"{i + 1}. {w}" for i, w in enumerate(answer)))
+
+            num = _grow(total, incremental, budget, length, cap=len(self.words))
+        return _draw(lambda i: self.make, num_samples, num, incremental, lambda t: self.count(t) + budget, length)
 
 
 # ---------------------------------------------------------------- frequent words (freq_words_extraction.py)
@@ -556,31 +549,16 @@ class _QA:
                 f"{num_samples} samples asked, the QA data has {len(self.qas)} questions", field="--samples"
             )
         if self.spec.version == "2026":
-            per_doc = self.count(self.make(0, incremental)[0]) / incremental
-            upper = max(int((length / per_doc) * 3), incremental * 2)
-            measure = lambda n: self.count(self.make(0, n)[0]) + budget  # noqa: E731
-            num = _largest_fitting(measure, incremental, upper, length) or incremental
-            return self.draw(num_samples, num, incremental, budget, length)
-        num, total = incremental, 0
-        while total + budget < length:
-            text, answer = self.make(0, num)
-            total = self.count(text + f" {answer}")  # (as RULER) the answer list's repr
-            if total + budget > length:
-                num -= incremental
-                break
-            num += incremental
-            if num > len(self.docs):
-                num = len(self.docs)
-                break
-        return self.draw(num_samples, num, incremental, budget, length)
+            num = _calibrate(self.count, lambda n: self.make(0, n)[0], incremental, budget, length)
+        else:
 
-    def draw(self, num_samples: int, num: int, incremental: int, budget: int, length: int) -> list[Sample]:
-        out = []
-        for index in range(num_samples):
-            make = lambda n, i=index: self.make(i, n)  # noqa: E731
-            text, answer, size = _fit(make, num, incremental, lambda t: self.count(t) + budget, length)
-            out.append(Sample(index, text, answer, size))
-        return out
+            def total(n: int) -> int:
+                text, answer = self.make(0, n)
+                return self.count(text + f" {answer}")  # (as RULER) the answer list's repr
+
+            num = _grow(total, incremental, budget, length, cap=len(self.docs))
+        make_at = lambda i: lambda n: self.make(i, n)  # noqa: E731
+        return _draw(make_at, num_samples, num, incremental, lambda t: self.count(t) + budget, length)
 
 
 def generate(
