@@ -159,11 +159,11 @@ def test_non_finite_gradient_stops_naming_step_and_rows(tmp_path, corpus, capsys
     assert stopped.value.code == 2
     err = capsys.readouterr().err
     rows = trace(tmp_path, "nan")[3]["rows"]
-    assert "non-finite loss or gradient at optimizer step 3 (packed rows [" in err
+    assert rows, "the trace recorded the poisoned step's rows"
+    assert f"non-finite loss or gradient at optimizer step 3 (packed rows {rows} on rank 0" in err, err
     assert "model.on_nonfinite" in err and "Traceback" not in err
     saved = torch.load(tmp_path / "nan" / "ckpt" / "last.ckpt", weights_only=False)
     assert saved["global_step"] == 2, "no checkpoint after the poisoned step"
-    assert rows  # the trace recorded the step's rows
 
 
 def test_non_finite_gradient_can_be_skipped(tmp_path, corpus):

@@ -35,7 +35,10 @@ def test_epochs_reshuffle_and_seed_decides_order():
     first, again = [r.index for batch in a for r in batch], [r.index for batch in b for r in batch]
     assert first == again
     second = [r.index for batch in a for r in batch]  # the iterator moved a to epoch 1
-    assert second != first and sorted(second) != [] and a.epoch == 2
+    assert a.epoch == 2 and second != first, "a new epoch reshuffles"
+    assert len(second) == len(first) and len(set(second)) == len(second), "each epoch reads rows once"
+    other = [r.index for batch in samplers(1, micro_batch_size=4, seed=2)[0] for r in batch]
+    assert other != first, "another seed, another order"
 
 
 def test_resume_continues_with_the_next_micro_batch():
