@@ -12,12 +12,37 @@
 #   short       4K and 8K (the base model's table), F = <|endoftext|> (id 0) opening every prompt
 #   specials    4K and 8K fed exactly as RULER feeds them (tokenizer(prompt): no first token here)
 #   gputests    the GPU tests of generation and RULER
+# One call without the GGUF (carry .carry/smol-shape: SmolLM2's config and tokenizer files, and .whl):
+#   bash scripts/gpu_ruler.sh shape gputests   the speed of 4K ... 32K on SmolLM2's shape with random
+#                                              weights (their scores mean nothing), one length a run
 set -uo pipefail
 OUT=${OUT:?OUT: the folder whose files come back}
 GGUF=/tmp/SmolLM2-135M-Instruct.Q4_1.gguf
 SITE=/tmp/site
 export PYTHONUNBUFFERED=1 ANCHOR_LIGHTNING_CACHE=/tmp/alcache TOKENIZERS_PARALLELISM=false
 
+if [ "${1:-}" = shape ]; then
+  [ -d "$SITE" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl || exit 1
+  export PYTHONPATH=$SITE:$PWD
+  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+  python3 -c "
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+torch.manual_seed(0)
+model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained('.carry/smol-shape'), dtype=torch.bfloat16)
+model.save_pretrained('/tmp/smol-shape')
+" && cp .carry/smol-shape/tokenizer* .carry/smol-shape/generation_config.json /tmp/smol-shape/ || exit 1
+  for n in 4096 8192 16384 32768; do
+    began=$SECONDS
+    python3 -m anchor_lightning evaluate --suite ruler --model /tmp/smol-shape --samples 100 --tasks offline \
+      --first_token 0 --lengths $n --out "$OUT/shape-$n" --no_progress 2>&1 | grep -E "average|prefill|error"
+    echo "shape $n: $((SECONDS - began)) s wall"
+    rm -f "$OUT/shape-$n/ruler_heatmap.png"
+  done
+  shift
+  [ "${1:-}" = gputests ] && python3 -m pytest -q -p no:cacheprovider tests/gpu -k "generation" 2>&1 | tail -5
+  exit 0
+fi
 if [ "${1:-}" = piece ]; then
   cp .carry/smollm2/1/smollm2.part.00 /tmp/ && echo "piece 1 in /tmp: make call 2 within 30 s"
   exit 0
