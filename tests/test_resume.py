@@ -115,6 +115,8 @@ def test_sigterm_in_the_middle_of_a_step_saves_and_resumes(tmp_path, corpus, uni
     main(config(tmp_path, "term", corpus, signal_at) + [f"--trainer.max_steps={STEPS}"])
     saved = torch.load(tmp_path / "term" / "ckpt" / "last.ckpt", weights_only=False)
     assert saved["global_step"] == STEPS // 2  # the interrupted step finished, then the run saved and stopped
+    # the signal's step is also a checkpoint step: one last.ckpt, never a second last-v1.ckpt beside it
+    assert not list((tmp_path / "term" / "ckpt").glob("last-v*.ckpt"))
     assert len(trace(tmp_path, "term")) == STEPS // 2
     main(args + [f"--trainer.max_steps={STEPS}", "--ckpt_path=last"])
     assert_same_run(uninterrupted, trace(tmp_path, "term"))
@@ -171,3 +173,13 @@ def test_non_finite_gradient_can_be_skipped(tmp_path, corpus):
     cli = main(config(tmp_path, "skip", corpus, poison) + ["--trainer.max_steps=6", "--model.on_nonfinite=skip"])
     assert cli.model.skipped_steps == 1
     assert all(torch.isfinite(p).all() for p in cli.model.parameters())
+
+
+def test_sigterm_at_the_first_checkpoint_step_leaves_one_last_checkpoint(tmp_path, corpus):
+    """The signal's save and ModelCheckpoint's first save fall on one step: ModelCheckpoint, which had
+    not saved last.ckpt itself, used to write a second last-v1.ckpt beside it."""
+    signal_at = {"class_path": "tests.helpers.SignalAtStep", "init_args": {"step": 1}}
+    main(config(tmp_path, "first", corpus, signal_at) + [f"--trainer.max_steps={STEPS}"])
+    saved = sorted(p.name for p in (tmp_path / "first" / "ckpt").glob("last*.ckpt"))
+    assert saved == ["last.ckpt"], saved
+    assert torch.load(tmp_path / "first" / "ckpt" / "last.ckpt", weights_only=False)["global_step"] == 2

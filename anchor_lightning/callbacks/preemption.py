@@ -54,6 +54,11 @@ class SaveOnSignal(L.Callback):
             return
         path = last_checkpoint_path(trainer)
         say(f"signal received: saving {path} after step {trainer.global_step} and stopping")
+        for callback in trainer.callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.save_last:
+                # its own last.ckpt from now on: a save of its own at this step rewrites the file instead of
+                # writing last-v1.ckpt beside one it did not write (set before saving: it is in the state)
+                callback.last_model_path = path
         trainer.save_checkpoint(path)
         trainer.should_stop = True
 
