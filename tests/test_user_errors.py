@@ -464,3 +464,17 @@ def test_a_broken_model_never_validates_as_perfect(capsys, tmp_path, broken):
     assert "validation loss is not finite" in line and "model.on_nonfinite" in line, line
     logged = scalars(runs)
     assert math.isnan(logged["val/loss"][-1][1]) and logged["val/nonfinite_batches"][-1][1] > 0
+
+
+def test_checkpoint_state_carries_a_version_and_a_newer_one_is_refused(capsys, tmp_path, trained):
+    from anchor_lightning.checkpoint.identity import STATE_VERSION, VERSION_KEY
+
+    checkpoint = torch.load(trained, weights_only=False)
+    assert checkpoint[VERSION_KEY] == STATE_VERSION
+    checkpoint[VERSION_KEY] = STATE_VERSION + 1
+    future = tmp_path / "future.ckpt"
+    torch.save(checkpoint, future)
+    line = one_error(capsys, ["export", "--ckpt_path", str(future), "--out", str(tmp_path / "hf")])
+    assert f"{future}: field '--ckpt_path': written by a newer anchor-lightning" in line, line
+    line = one_error(capsys, [*fit_args(tmp_path, f"--ckpt_path={future}", "--trainer.max_steps=6")])
+    assert "written by a newer anchor-lightning" in line and "upgrade" in line, line

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from anchor_lightning.checkpoint.identity import check_state_version
 from anchor_lightning.data.tokenizer import BYTES, load_tokenizer
 from anchor_lightning.errors import UserError
 from anchor_lightning.paths import atomic_directory
@@ -61,6 +62,10 @@ def read_checkpoint(ckpt: str) -> dict:
         raise UserError(
             "not a checkpoint written by anchor-lightning's fit (no state_dict / hyper_parameters)", file=str(path)
         )
+    try:
+        check_state_version(checkpoint)
+    except UserError as err:
+        raise UserError(err.message, file=str(path), field=err.field) from None
     return checkpoint
 
 

@@ -8,6 +8,10 @@ from __future__ import annotations
 from anchor_lightning.errors import UserError
 
 KEY = "anchor_lightning_identity"
+VERSION_KEY = "anchor_lightning_state_version"
+# the layout of what this package keeps in a checkpoint (identity, counters, data position): raise it when
+# that layout changes, and teach check_state_version to read the older ones it still can
+STATE_VERSION = 1
 # config fields that do not change the model's function (paths, versions, runtime switches)
 VOLATILE = {
     "_name_or_path",
@@ -56,3 +60,16 @@ def check_same_run(saved: dict | None, current: dict, what: str, field: str) -> 
             "resume with its own settings, or start this run in its own checkpoint directory",
             field=field,
         )
+
+
+def check_state_version(checkpoint: dict) -> int:
+    """The checkpoint's state version (0: written before versions were kept, read as 1); one written by a
+    newer package, whose state this one cannot read, stops with one line."""
+    version = int(checkpoint.get(VERSION_KEY, 0))
+    if version > STATE_VERSION:
+        raise UserError(
+            f"written by a newer anchor-lightning (checkpoint state version {version}; this one reads up to "
+            f"{STATE_VERSION}): upgrade anchor-lightning to resume it",
+            field="--ckpt_path",
+        )
+    return version

@@ -15,7 +15,13 @@ from anchor_lightning.attention.backends import check_backend_layout, default_la
 from anchor_lightning.attention.varlen_kernels import VARLEN_KERNEL_ENV, choose_varlen_kernel, runs_varlen_kernel
 from anchor_lightning.checkpoint.gguf import local_checkpoint
 from anchor_lightning.checkpoint.identity import KEY as IDENTITY_KEY
-from anchor_lightning.checkpoint.identity import check_same_run, model_identity
+from anchor_lightning.checkpoint.identity import (
+    STATE_VERSION,
+    VERSION_KEY,
+    check_same_run,
+    check_state_version,
+    model_identity,
+)
 from anchor_lightning.data.packing import check_mode_layout
 from anchor_lightning.errors import UserError
 from anchor_lightning.loggers import is_logging_step
@@ -395,6 +401,7 @@ class AnchorLM(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self.check_finite()  # never save weights a non-finite step has touched
+        checkpoint[VERSION_KEY] = STATE_VERSION
         checkpoint[IDENTITY_KEY] = self.run_identity()
         # the running totals behind train/tokens_seen (and MFU, skipped steps) go on after a resume
         checkpoint[COUNTERS_KEY] = {
@@ -404,7 +411,9 @@ class AnchorLM(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Refuse to resume a run trained under other settings (mode, layout, row length, model)."""
+        """Refuse to resume a run trained under other settings (mode, layout, row length, model), or a
+        checkpoint whose state a newer package wrote."""
+        check_state_version(checkpoint)
         check_same_run(checkpoint.get(IDENTITY_KEY), self.run_identity(), "model settings", "model")
         counters = checkpoint.get(COUNTERS_KEY, {})
         self.tokens_seen = counters.get("tokens_seen", 0)
