@@ -245,9 +245,12 @@ def run_ruler(args) -> dict:
     prepared = time.perf_counter()
     samples, data = suite.prepare_samples(tokenizer_dir, settings, args.workers, progress=not args.no_progress)
     built = time.perf_counter()
+    if args.no_progress:
+        print(f"RULER: model loaded in {prepared - began:.1f} s, samples ready in {built - prepared:.1f} s", flush=True)
     stats = GenerationStats()
+    log = (lambda line: print(line, flush=True)) if args.no_progress else None  # a log file's progress
     records = suite.generate_predictions(
-        model, tokenizer, samples, settings, stats, progress=not args.no_progress, most=args.batch_size
+        model, tokenizer, samples, settings, stats, progress=not args.no_progress, most=args.batch_size, log=log
     )
     done = time.perf_counter()
     result = suite.results(

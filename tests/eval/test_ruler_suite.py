@@ -177,6 +177,7 @@ def test_evaluate_suite_ruler_writes_results_and_compares_two(tmp_path, capsys, 
     assert result["generation"]["prefill_tokens"] > 0 and result["data"]["tokenizer"]
     out = capsys.readouterr().out
     assert "2048 tokens: average" in out and "prefill" in out
+    assert "RULER: model loaded in" in out and "RULER fwe at 2048: 2 samples in batches of" in out  # a log's progress
     main(["evaluate", "--suite", "ruler", *common, *tasks, "--tokenizer_specials", "--out", str(tmp_path / "b")])
     main(
         [

@@ -258,11 +258,22 @@ def generate_predictions(
     progress: bool = True,
     shard: Shard | None = None,
     most: int = 256,
+    log: Callable[[str], None] | None = None,
 ) -> list[dict]:
-    """This rank's records: task, length, index, prompt tokens, prediction text and score per sample."""
-    from anchor_lightning.eval.generation import free_memory, generate_batch, plan_batch, stop_token_ids
+    """This rank's records: task, length, index, prompt tokens, prediction text and score per sample.
+    ``log`` gets one line per task and length with its time (a log file's progress)."""
+    import time
+
+    from anchor_lightning.eval.generation import (
+        GenerationStats,
+        free_memory,
+        generate_batch,
+        plan_batch,
+        stop_token_ids,
+    )
 
     shard = shard or Shard()
+    stats = stats if stats is not None else GenerationStats()
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     stops = stop_token_ids(model, tokenizer)
@@ -282,6 +293,7 @@ def generate_predictions(
         )
         order = sorted(range(len(padded)), key=lambda k: -len(ids[padded[k]]))
         bar.set_postfix_str(f"{task} {length}")
+        began, before = time.perf_counter(), GenerationStats(**vars(stats))
         for start in range(0, len(order), size):
             chunk = order[start : start + size]
             outputs = generate_batch(
@@ -311,6 +323,12 @@ def generate_predictions(
                     }
                 )
             bar.update(sum(1 for k in chunk if k < len(mine)) * shard.world)
+        if log is not None:
+            log(
+                f"RULER {task} at {length}: {len(mine)} samples in batches of {size}, {time.perf_counter() - began:.1f} s "
+                f"(prefill {stats.prefill_seconds - before.prefill_seconds:.1f} s, decode "
+                f"{stats.decode_seconds - before.decode_seconds:.1f} s for {stats.decode_tokens - before.decode_tokens} tokens)"
+            )
     bar.close()
     return records
 
