@@ -80,6 +80,7 @@ class RulerEval(L.Callback):
         self._evaluated_step = -1
         self._samples = None
         self._tokenizer = None
+        self.data: dict = {}  # digests of what the samples were built from
 
     # ------------------------------------------------------------------ hooks
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

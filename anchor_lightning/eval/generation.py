@@ -225,13 +225,3 @@ def stop_token_ids(model, tokenizer) -> set[int]:
     if getattr(tokenizer, "eos_token_id", None) is not None:
         ids.add(tokenizer.eos_token_id)
     return ids
-
-
-def batches(lengths: Sequence[int], new_tokens: int, config, dtype: torch.dtype, free_bytes: int, most: int = 256):
-    """Index groups of at most the planned size, longest prompts first (so one plan per group holds)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    start = 0
-    while start < len(order):
-        size = plan_batch(config, lengths[order[start]], new_tokens, dtype, free_bytes, most)
-        yield order[start : start + size]
-        start += size

