@@ -40,3 +40,24 @@ class TensorBoard(TensorBoardLogger):
         writer = self.experiment._get_file_writer()  # as TensorBoardLogger.log_hyperparams writes them
         for summary in (experiment, start, end):
             writer.add_summary(summary)
+
+
+def read_scalars(log_dir) -> dict[str, list[tuple[int, float, float]]]:
+    """Every scalar a run logged under ``log_dir`` (all its event files, restarts included), as
+    ``{tag: [(step, value, wall_time), ...]}`` sorted by step, the latest write of a step kept (a resumed
+    run logs a step again, in a file of its own)."""
+    from pathlib import Path
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    written: dict[str, list] = {}
+    for events in Path(log_dir).rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            written.setdefault(tag, []).extend(accumulator.Scalars(tag))
+    result = {}
+    for tag, points in written.items():
+        last = {e.step: (e.step, e.value, e.wall_time) for e in sorted(points, key=lambda e: e.wall_time)}
+        result[tag] = sorted(last.values())
+    return result

@@ -7,21 +7,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 from pathlib import Path
 
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from anchor_lightning.loggers import read_scalars  # noqa: E402
 
 DEFAULT_TAGS = ["train/loss", "perf/tokens_per_sec", "perf/tokens_per_sec_per_device", "perf/mfu", "memory/peak_gib"]
-
-
-def scalars(log_dir: Path) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {}
-    for events in sorted(Path(log_dir).rglob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(events.parent))
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            out.setdefault(tag, []).extend(e.value for e in acc.Scalars(tag))
-    return out
 
 
 def main() -> None:
@@ -30,7 +22,7 @@ def main() -> None:
     parser.add_argument("--tags", nargs="*", default=DEFAULT_TAGS)
     parser.add_argument("--last", type=int, default=3, help="median over the last N values")
     args = parser.parse_args()
-    values = scalars(Path(args.log_dir))
+    values = {tag: [v for _, v, _ in points] for tag, points in read_scalars(args.log_dir).items()}
     for tag in args.tags:
         if tag in values:
             tail = values[tag][-args.last :]

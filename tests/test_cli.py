@@ -8,14 +8,13 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from anchor_lightning.commands import main
+from anchor_lightning.loggers import read_scalars
 
 MICRO = str(Path(__file__).parent / "configs" / "micro.yaml")
 
 
 def scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    events = EventAccumulator(str(next(log_dir.rglob("events.out.tfevents.*")).parent))
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    return {tag: [(step, value) for step, value, _ in points] for tag, points in read_scalars(log_dir).items()}
 
 
 def fit(tmp_path: Path, *overrides: str) -> dict[str, list[tuple[int, float]]]:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The throughput matrix on one GPU (an H100 or H200). Usage: scripts/gpu_bench.sh OUT_DIR [part...]
+# The throughput matrix on one GPU (an H100 or H200). Usage: lab/gpu/bench.sh OUT_DIR [part...]
 # parts, run in the order given: 32k, 64k (exponential documents, pure bf16, ours and the peers),
 # wikitext (64K, the shared corpus's lengths: anchor vs full step time), master (ours under fp32 master
 # weights), context (longest trainable row: context-ours, then context-peer, the strongest peer; both

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sequence parallelism on 2 GPUs (name nvidia-h100-x2): Ulysses sequence parallelism against one GPU, 1B shape.
-# Usage: scripts/gpu_sequence_parallel.sh OUT_DIR [part...]   parts: check speed context cli (default: all)
+# Usage: lab/gpu/sequence_parallel.sh OUT_DIR [part...]   parts: check speed context cli (default: all)
 #   check:   loss and gradients of one 64K row, split over 2 GPUs vs computed on one (bf16 autocast)
 #   speed:   tokens/s per GPU at the same row length, 1 GPU vs 2 GPUs sharing each row
 #   context: longest trainable row, 1 GPU vs 2 GPUs, the same settings (FSDP, checkpointing every layer)

@@ -1,8 +1,8 @@
 """The miniature end to end, in resumable parts: SmolLM2-135M extended from 8K to 32K (or 64K) in four modes.
 
-    python scripts/miniature/run.py --gguf SmolLM2-135M-Instruct.Q4_1.gguf --data data/miniature \
+    python lab/miniature/run.py --gguf SmolLM2-135M-Instruct.Q4_1.gguf --data data/miniature \
         --work /tmp/miniature --deadline 540 --out results/
-    python scripts/miniature/run.py --setting mix-32k --mix-data data/miniature-mix ... (short documents, RULER)
+    python lab/miniature/run.py --setting mix-32k --mix-data data/miniature-mix ... (short documents, RULER)
 
 Settings (``--setting``): ``long-32k``, the first miniature (recipes/smollm2-135m/32k-<mode>.yaml, long
 documents, this package's needle tasks and perplexity); ``mix-32k`` and ``mix-64k``
@@ -30,7 +30,7 @@ Steps, in order:
 
 Results go to ``WORK/results/<name>/`` (``long_context.json``, ``rope_deviation.json``, ``train.json``
 and plots) and, when ``--out`` is given, into ``--out/miniature-results.tar.gz`` (one file: what the
-GPU machine can send back). ``scripts/miniature/report.py`` turns them into docs/miniature.md.
+GPU machine can send back). ``lab/miniature/report.py`` turns them into docs/miniature.md.
 ``--dry-run`` runs every step on the CPU at toy sizes (1K rows, 2 steps, 512-1K contexts) to check
 the pipeline.
 """
@@ -397,17 +397,9 @@ class Runner:
 
     def write_train_summary(self, mode: str) -> None:
         """train.json: the logged curves (TensorBoard), tokens/s, seconds per step and wall time."""
-        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        from anchor_lightning.loggers import read_scalars
 
-        runs = self.work / "runs" / self.run_name(mode)
-        scalars: dict[str, list] = {}
-        for events in sorted(runs.rglob("events.out.tfevents.*")):
-            accumulator = EventAccumulator(str(events))
-            accumulator.Reload()
-            for tag in accumulator.Tags()["scalars"]:
-                scalars.setdefault(tag, []).extend((e.step, e.value, e.wall_time) for e in accumulator.Scalars(tag))
-        for tag in scalars:
-            scalars[tag] = sorted({s: (s, v, w) for s, v, w in scalars[tag]}.values())
+        scalars = read_scalars(self.work / "runs" / self.run_name(mode))
         rates = [v for _, v, _ in scalars.get("perf/tokens_per_sec", [])]
         losses = scalars.get("train/loss", [])
         # seconds per optimizer step between consecutive logged steps of one process (no restarts inside)
@@ -499,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gguf", type=Path, required=True, help="SmolLM2-135M-Instruct.Q4_1.gguf")
     parser.add_argument(
-        "--data", type=Path, default=ROOT / "data" / "miniature", help="scripts/miniature/prepare_data.py output"
+        "--data", type=Path, default=ROOT / "data" / "miniature", help="lab/miniature/prepare_data.py output"
     )
     parser.add_argument("--work", type=Path, required=True, help="working directory (rows, checkpoints, logs, results)")
     parser.add_argument("--out", type=Path, default=None, help="write miniature-results.tar.gz here")
@@ -527,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--setting", default="long-32k", choices=list(SETTINGS), help="recipes, data and row length")
     parser.add_argument(
-        "--mix-data", type=Path, default=ROOT / "data" / "miniature-mix", help="scripts/miniature/prepare_mix.py output"
+        "--mix-data", type=Path, default=ROOT / "data" / "miniature-mix", help="lab/miniature/prepare_mix.py output"
     )
     parser.add_argument(
         "--suites", nargs="+", default=None, choices=["needles", "ruler"], help="default: the setting's"

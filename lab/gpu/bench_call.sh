@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The throughput matrix (scripts/gpu_bench.sh) on the lent GPU machine (nvidia-h200), in calls of at most
-# 10 minutes: it runs in the background across calls (scripts/background.sh) and each call brings back
+# The throughput matrix (lab/gpu/bench.sh) on the lent GPU machine (nvidia-h200), in calls of at most
+# 10 minutes: it runs in the background across calls (lab/gpu/background.sh) and each call brings back
 # the parts' JSON written so far.
 #
 # Prepare here (all git-ignored):
@@ -8,13 +8,13 @@
 #   .fa4/part1, part2     flash-attn-4 in two pieces (../shared/tools/gpu-fa4), optional: without them our
 #                         varlen contender runs PyTorch's FlashAttention-2 kernel only
 #   .carry/bench/         wikitext2-valid.tokenized.jsonl (the `wikitext` part's documents)
-# Call 1 (carry .fa4/part1), only with flash-attn-4:  bash scripts/gpu_bench_call.sh piece
+# Call 1 (carry .fa4/part1), only with flash-attn-4:  bash lab/gpu/bench_call.sh piece
 # Call 2 (carry .whl .carry/bench, and .fa4/part2), within 30 s of call 1:
-#                                                     bash scripts/gpu_bench_call.sh start [PART...]
-# Later calls (nothing carried), each within 30 s:    bash scripts/gpu_bench_call.sh watch
-# PART: gpu_bench.sh's parts (32k 64k wikitext master context context-ours context-peer; default all).
+#                                                     bash lab/gpu/bench_call.sh start [PART...]
+# Later calls (nothing carried), each within 30 s:    bash lab/gpu/bench_call.sh watch
+# PART: bench.sh's parts (32k 64k wikitext master context context-ours context-peer; default all).
 # With flash-attn-4 our varlen contender runs once per kernel (KERNELS="fa4 torch"). Exit codes as
-# scripts/background.sh's.
+# lab/gpu/background.sh's.
 set -uo pipefail
 START=$SECONDS
 WORK=$(realpath -m "${WORK:-/tmp/bench}")
@@ -23,7 +23,7 @@ FA4=${FA4:-.fa4}
 FA4_SITE=/tmp/fa4site
 WHEELS=${WHEELS:-.whl}
 CARRY=${CARRY:-.carry}
-BENCH=${BENCH:-scripts/gpu_bench.sh}  # relative to the run's copy of the code; tests put a stand-in here
+BENCH=${BENCH:-lab/gpu/bench.sh}  # relative to the run's copy of the code; tests put a stand-in here
 OUT=${OUT:?OUT: the folder whose files come back}
 HERE=$(dirname "$0")
 
@@ -60,6 +60,6 @@ case "${1:-}" in
     exec bash "$HERE/background.sh" watch "$WORK"
     ;;
   *)
-    echo "usage: gpu_bench_call.sh piece | start [PART...] | watch"; exit 2
+    echo "usage: bench_call.sh piece | start [PART...] | watch"; exit 2
     ;;
 esac

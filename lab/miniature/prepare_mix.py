@@ -1,6 +1,6 @@
 """The miniature's second training set: short documents like the paper's SlimPajama, with some long ones.
 
-    python scripts/miniature/prepare_mix.py --short shortdocs.jsonl --split data/miniature \
+    python lab/miniature/prepare_mix.py --short shortdocs.jsonl --split data/miniature \
         --tokenizer SmolLM2-135M-Instruct.Q4_1.gguf --out data/miniature-mix
 
 The paper trained on SlimPajama: mostly web text, whose tokens lie mostly in documents of a few hundred

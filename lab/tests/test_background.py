@@ -1,5 +1,5 @@
-"""scripts/background.sh (a long GPU job kept running across calls, its files brought back each call)
-and scripts/gpu_bench_call.sh (the throughput matrix through it), with stand-ins for the jobs."""
+"""lab/gpu/background.sh (a long GPU job kept running across calls, its files brought back each call)
+and lab/gpu/bench_call.sh (the throughput matrix through it), with stand-ins for the jobs."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 from tests.helpers import script_env
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_background_brings_back_every_finished_file_of_the_run_and_refuses_a_bad_call(tmp_path):
-    script = ROOT / "scripts" / "background.sh"
+    script = ROOT / "lab" / "gpu" / "background.sh"
     out = tmp_path / "out"
     out.mkdir()
     env = {**os.environ, "OUT": str(out), "SITE": str(tmp_path / "site"), "WATCH": "30"}
@@ -54,7 +54,7 @@ def test_gpu_bench_call_starts_the_matrix_in_the_background_with_its_documents(t
         tmp_path, out, WORK="work", SITE="site", WHEELS="wheels", CARRY="carry", FA4="fa4", BENCH="bench.sh"
     )
     env["WATCH"] = "30"
-    call = ["bash", str(ROOT / "scripts" / "gpu_bench_call.sh"), "start", "32k", "64k"]
+    call = ["bash", str(ROOT / "lab" / "gpu" / "bench_call.sh"), "start", "32k", "64k"]
     missing = subprocess.run(call, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 6 and "carry .carry/bench" in missing.stdout
     (tmp_path / "carry" / "bench").mkdir(parents=True)
@@ -76,7 +76,7 @@ def test_gpu_bench_runs_its_parts_in_the_order_given_and_refuses_an_unknown_one(
     stand_in.chmod(0o755)
     calls = tmp_path / "calls"
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls), "ANCHOR_SHARED_DATA": "d"}
-    script = str(ROOT / "scripts" / "gpu_bench.sh")
+    script = str(ROOT / "lab" / "gpu" / "bench.sh")
     result = subprocess.run(
         ["bash", script, str(tmp_path / "o"), "64k", "32k"], env=env, capture_output=True, text=True
     )

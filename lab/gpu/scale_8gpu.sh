@@ -3,7 +3,7 @@
 # attention, FSDP2 over every GPU of the machine, activation checkpointing on every layer, Ulysses
 # sequence parallelism in groups of 2 at 128K. Prints tokens/s (per GPU), MFU, peak memory per GPU and
 # step time, and the anchor/full step-time ratio at each row length.
-# Usage: scripts/gpu_scale_8gpu.sh OUT_DIR [--dry-run]       (meant for nvidia-h100-x8)
+# Usage: lab/gpu/scale_8gpu.sh OUT_DIR [--dry-run]       (meant for nvidia-h100-x8)
 #   --dry-run: the same runs with 2 decoder layers and one timed step on whatever GPUs are present
 #              (checks the wiring and the memory plan on 2 GPUs; its numbers are not the 7B's)
 set -euo pipefail

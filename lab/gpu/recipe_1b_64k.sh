@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The 1B recipe at 64K on one GPU: full forward+backward+AdamW steps, fp32 master weights,
 # anchor/varlen and full attention; prints tokens/s, MFU and peak memory from each run's TensorBoard.
-# Usage: scripts/gpu_recipe_1b_64k.sh OUT_DIR [steps]
+# Usage: lab/gpu/recipe_1b_64k.sh OUT_DIR [steps]
 set -euo pipefail
 out=${1:?output dir}; steps=${2:-8}
 for mode in anchor full; do

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Prepare here, in one go, what scripts/miniature/gpu_call.sh carries to the GPU machine (all git-ignored):
+# Prepare here, in one go, what lab/miniature/gpu_call.sh carries to the GPU machine (all git-ignored):
 #   .carry/smollm2/1/smollm2.part.00   the first PIECE_BYTES (default 60,000,000) bytes of the GGUF
 #   .carry/smollm2/2/smollm2.part.01   the rest, and sha256 (the whole file's, checked after joining there)
-#   .carry/minidata/                   scripts/miniature/prepare_data.py's split, each .jsonl xz-compressed,
+#   .carry/minidata/                   lab/miniature/prepare_data.py's split, each .jsonl xz-compressed,
 #                                      and its manifest.json
 #   .whl/                              the wheels the machine lacks, for Python 3.12 on x86_64 (pip download;
 #                                      skipped with WHEELS=0 or when .whl/ already holds them)
 # Usage, from the repository root:
-#   bash scripts/miniature/prepare_carry.sh SmolLM2-135M-Instruct.Q4_1.gguf data/miniature
+#   bash lab/miniature/prepare_carry.sh SmolLM2-135M-Instruct.Q4_1.gguf data/miniature
 # where data/miniature is prepare_data.py's --out. Each call carries at most 64 MiB: the script says
 # what each call's carry adds up to.
 set -euo pipefail
@@ -16,7 +16,7 @@ DATA=${2:?usage: prepare_carry.sh GGUF DATA, DATA being the --out of prepare_dat
 CARRY=${CARRY:-.carry}
 PIECE_BYTES=${PIECE_BYTES:-60000000}
 [ -f "$GGUF" ] || { echo "$GGUF: no such file"; exit 2; }
-[ -f "$DATA/manifest.json" ] || { echo "$DATA: no manifest.json (run scripts/miniature/prepare_data.py first)"; exit 2; }
+[ -f "$DATA/manifest.json" ] || { echo "$DATA: no manifest.json (run lab/miniature/prepare_data.py first)"; exit 2; }
 size=$(stat -c %s "$GGUF")
 [ "$size" -gt "$PIECE_BYTES" ] || { echo "$GGUF: $size bytes, not more than one piece ($PIECE_BYTES): nothing to split"; exit 2; }
 [ "$size" -le $((2 * PIECE_BYTES)) ] || { echo "$GGUF: $size bytes, more than two pieces of $PIECE_BYTES"; exit 2; }

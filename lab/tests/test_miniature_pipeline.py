@@ -1,4 +1,4 @@
-"""scripts/miniature: the order and time budget of run.py's steps (its commands stood in for, on a fake
+"""lab/miniature: the order and time budget of run.py's steps (its commands stood in for, on a fake
 clock) and gpu_call.sh's background run, watched over several calls (a stand-in for run.py)."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import pytest
 
 from tests.helpers import script_env
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_run_module():
-    spec = importlib.util.spec_from_file_location("miniature_run", ROOT / "scripts" / "miniature" / "run.py")
+    spec = importlib.util.spec_from_file_location("miniature_run", ROOT / "lab" / "miniature" / "run.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -168,7 +168,7 @@ def gpu_call(tmp_path: Path, *argv: str, watch: int) -> subprocess.CompletedProc
     )
     env["WATCH"] = str(watch)
     result = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "miniature" / "gpu_call.sh"), *argv],
+        ["bash", str(ROOT / "lab" / "miniature" / "gpu_call.sh"), *argv],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -240,7 +240,7 @@ def test_gpu_call_on_a_bare_machine_says_which_calls_to_make(tmp_path):
 
 
 def test_report_fills_in_earlier_results_of_the_same_tasks_and_says_where_they_came_from():
-    spec = importlib.util.spec_from_file_location("miniature_report", ROOT / "scripts" / "miniature" / "report.py")
+    spec = importlib.util.spec_from_file_location("miniature_report", ROOT / "lab" / "miniature" / "report.py")
     report = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(report)
     found = {"anchor": {"eval": {"niah_version": 2}, "train": {"steps": 100}}, "base": {"diag": {"d": 0}}}
@@ -291,7 +291,7 @@ def write_results(folder: Path, models: dict[str, dict], environment: dict, stat
 
 
 def test_report_takes_one_run_from_several_calls_folders_and_keeps_every_models_raw(tmp_path):
-    spec = importlib.util.spec_from_file_location("miniature_report", ROOT / "scripts" / "miniature" / "report.py")
+    spec = importlib.util.spec_from_file_location("miniature_report", ROOT / "lab" / "miniature" / "report.py")
     report = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(report)
     environment = {"device": "NVIDIA H200"}
@@ -345,7 +345,7 @@ def test_prepare_carry_splits_the_gguf_in_two_checked_pieces_and_compresses_the_
     data.mkdir()
     (data / "manifest.json").write_text('{"parts": {}}')
     (data / "train.jsonl").write_text('{"text": "a"}\n' * 50)
-    script = ROOT / "scripts" / "miniature" / "prepare_carry.sh"
+    script = ROOT / "lab" / "miniature" / "prepare_carry.sh"
     env = {**os.environ, "PIECE_BYTES": "600", "WHEELS": "0"}
 
     def prepare(*argv: str) -> subprocess.CompletedProcess:

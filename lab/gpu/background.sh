@@ -2,11 +2,11 @@
 # A long GPU job across several calls of at most 10 minutes to the lent GPU machine, which stays warm
 # (keeping /tmp and running processes) for 30 s after each call.
 #
-#   bash scripts/background.sh start WORK -- COMMAND [ARG...]   start COMMAND in the background, then watch
-#   bash scripts/background.sh watch WORK                       watch it again (the next call, within 30 s)
+#   bash lab/gpu/background.sh start WORK -- COMMAND [ARG...]   start COMMAND in the background, then watch
+#   bash lab/gpu/background.sh watch WORK                       watch it again (the next call, within 30 s)
 #
 # COMMAND runs in its own process session (so the end of a call does not stop it), with a copy of this
-# repository's code (anchor_lightning, scripts, recipes) in WORK/code as its working directory and on
+# repository's code (anchor_lightning, scripts, lab, recipes) in WORK/code as its working directory and on
 # PYTHONPATH, after $SITE (colon-separated folders where wheels were installed; default /tmp/site): the
 # next calls replace the working tree under it. Its output goes to WORK/run.log. COMMAND writes what
 # should come back into WORK/out (at most 7 files, 16 MiB each).
@@ -34,7 +34,7 @@ running() { [ -f "$WORK/run.pid" ] && kill -0 "$(cat "$WORK/run.pid")" 2>/dev/nu
 launch() {
   local code=$WORK/code site=${SITE:+$SITE:}
   mkdir -p "$WORK/out" && rm -rf "$code.tmp" && mkdir -p "$code.tmp"
-  cp -r anchor_lightning scripts recipes "$code.tmp"/ && rm -rf "$code" && mv "$code.tmp" "$code"
+  cp -r anchor_lightning scripts lab recipes "$code.tmp"/ && rm -rf "$code" && mv "$code.tmp" "$code"
   rm -f "$WORK/run.pid" "$WORK/run.exit" "$WORK/log.offset"
   # the run's own shell writes its pid (setsid may fork, so $! need not be the run)
   (cd "$code" && PYTHONPATH="$site$code" setsid nohup bash -c \

@@ -1,7 +1,7 @@
 """The miniature's data: a fixed split of a long-document corpus into training, validation and
 held-out evaluation documents, by the model's own token counts.
 
-    python scripts/miniature/prepare_data.py --corpus longdocs.jsonl --short wikitext2-valid.jsonl \
+    python lab/miniature/prepare_data.py --corpus longdocs.jsonl --short wikitext2-valid.jsonl \
         --tokenizer SmolLM2-135M-Instruct.Q4_1.gguf --out data/miniature
 
 Input: JSONL lines ``{"text": ..., "domain": ...}``. Writes to ``--out`` (all ``{"text", "domain"}`` JSONL):

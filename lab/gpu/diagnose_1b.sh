@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The RoPE precision diagnostic on a 1B Llama-shaped model: random init, then after a few
-# hundred steps of our training (no pretrained weights here), at 4K-16K. Usage: scripts/gpu_diagnose_1b.sh OUT [steps]
+# hundred steps of our training (no pretrained weights here), at 4K-16K. Usage: lab/gpu/diagnose_1b.sh OUT [steps]
 set -euo pipefail
 out=${1:?output dir}; steps=${2:-300}
 diag=(--data default:3000 --lengths 4096 8192 16384 --offset-length 4096 --sequences 2 --rope-theta 10000 --no-progress)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The miniature on the lent GPU machine (nvidia-h200), in calls of at most 10 minutes each.
 #
-# scripts/miniature/run.py runs in the background (scripts/background.sh: its own process session, a copy
+# lab/miniature/run.py runs in the background (lab/gpu/background.sh: its own process session, a copy
 # of the code): it keeps training and evaluating between calls, for as long as the machine stays warm
 # (30 s after a call), and no step is cut at a call's end. Each call prints what the run logged since the
 # last call and copies its result bundle into $OUT whenever it changes, so a call that is stopped still
@@ -12,13 +12,13 @@
 #                      typeshed-client, importlib-resources, liger-kernel, gguf (pip download --python-version 3.12)
 #   .carry/smollm2/1/  the first 60 MB of SmolLM2-135M-Instruct.Q4_1.gguf (split -b 60000000), as smollm2.part.00
 #   .carry/smollm2/2/  the rest (smollm2.part.01) and the whole file's sha256
-#   .carry/minidata/   scripts/miniature/prepare_data.py's split, each .jsonl compressed with xz, and manifest.json
-# (scripts/miniature/prepare_carry.sh GGUF DATA makes all of them.)
-# Call 1 (carry .carry/smollm2/1):           bash scripts/miniature/gpu_call.sh piece
+#   .carry/minidata/   lab/miniature/prepare_data.py's split, each .jsonl compressed with xz, and manifest.json
+# (lab/miniature/prepare_carry.sh GGUF DATA makes all of them.)
+# Call 1 (carry .carry/smollm2/1):           bash lab/miniature/gpu_call.sh piece
 # Call 2 (carry .carry/smollm2/2, .carry/minidata, .whl), within the 30 s the machine stays warm:
-#                                            bash scripts/miniature/gpu_call.sh start [run.py arguments]
+#                                            bash lab/miniature/gpu_call.sh start [run.py arguments]
 # Later calls (nothing carried), each within 30 s of the last:
-#                                            bash scripts/miniature/gpu_call.sh watch
+#                                            bash lab/miniature/gpu_call.sh watch
 # `start` on a machine where the run is going or finished only watches it. A call returns when the run
 # ends or after WATCH seconds (default 570). Exit codes: 0 the run finished every step, 3 it stopped with
 # steps left (its log says why), 10 it is still running (call `watch` again), 4-6 a bare machine or a
@@ -26,7 +26,7 @@
 #
 # One model per call (what survives a lost machine best: on one H200 a mode trains, exports and is
 # evaluated in 340-390 s, so each call brings back that mode's whole results):
-#                                            bash scripts/miniature/gpu_call.sh one anchor
+#                                            bash lab/miniature/gpu_call.sh one anchor
 # as call 2 (with call 2's carry) or as any later call on the same warm machine (nothing carried). It
 # runs run.py in its own folder ($WORK-anchor), so `one full` after it starts a new run; `one base` and
 # `one base-theta` evaluate the pretrained model; `watch anchor` watches the run of `one anchor`.
@@ -40,7 +40,7 @@ WHEELS=${WHEELS:-.whl}
 CARRY=${CARRY:-.carry}
 PIECES=${PIECES:-/tmp}
 OUT=${OUT:?OUT: the folder whose files come back}
-RUN_PY=${RUN_PY:-scripts/miniature/run.py}  # relative to the run's copy of the code; tests put a stand-in here
+RUN_PY=${RUN_PY:-lab/miniature/run.py}  # relative to the run's copy of the code; tests put a stand-in here
 export PYTHONUNBUFFERED=1
 HERE=$(dirname "$0")
 
@@ -69,11 +69,11 @@ start_run() {  # start_run WORK [run.py arguments]: start run.py in WORK, or wat
   shift
   if [ -f "$work/run.pid" ]; then
     echo "the run was started on this machine before: watching it"
-    exec bash "$HERE/../background.sh" watch "$work"
+    exec bash "$HERE/../gpu/background.sh" watch "$work"
   fi
   setup || exit
   export WATCH=$((${WATCH:-570} - (SECONDS - START)))  # the call's watching includes the set-up
-  exec bash "$HERE/../background.sh" start "$work" -- \
+  exec bash "$HERE/../gpu/background.sh" start "$work" -- \
     python3 "$RUN_PY" --gguf "$GGUF" --data "$DATA" --work "$work" --out "$work/out" "$@"
 }
 
@@ -95,7 +95,7 @@ case "${1:-start}" in
   watch)
     [ -z "${2:-}" ] || WORK=$WORK-$2  # watch MODEL: the run of `one MODEL`
     [ -f "$WORK/run.pid" ] || { echo "no run on this machine (a bare machine?): make calls 1 and 2 again"; exit 4; }
-    exec bash "$HERE/../background.sh" watch "$WORK"
+    exec bash "$HERE/../gpu/background.sh" watch "$WORK"
     ;;
   *)
     echo "usage: gpu_call.sh piece | start [run.py arguments] | one MODEL | watch [MODEL]"; exit 2

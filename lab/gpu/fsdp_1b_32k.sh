@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # FSDP on 2 GPUs against 1 GPU with the same global batch, then a resume.
 # The 1B recipe at 32K rows, both runs starting from the same random weights (saved as a HF checkpoint,
-# which also exercises the streamed sharded load). Usage: scripts/gpu_fsdp_1b_32k.sh OUT_DIR [steps]
+# which also exercises the streamed sharded load). Usage: lab/gpu/fsdp_1b_32k.sh OUT_DIR [steps]
 set -euo pipefail
 out=${1:?output dir}; steps=${2:-6}; half=$((steps / 2))
 mkdir -p $out
