@@ -119,11 +119,17 @@ print(model.config._attn_implementation)
 def module_logits(ckpt: str, ids: list[int], layout: str, first: int, strip: tuple[int, ...]):
     """The trained module's logits for one document that opens with F, packed as training packs it
     (anchor mode: positions 0, 1, 2 ..., as plain causal inference numbers them)."""
-    from anchor_lightning.checkpoint.export import load_module
+    from anchor_lightning.checkpoint.reader import read_checkpoint
     from anchor_lightning.data.batch import collate_rows
     from anchor_lightning.data.packing import PackingSpec, pack_documents
+    from anchor_lightning.model.module import AnchorLM
 
-    module, _ = load_module(ckpt)
+    checkpoint = read_checkpoint(ckpt)
+    # the training module as fit built it (LightningCLI keeps its "_instantiator" beside the arguments)
+    module = AnchorLM(**{k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")})
+    module.configure_model()
+    module.load_state_dict(checkpoint["state_dict"])
+    module.eval()
     rows, _ = pack_documents([ids], PackingSpec(len(ids), layout, first, strip))
     with torch.no_grad():
         hidden = module.hidden_states(collate_rows(rows, "anchor", layout))

@@ -89,3 +89,111 @@ def test_the_console_script_exits_zero_after_a_run(monkeypatch, capsys):
     except SystemExit as stop:
         assert stop.code == 0
     assert "verbs:" in capsys.readouterr().out
+
+
+# The floors of the house, lowest first: a module imports only from its own floor or those below
+# (commands and the __main__ modules on top are checked above). A new top-level module or package
+# must be placed here.
+FLOORS = [
+    {"errors"},
+    {"messages", "paths"},  # what a run prints, where files go and how they are written whole
+    {"checkpoint", "parallel", "loggers"},  # file formats (GGUF, run identity, .ckpt); process groups
+    {"attention", "data", "eval", "diagnostics"},
+    {"model"},  # the model, its training step and its export
+    {"callbacks", "bench"},
+    {"commands", "__main__"},
+]
+
+
+def unit_of(module: str) -> str | None:
+    """The top-level unit of the package a module belongs to (``anchor_lightning.data.packing`` -> ``data``)."""
+    parts = module.split(".")
+    if parts[0] != "anchor_lightning" or len(parts) < 2:
+        return None
+    return parts[1]
+
+
+def floor_of(unit: str) -> int:
+    for level, units in enumerate(FLOORS):
+        if unit in units:
+            return level
+    raise AssertionError(f"{unit} is on no floor: add it to FLOORS in tests/test_architecture.py")
+
+
+def upward_imports(package: Path) -> list[str]:
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package).with_suffix("").parts
+        if parts == ("__init__",):
+            continue
+        here = floor_of(parts[0])
+        for module in sorted(imports(path)):
+            unit = unit_of(module)
+            if unit is not None and unit != parts[0] and floor_of(unit) > here:
+                found.append(f"{path.relative_to(package.parent)} -> {module}")
+    return found
+
+
+def unit_graph(package: Path) -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in package.rglob("*.py"):
+        source = path.relative_to(package).with_suffix("").parts[0]
+        for module in imports(path):
+            unit = unit_of(module)
+            if unit is not None and unit != source and source != "__init__":
+                graph.setdefault(source, set()).add(unit)
+    return graph
+
+
+def test_every_import_points_down_or_sideways():
+    assert upward_imports(PACKAGE) == []
+
+
+def find_circle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A circle of imports between units (``[a, b, a]``), or None."""
+    finished: set[str] = set()
+
+    def visit(unit: str, path: list[str]) -> list[str] | None:
+        if unit in path:
+            return path[path.index(unit) :] + [unit]
+        if unit in finished:
+            return None
+        for nxt in sorted(graph.get(unit, ())):
+            circle = visit(nxt, path + [unit])
+            if circle:
+                return circle
+        finished.add(unit)
+        return None
+
+    for unit in sorted(graph):
+        circle = visit(unit, [])
+        if circle:
+            return circle
+    return None
+
+
+def test_no_circle_between_the_packages_units():
+    assert find_circle(unit_graph(PACKAGE)) is None
+
+
+def test_the_floors_rule_sees_an_upward_import_and_a_circle(tmp_path):
+    """The checks themselves: data importing the model is upward; checkpoint <-> paths is a circle."""
+    package = tmp_path / "anchor_lightning"
+    (package / "data").mkdir(parents=True)
+    (package / "checkpoint").mkdir()
+    (package / "data" / "bad.py").write_text("from anchor_lightning.model.module import AnchorLM\n")
+    (package / "checkpoint" / "x.py").write_text("from anchor_lightning.paths import atomic_write\n")
+    (package / "paths.py").write_text("from anchor_lightning.checkpoint import x\n")
+    import tests.test_architecture as rules
+
+    original, rules.PACKAGE = rules.PACKAGE, package  # imports() names modules relative to PACKAGE
+    try:
+        assert upward_imports(package) == [
+            "anchor_lightning/data/bad.py -> anchor_lightning.model.module",
+            "anchor_lightning/data/bad.py -> anchor_lightning.model.module.AnchorLM",
+            "anchor_lightning/paths.py -> anchor_lightning.checkpoint",
+            "anchor_lightning/paths.py -> anchor_lightning.checkpoint.x",
+        ]
+        assert find_circle(unit_graph(package)) == ["checkpoint", "paths", "checkpoint"]
+    finally:
+        rules.PACKAGE = original

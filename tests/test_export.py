@@ -96,3 +96,65 @@ def test_export_is_whole_or_absent_after_kill_9_and_a_rerun_matches_a_clean_expo
     (tmp_path / "hf" / "stale.txt").write_text("from an earlier export")
     main(["export", "--ckpt_path", ckpt, "--out", str(tmp_path / "hf")])
     assert _files(tmp_path / "hf") == _files(tmp_path / "clean")
+
+
+@pytest.mark.slow
+def test_export_reads_the_weights_without_the_pretrained_files_or_the_training_module(tmp_path, monkeypatch):
+    """The run's config travels in its checkpoint: an export after the pretrained model it started from is
+    gone gives the trained weights in the plain Hugging Face model, and never builds AnchorLM."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(
+        "llama",
+        vocab_size=258,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "pretrained")
+    fragment = checkpoint_fragment(tmp_path, tmp_path / "ckpt")
+    main(
+        [
+            "fit",
+            "--config",
+            "tests/configs/micro.yaml",
+            "--config",
+            fragment,
+            "--model.config=null",
+            f"--model.pretrained={tmp_path / 'pretrained'}",
+            "--model.rope_theta=40000",
+            "--data.tokenizer=bytes",
+            "--trainer.max_steps=2",
+            f"--data.cache_dir={tmp_path / 'cache'}",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+        ]
+    )
+    document = [256] + list(b"the pretrained files are gone")
+    expected = module_logits(str(tmp_path / "ckpt" / "last.ckpt"), document, "shared", 256, (256,))
+    import shutil
+
+    shutil.rmtree(tmp_path / "pretrained")
+    monkeypatch.setattr("anchor_lightning.model.module.AnchorLM.configure_model", lambda self: 1 / 0)
+    main(["export", "--ckpt_path", str(tmp_path / "ckpt" / "last.ckpt"), "--out", str(tmp_path / "hf")])
+    exported = AutoConfig.from_pretrained(tmp_path / "hf")
+    assert exported.rope_parameters["rope_theta"] == 40000
+    logits, attention = fresh_process_logits(tmp_path / "hf", document, tmp_path)
+    assert attention == "sdpa"
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_checkpoint_without_model_weights_is_refused_in_one_line(tmp_path):
+    import torch
+
+    from anchor_lightning.errors import UserError
+    from anchor_lightning.model.export import plain_model
+
+    ckpt = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"encoder.weight": torch.zeros(2)}, "hyper_parameters": {"config": None}}, ckpt)
+    with pytest.raises(UserError, match="no model weights"):
+        plain_model(str(ckpt))

@@ -8,8 +8,8 @@ says how the model was trained and exactly how to feed it (its first token F at 
 
 from __future__ import annotations
 
-from anchor_lightning.checkpoint.export import export
 from anchor_lightning.commands.arguments import VerbParser
+from anchor_lightning.model.export import export
 
 
 def parser() -> VerbParser:

@@ -27,7 +27,7 @@ from anchor_lightning.attention.backends import default_layout
 from anchor_lightning.callbacks.preemption import SaveOnSignal, last_checkpoint_path
 from anchor_lightning.callbacks.progress import PlainProgress, StepProgressBar
 from anchor_lightning.callbacks.throughput import TokenThroughput
-from anchor_lightning.checkpoint.export import read_checkpoint
+from anchor_lightning.checkpoint.reader import read_checkpoint
 from anchor_lightning.data.datamodule import PackedDataModule
 from anchor_lightning.errors import UserError
 from anchor_lightning.messages import say

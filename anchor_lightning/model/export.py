@@ -1,6 +1,8 @@
 """Export a training checkpoint to a Hugging Face directory that loads without this package.
 
-Writes the weights (safetensors) and config with transformers' own ``sdpa`` attention and the model's
+The weights are read into the plain Hugging Face model of the checkpoint's own config (kept in it by
+``fit``, ``checkpoint/identity.py``), never through the training module with its fused kernels and
+patches, and without the pretrained files the run started from. Writes the weights (safetensors) and config with transformers' own ``sdpa`` attention and the model's
 first token and EOS as its ``bos_token_id``/``eos_token_id``, the tokenizer (a Hugging Face one as it
 was, the built-in byte tokenizer as equivalent Hugging Face files), and ``ANCHOR.md``: how the model
 was trained and exactly how to run it (F at position 0). The ``export`` verb
@@ -9,15 +11,17 @@ was trained and exactly how to run it (F at position 0). The ``export`` verb
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
-from anchor_lightning.checkpoint.identity import check_state_version
+from anchor_lightning.checkpoint.gguf import local_checkpoint
+from anchor_lightning.checkpoint.identity import KEY as IDENTITY_KEY
+from anchor_lightning.checkpoint.reader import read_checkpoint
 from anchor_lightning.data.tokenizer import BYTES, load_tokenizer
 from anchor_lightning.errors import UserError
+from anchor_lightning.model.build import configure, load_config
 from anchor_lightning.paths import atomic_directory
 
 NOTE = """# Trained with anchor-lightning
@@ -42,54 +46,56 @@ This directory uses transformers' own attention (`sdpa`) and loads without ancho
 """
 
 
-def read_checkpoint(ckpt: str) -> dict:
-    """A checkpoint file written by ``fit``, or a one-line error for anything else."""
-    path = Path(ckpt)
-    if path.is_dir():
-        raise UserError(
-            "a sharded (FSDP) checkpoint directory: first run python -m "
-            "lightning.pytorch.utilities.consolidate_checkpoint on it",
-            file=str(path),
-        )
-    if not path.is_file():
-        raise UserError("no such checkpoint file", file=str(path))
+PREFIX = "net.lm."  # AnchorLM.net (PackedCausalLM) .lm (the Hugging Face model)
+
+
+def checkpoint_config(checkpoint: dict, ckpt: str):
+    """The trained model's Hugging Face config: the one the checkpoint carries, or (a checkpoint written
+    before it carried one) rebuilt from its hyper-parameters as ``AnchorLM`` builds it."""
+    identity = checkpoint.get(IDENTITY_KEY)
+    if identity and identity.get("config", {}).get("model_type"):
+        fields = dict(identity["config"])
+        return AutoConfig.for_model(fields.pop("model_type"), **fields)
+    hyper = checkpoint["hyper_parameters"]
+    pretrained = hyper.get("pretrained")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"not a readable checkpoint (truncated or not a torch file: {first})", file=str(path)) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
-        raise UserError(
-            "not a checkpoint written by anchor-lightning's fit (no state_dict / hyper_parameters)", file=str(path)
+        return configure(
+            load_config(local_checkpoint(pretrained) if pretrained else None, hyper.get("config")),
+            hyper.get("seq_len", 512),
+            hyper.get("rope_theta"),
+            hyper.get("rope_scaling"),
         )
-    try:
-        check_state_version(checkpoint)
-    except UserError as err:
-        raise UserError(err.message, file=str(path), field=err.field) from None
-    return checkpoint
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"an older checkpoint without its model config, and its pretrained model cannot be read ({err})",
+            file=ckpt,
+        ) from None
 
 
-def load_module(ckpt: str):
-    """The trained LightningModule, rebuilt from its hyper-parameters, with the checkpoint's weights,
-    and the data module's hyper-parameters."""
-    from anchor_lightning.model.module import AnchorLM
-
+def plain_model(ckpt: str, dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, dict, dict]:
+    """The trained Hugging Face model (transformers' ``sdpa`` attention, no training patches) with the
+    checkpoint's weights, the model's and the data module's hyper-parameters."""
     checkpoint = read_checkpoint(ckpt)
-    # LightningCLI stores its own "_instantiator" beside the init arguments
-    try:
-        module = AnchorLM(**{k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")})
-    except TypeError as err:
-        raise UserError(f"not a checkpoint of anchor-lightning's model ({err})", file=ckpt) from None
-    module.configure_model()
-    module.load_state_dict(checkpoint["state_dict"])
-    return module.eval(), checkpoint.get("datamodule_hyper_parameters", {})
+    state = {k[len(PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(PREFIX)}
+    if not state:
+        raise UserError("holds no model weights (no net.lm.* in its state_dict)", file=ckpt)
+    config = checkpoint_config(checkpoint, ckpt)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=dtype)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or ())
+    missing = [k for k in missing if k not in tied]
+    if missing or unexpected:
+        shown = ", ".join((missing + unexpected)[:3])
+        raise UserError(f"its weights do not fit the model its config describes ({shown})", file=ckpt)
+    model.tie_weights()
+    return model.eval(), checkpoint["hyper_parameters"], checkpoint.get("datamodule_hyper_parameters", {})
 
 
 def _text(tokenizer, token: int) -> str:
     return tokenizer.decode([token]).replace("`", "'")
 
 
-def _note(module, tokenizer, folder: Path, anchor: int, eos: int, rope: dict) -> str:
+def _note(hyper: dict, tokenizer, folder: Path, anchor: int, eos: int, rope: dict) -> str:
     """ANCHOR.md: how the model was trained and how to feed it (whether the saved tokenizer adds F)."""
     from transformers import AutoTokenizer
 
@@ -103,9 +109,9 @@ def _note(module, tokenizer, folder: Path, anchor: int, eos: int, rope: dict) ->
         "as below, for generation, scoring and fine-tuning alike."
     )
     return NOTE.format(
-        mode=module.mode,
-        backend=module.backend,
-        seq_len=module.seq_len,
+        mode=hyper.get("mode", "anchor"),
+        backend=hyper.get("backend", "sdpa"),
+        seq_len=hyper.get("seq_len", 512),
         rope=rope,
         anchor=anchor,
         anchor_text=_text(tokenizer, anchor),
@@ -119,22 +125,21 @@ def export(ckpt: str, out: str, dtype: str = "float32") -> Path:
     target = Path(out)
     if target.is_dir() and any(target.iterdir()) and not (target / "ANCHOR.md").is_file():
         raise UserError("not empty and not an earlier export: choose a new directory", file=str(target), field="--out")
-    module, data = load_module(ckpt)
+    model, hyper, data = plain_model(ckpt, getattr(torch, dtype))
     tokenizer = load_tokenizer(data.get("tokenizer") or BYTES)
     anchor = data.get("anchor_id")
     anchor = tokenizer.bos_token_id if anchor is None else anchor
     eos = data.get("eos_id")
     eos = tokenizer.eos_token_id if eos is None else eos
-    model = module.model.to(getattr(torch, dtype))
-    model.set_attn_implementation("sdpa")
     config = model.config
     config.use_cache = True
     config.bos_token_id, config.eos_token_id = anchor, eos
     if model.generation_config is not None:
         model.generation_config.bos_token_id, model.generation_config.eos_token_id = anchor, eos
-    rope = dict(module.hf_config.rope_parameters or {})
-    if rope.get("rope_type", "default") == "default" and module.seq_len > (config.max_position_embeddings or 0):
-        config.max_position_embeddings = module.seq_len  # the length it was trained on
+    seq_len = hyper.get("seq_len", 512)
+    rope = dict(config.rope_parameters or {})
+    if rope.get("rope_type", "default") == "default" and seq_len > (config.max_position_embeddings or 0):
+        config.max_position_embeddings = seq_len  # the length it was trained on
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # written into a temporary sibling and renamed: a kill leaves no half export, and an export over
@@ -142,7 +147,7 @@ def export(ckpt: str, out: str, dtype: str = "float32") -> Path:
         with atomic_directory(target, replace=True) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            (tmp / "ANCHOR.md").write_text(_note(module, tokenizer, tmp, anchor, eos, rope))
+            (tmp / "ANCHOR.md").write_text(_note(hyper, tokenizer, tmp, anchor, eos, rope))
     except OSError as err:
         raise UserError(f"cannot write the export ({err.strerror or err})", file=str(target), field="--out") from None
     return target
