@@ -171,7 +171,7 @@ def test_non_finite_gradient_stops_naming_step_and_rows(tmp_path, corpus, capsys
 def test_non_finite_gradient_can_be_skipped(tmp_path, corpus):
     poison = {"class_path": "tests.helpers.NanGradientAtStep", "init_args": {"step": 3}}
     cli = main(config(tmp_path, "skip", corpus, poison) + ["--trainer.max_steps=6", "--model.on_nonfinite=skip"])
-    assert cli.model.skipped_steps == 1
+    assert cli.model.stats.skipped_steps == 1
     assert all(torch.isfinite(p).all() for p in cli.model.parameters())
 
 

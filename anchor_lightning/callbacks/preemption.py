@@ -16,6 +16,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from anchor_lightning.messages import say
+from anchor_lightning.model.step_stats import ends_step
 
 
 class SaveOnSignal(L.Callback):
@@ -45,7 +46,7 @@ class SaveOnSignal(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
-        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+        if not ends_step(trainer, batch_idx):
             return
         stop = self.received is not None
         if trainer.world_size > 1:

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 
 from anchor_lightning.loggers import is_logging_step
+from anchor_lightning.model.step_stats import ends_step
 
 if _RICH_AVAILABLE:
     from lightning.pytorch.callbacks import RichProgressBar as _Base
@@ -48,7 +49,7 @@ class StepProgressBar(_Base):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         """Advance once per optimizer step (the bar's count is the epoch's steps done)."""
-        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+        if not ends_step(trainer, batch_idx):
             return
         super().on_train_batch_end(
             trainer, pl_module, outputs, batch, (batch_idx + 1) // trainer.accumulate_grad_batches - 1
@@ -109,7 +110,7 @@ class PlainProgress(L.Callback):
     ) -> None:
         # Lightning runs callbacks' hooks before the module's, which logs this step's metrics: the line is
         # written at the next hook, when they are there
-        if (batch_idx + 1) % trainer.accumulate_grad_batches or not is_logging_step(trainer):
+        if not ends_step(trainer, batch_idx) or not is_logging_step(trainer):
             return
         step, total = trainer.global_step, trainer.max_steps
         elapsed = time.perf_counter() - (self._start or time.perf_counter())

@@ -9,6 +9,7 @@ import torch
 
 from anchor_lightning.loggers import is_logging_step
 from anchor_lightning.model.flops import peak_flops
+from anchor_lightning.model.step_stats import ends_step
 
 
 class TokenThroughput(L.Callback):
@@ -35,9 +36,9 @@ class TokenThroughput(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
-        if (batch_idx + 1) % trainer.accumulate_grad_batches or not is_logging_step(trainer):
+        if not ends_step(trainer, batch_idx) or not is_logging_step(trainer):
             return
-        now, tokens, flops = time.perf_counter(), pl_module.tokens_seen, pl_module.flops_seen
+        now, tokens, flops = time.perf_counter(), pl_module.stats.tokens_seen, pl_module.stats.flops_seen
         if self._mark is not None and now > self._mark[0]:
             elapsed = now - self._mark[0]
             rate = (tokens - self._mark[1]) / elapsed

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import lightning as L
 
+from anchor_lightning.model.step_stats import ends_step
+
 
 def rows_hash(rows: list[int]) -> str:
     return hashlib.sha1(",".join(map(str, rows)).encode()).hexdigest()[:12]
@@ -26,11 +28,11 @@ class StepTrace(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
-        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+        if not ends_step(trainer, batch_idx):
             return
         step = pl_module.global_step - 1
-        rows = pl_module.recent_rows.get(step, [])
-        loss = pl_module.finished_step.loss
+        rows = pl_module.stats.rows.get(step, [])
+        loss = pl_module.stats.last.loss
         if trainer.world_size > 1:  # the reduction is in place: never on the module's own tensor
             loss = trainer.strategy.reduce(loss.clone(), reduce_op="sum")
         self.directory.mkdir(parents=True, exist_ok=True)

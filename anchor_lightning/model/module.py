@@ -28,10 +28,11 @@ from anchor_lightning.loggers import is_logging_step
 from anchor_lightning.messages import say
 from anchor_lightning.model.build import build_model, configure, load_config
 from anchor_lightning.model.causal_lm import PackedCausalLM
-from anchor_lightning.model.flops import attention_width, batch_flops, matmul_parameters
+from anchor_lightning.model.flops import attention_width, matmul_parameters
 from anchor_lightning.model.kernels import KERNELS, offloaded_activations, speed_up
 from anchor_lightning.model.loss import LOSS_IMPLEMENTATIONS
 from anchor_lightning.model.schedule import parameter_groups, warmup_cosine_scheduler
+from anchor_lightning.model.step_stats import StepStats, ends_step
 from anchor_lightning.parallel.sequence import local_slots
 from anchor_lightning.parallel.strategy import ShardedStrategy
 
@@ -42,26 +43,6 @@ OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
 
 class NonFiniteLoss(UserError):
     """Training produced a non-finite loss or gradient."""
-
-
-class StepRecord:
-    """What one rank accumulates over the micro-batches of an optimizer step (host numbers, one device
-    tensor for the loss)."""
-
-    def __init__(self) -> None:
-        self.loss: torch.Tensor | None = None
-        self.rows: list[int] = []
-        self.docs = self.tokens = self.attention_pairs = 0
-
-    def add(self, loss_share: torch.Tensor, batch: dict) -> None:
-        self.loss = loss_share if self.loss is None else self.loss + loss_share
-        self.rows.extend(batch["rows"])
-        self.docs += batch["num_docs"]
-        self.tokens += batch["num_tokens"]
-        self.attention_pairs += batch["attention_pairs"]
-
-    def flops(self, matmul_params: int, n_layers: int, d_attn: int) -> float:
-        return batch_flops(matmul_params, n_layers, d_attn, self.tokens, self.attention_pairs)
 
 
 def default_optimizer(params: Iterable) -> torch.optim.Optimizer:
@@ -163,9 +144,7 @@ class AnchorLM(L.LightningModule):
         # model then validated at loss 0); non-finite batches are counted on their own
         self.val_loss_sum, self.val_targets = SumMetric(nan_strategy="disable"), SumMetric()
         self.val_nonfinite = SumMetric()
-        self.step = self.finished_step = StepRecord()
-        self.tokens_seen, self.flops_seen, self.skipped_steps = 0, 0.0, 0
-        self.recent_rows: dict[int, list[int]] = {}  # optimizer step -> rows this rank trained on
+        self.stats = StepStats()  # what training counts; the callbacks read it (model/step_stats.py)
         self._nonfinite_step: torch.Tensor | None = None  # first step with a non-finite gradient norm (device)
 
     # ------------------------------------------------------------------ model
@@ -321,37 +300,35 @@ class AnchorLM(L.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         total = self.summed_loss(batch)
-        self.step.add(total.detach() / batch["step_targets"], batch)
-        if (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0:  # the step's last micro-batch
-            self.tokens_seen += batch["step_tokens"]
+        self.stats.current.add(total.detach() / batch["step_targets"], batch)
+        if ends_step(self.trainer, batch_idx):
             # this rank's share: a sequence group splits every row's work between its ranks
             sequence_ranks = self.trainer.strategy.sequence_parallel_size if self.sequence_group is not None else 1
-            self.flops_seen += self.step.flops(self.matmul_params, self.n_layers, self.d_attn) / sequence_ranks
-            self.recent_rows[self.global_step] = self.step.rows
-            self.finished_step, self.step = self.step, StepRecord()
+            flops = self.stats.current.flops(self.matmul_params, self.n_layers, self.d_attn) / sequence_ranks
+            self.stats.finish(self.global_step, batch["step_tokens"], flops)
         # Lightning divides by accumulate_grad_batches and DDP/FSDP average over ranks: undo both, so the
         # gradient is that of (sum of losses over the whole step) / (labelled slots of the whole step).
         return total * (self.trainer.accumulate_grad_batches * self.trainer.world_size / batch["step_targets"])
 
     def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
-        if (batch_idx + 1) % self.trainer.accumulate_grad_batches:
+        if not ends_step(self.trainer, batch_idx):
             return
         # log only when Lightning writes to the loggers: reading a logged tensor is a device sync
         if not is_logging_step(self.trainer):
             return
         self.check_finite()
-        step = self.finished_step
-        self.recent_rows = {self.global_step - 1: step.rows}
+        step = self.stats.last
+        self.stats.logged(self.global_step - 1)
         loss = step.loss
         if self.trainer.world_size > 1:  # each rank holds its share of the step's token-weighted mean
             loss = self.trainer.strategy.reduce(loss.clone(), reduce_op="sum")
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/ppl", torch.exp(loss))
-        self.log("train/tokens_seen", float(self.tokens_seen))
+        self.log("train/tokens_seen", float(self.stats.tokens_seen))
         self.log("train/docs_per_row", step.docs / max(1, len(step.rows)))
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         if self.on_nonfinite == "skip":
-            self.log("train/skipped_steps", float(self.skipped_steps))
+            self.log("train/skipped_steps", float(self.stats.skipped_steps))
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip by the global gradient norm (``trainer.gradient_clip_val``; none if unset), log the norm,
@@ -374,7 +351,7 @@ class AnchorLM(L.LightningModule):
             if not finite:  # one device sync per step, the price of skipping
                 for p in params:
                     p.grad = None
-                self.skipped_steps += 1
+                self.stats.skipped_steps += 1
         else:
             step = torch.full_like(norm, float(self.global_step))
             first = self._nonfinite_step if self._nonfinite_step is not None else torch.full_like(norm, -1.0)
@@ -387,7 +364,7 @@ class AnchorLM(L.LightningModule):
         if self._nonfinite_step is None or self._nonfinite_step.item() < 0:
             return
         step = int(self._nonfinite_step.item())
-        rows = self.recent_rows.get(step)
+        rows = self.stats.rows.get(step)
         where = f"packed rows {rows} on rank {self.global_rank}" if rows is not None else f"rank {self.global_rank}"
         raise NonFiniteLoss(
             f"non-finite loss or gradient at optimizer step {step} ({where}); "
@@ -404,21 +381,14 @@ class AnchorLM(L.LightningModule):
         checkpoint[VERSION_KEY] = STATE_VERSION
         checkpoint[IDENTITY_KEY] = self.run_identity()
         # the running totals behind train/tokens_seen (and MFU, skipped steps) go on after a resume
-        checkpoint[COUNTERS_KEY] = {
-            "tokens_seen": int(self.tokens_seen),
-            "flops_seen": float(self.flops_seen),
-            "skipped_steps": int(self.skipped_steps),
-        }
+        checkpoint[COUNTERS_KEY] = self.stats.counters()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse to resume a run trained under other settings (mode, layout, row length, model), or a
         checkpoint whose state a newer package wrote."""
         check_state_version(checkpoint)
         check_same_run(checkpoint.get(IDENTITY_KEY), self.run_identity(), "model settings", "model")
-        counters = checkpoint.get(COUNTERS_KEY, {})
-        self.tokens_seen = counters.get("tokens_seen", 0)
-        self.flops_seen = counters.get("flops_seen", 0.0)
-        self.skipped_steps = counters.get("skipped_steps", 0)
+        self.stats.restore(checkpoint.get(COUNTERS_KEY, {}))
 
     def on_train_end(self) -> None:
         self.check_finite()
