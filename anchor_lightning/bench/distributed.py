@@ -212,20 +212,13 @@ def _prepare(spec: dict, device: torch.device):
 
 
 def _loss(net, batch: dict, spec: dict, group) -> torch.Tensor:
-    """The summed loss of this rank's slots (all of them without a group)."""
-    from anchor_lightning.attention.backends import prepare
-    from anchor_lightning.model.kernels import offloaded_activations
-    from anchor_lightning.parallel.sequence import local_slots
+    """The summed loss of this rank's slots (all of them without a group): fit's step, under bf16 autocast
+    on a GPU."""
+    from anchor_lightning.model.step import StepSettings, packed_loss
 
-    slots = local_slots(spec["seq_len"], group) if group is not None else slice(None)
-    autocast = batch["input_ids"].is_cuda
-    with offloaded_activations(spec["offload"]), torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-        return net(
-            batch["input_ids"][:, slots],
-            batch["position_ids"][:, slots],
-            batch["labels"][:, slots],
-            prepare(batch, spec["backend"], group),
-        )
+    settings = StepSettings(spec["backend"], offload_activations=spec["offload"])
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch["input_ids"].is_cuda):
+        return packed_loss(net, batch, settings, group)
 
 
 def _check(spec: dict, device: torch.device, group) -> dict:

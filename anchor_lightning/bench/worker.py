@@ -61,13 +61,14 @@ def _config(spec: dict):
 
 
 def _ours(spec: dict, device: torch.device):
-    from anchor_lightning.attention.backends import default_layout, prepare
+    from anchor_lightning.attention.backends import default_layout
     from anchor_lightning.attention.varlen_kernels import choose_varlen_kernel, runs_varlen_kernel
     from anchor_lightning.data.batch import collate_rows
     from anchor_lightning.data.packing import PackingSpec, pack_documents
     from anchor_lightning.model.build import build_model, configure
     from anchor_lightning.model.causal_lm import PackedCausalLM
-    from anchor_lightning.model.kernels import offloaded_activations, speed_up
+    from anchor_lightning.model.kernels import speed_up
+    from anchor_lightning.model.step import StepSettings, packed_loss
 
     layout = default_layout(spec["backend"], spec["mode"])
     if runs_varlen_kernel(spec["backend"], spec["mode"], device.type):  # which kernel ran is recorded
@@ -89,18 +90,10 @@ def _ours(spec: dict, device: torch.device):
         model.lm, device.type, spec.get("kernels", "auto"), bool(checkpointing), layers, spec.get("mlp_tile")
     )
 
-    def step():
-        with offloaded_activations(offload):
-            return (
-                model(
-                    batch["input_ids"],
-                    batch["position_ids"],
-                    batch["labels"],
-                    prepare(batch, spec["backend"]),
-                    spec.get("loss", "auto"),
-                )
-                / batch["num_targets"]
-            )
+    settings = StepSettings(spec["backend"], spec.get("loss", "auto"), offload_activations=offload)
+
+    def step():  # fit's step: the summed loss over the step's labelled slots
+        return packed_loss(model, batch, settings) / batch["num_targets"]
 
     return model, step, batch["doc_ids"][0].cpu().numpy()
 

@@ -22,6 +22,7 @@ from anchor_lightning.checkpoint.identity import (
     check_state_version,
     model_identity,
 )
+from anchor_lightning.data.batch import Batch
 from anchor_lightning.data.packing import check_mode_layout
 from anchor_lightning.errors import UserError
 from anchor_lightning.loggers import is_logging_step
@@ -29,11 +30,11 @@ from anchor_lightning.messages import say
 from anchor_lightning.model.build import build_model, configure, load_config
 from anchor_lightning.model.causal_lm import PackedCausalLM
 from anchor_lightning.model.flops import attention_width, matmul_parameters
-from anchor_lightning.model.kernels import KERNELS, offloaded_activations, speed_up
+from anchor_lightning.model.kernels import KERNELS, speed_up
 from anchor_lightning.model.loss import LOSS_IMPLEMENTATIONS
 from anchor_lightning.model.schedule import parameter_groups, warmup_cosine_scheduler
+from anchor_lightning.model.step import StepSettings, packed_loss
 from anchor_lightning.model.step_stats import StepStats, ends_step
-from anchor_lightning.parallel.sequence import local_slots
 from anchor_lightning.parallel.strategy import ShardedStrategy
 
 COUNTERS_KEY = "anchor_lightning_counters"  # running totals kept in checkpoints
@@ -236,7 +237,7 @@ class AnchorLM(L.LightningModule):
                 field="data",
             )
 
-    def hidden_states(self, batch: dict) -> torch.Tensor:
+    def hidden_states(self, batch: Batch) -> torch.Tensor:
         """Last hidden states [B, T, D] of the packed batch (unsharded models: tests, export)."""
         return self.net.hidden_states(batch["input_ids"], batch["position_ids"], prepare(batch, self.backend))
 
@@ -246,29 +247,17 @@ class AnchorLM(L.LightningModule):
         strategy = self._trainer.strategy if self._trainer is not None else None
         return strategy.sequence_group if isinstance(strategy, ShardedStrategy) else None
 
-    def _net(self, batch: dict, reduction: str) -> torch.Tensor:
-        """The loss of the batch's labelled slots; under sequence parallelism, of this rank's slots only
-        (the model sees them, attention the whole row)."""
-        group = self.sequence_group
-        slots = local_slots(batch["input_ids"].shape[1], group) if group is not None else slice(None)
-        with offloaded_activations(self.offload_activations and torch.is_grad_enabled()):
-            return self.net(
-                batch["input_ids"][:, slots],
-                batch["position_ids"][:, slots],
-                batch["labels"][:, slots],
-                prepare(batch, self.backend, group),
-                self.loss_implementation,
-                self.loss_chunk_size,
-                reduction,
-            )
+    @property
+    def step_settings(self) -> StepSettings:
+        return StepSettings(self.backend, self.loss_implementation, self.loss_chunk_size, self.offload_activations)
 
-    def summed_loss(self, batch: dict) -> torch.Tensor:
-        """Sum of the loss over the batch's labelled slots."""
-        return self._net(batch, "sum")
+    def summed_loss(self, batch: Batch) -> torch.Tensor:
+        """Sum of the loss over the batch's labelled slots (this rank's, under sequence parallelism)."""
+        return packed_loss(self.net, batch, self.step_settings, self.sequence_group)
 
-    def token_losses(self, batch: dict) -> torch.Tensor:
+    def token_losses(self, batch: Batch) -> torch.Tensor:
         """Per-slot losses [B, T] (0 where unlabelled), at least fp32."""
-        return self._net(batch, "none")
+        return packed_loss(self.net, batch, self.step_settings, self.sequence_group, "none")
 
     def run_summary(self) -> dict:
         """What TensorBoard's HPARAMS shows against val/loss: the settings that make runs differ, as
@@ -298,7 +287,7 @@ class AnchorLM(L.LightningModule):
                 logger.log_hyperparams(self.run_summary())
 
     # ------------------------------------------------------------------ training
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         total = self.summed_loss(batch)
         self.stats.current.add(total.detach() / batch["step_targets"], batch)
         if ends_step(self.trainer, batch_idx):
@@ -310,7 +299,7 @@ class AnchorLM(L.LightningModule):
         # gradient is that of (sum of losses over the whole step) / (labelled slots of the whole step).
         return total * (self.trainer.accumulate_grad_batches * self.trainer.world_size / batch["step_targets"])
 
-    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+    def on_train_batch_end(self, outputs, batch: Batch, batch_idx: int) -> None:
         if not ends_step(self.trainer, batch_idx):
             return
         # log only when Lightning writes to the loggers: reading a logged tensor is a device sync
@@ -394,7 +383,7 @@ class AnchorLM(L.LightningModule):
         self.check_finite()
 
     # ------------------------------------------------------------------ validation
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         loss = self.summed_loss(batch)
         self.val_loss_sum.update(loss)
         self.val_targets.update(batch["num_targets"])
