@@ -165,7 +165,7 @@ def test_recipe_instantiates_with_its_values(name, tmp_path):
     assert (module.mode, module.backend, module.layout) == (expected["mode"], expected["backend"], expected["layout"])
     assert (data.mode, data.layout) == (expected["mode"], expected["layout"])
     assert trainer.max_steps == expected["max_steps"]
-    assert data.anchor_id_config == expected.get("anchor_id")
+    assert data.settings.anchor_id == expected.get("anchor_id")
     optimizer = module.optimizer_factory(parameter_groups(module.net))
     group = optimizer.param_groups[0]
     assert group["lr"] == expected["lr"] and tuple(group["betas"]) == expected["betas"]
@@ -177,7 +177,7 @@ def test_recipe_instantiates_with_its_values(name, tmp_path):
         assert module.checkpoint_layers is None and module.kernels == "auto"
     if name in SMOLLM2:
         assert sum(p.numel() for p in module.net.parameters()) == 134_515_008
-        assert data.eos_id == 0 and trainer.gradient_clip_val == 1.0
+        assert data.settings.eos_id == 0 and trainer.gradient_clip_val == 1.0
     if name.endswith("-mix.yaml"):  # RULER over the last 50 steps: 5 evaluations, every 10 steps from step 60
         ruler = next(c for c in trainer.callbacks if type(c).__name__ == "RulerEval")
         assert (ruler.every, ruler.first_step, ruler.last_k) == (10, 60, 5)

@@ -261,7 +261,7 @@ def test_gzipped_jsonl_is_read(tmp_path):
 
 
 def test_tokens_outside_every_source_span_are_counted(tmp_path):
-    from anchor_lightning.data import sources
+    from anchor_lightning.data import formats
 
     path = tmp_path / "rows.jsonl"
     path.write_text(
@@ -269,7 +269,7 @@ def test_tokens_outside_every_source_span_are_counted(tmp_path):
         + "\n"
     )
     with pytest.warns(UserWarning, match="9 tokens on 1 lines lie outside every source span"):
-        documents = sources.read_token_documents(path)
+        documents = formats.read_token_documents(path)
     assert [len(d) for d in documents.token_ids] == [6, 5]
 
 

@@ -27,7 +27,7 @@ def document_lengths(source: str, total: int, seed: int = 1) -> list[int]:
     path = Path(source)
     if not path.is_file():
         raise UserError("expected exponential:MEAN:MIN:MAX or a JSONL corpus", file=source, field="--documents")
-    from anchor_lightning.data.sources import read_token_documents
+    from anchor_lightning.data.formats import read_token_documents
 
     corpus = [len(d) for d in read_token_documents(path).token_ids]
     repeats = -(-total // sum(corpus))

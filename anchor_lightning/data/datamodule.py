@@ -1,35 +1,20 @@
-"""The LightningDataModule: documents -> packed rows (cached) -> batches of the batch contract."""
+"""The LightningDataModule: the run's data settings, the rows from the pipeline (``pipeline.py``:
+source -> token store -> split -> rows, cached), loaders of the batch contract, and the resume position."""
 
 from __future__ import annotations
 
-import logging
-import warnings
-from pathlib import Path
-
 import lightning as L
-import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from anchor_lightning.checkpoint.identity import check_same_run
 from anchor_lightning.data import cache as row_cache
+from anchor_lightning.data import pipeline
 from anchor_lightning.data.batch import collate_rows
-from anchor_lightning.data.packing import (
-    MIN_SEQ_LEN,
-    PackingSpec,
-    PackStats,
-    check_mode_layout,
-    holdout_scores,
-    iter_packed_rows,
-    unknown_openings,
-)
+from anchor_lightning.data.packing import PackingSpec
 from anchor_lightning.data.sampler import EvalBatchSampler, RowRef, StepBatchSampler
-from anchor_lightning.data.sources import DEFAULT_SOURCE, DocumentSource, first_line_with_token, open_source
-from anchor_lightning.data.token_store import TokenStore, store_key, write_store
+from anchor_lightning.data.sources import DEFAULT_SOURCE
 from anchor_lightning.data.tokenizer import Tokenizer, load_tokenizer, resolve_anchor_id
 from anchor_lightning.errors import UserError
-from anchor_lightning.paths import exclusive, writable_directory
-
-log = logging.getLogger(__name__)
 
 
 class RowDataset(Dataset):
@@ -58,18 +43,6 @@ class Collator:
         return collate_rows(
             [row for _, row in items], self.mode, self.layout, [r.index for r in refs], step_targets, step_tokens
         )
-
-
-class _PartTags:
-    """The tag tokens of the documents of one part, by their position in that part (what the packer
-    indexes), read from the store without a list per document."""
-
-    def __init__(self, store: TokenStore, positions: np.ndarray | None, encoded: list[np.ndarray]) -> None:
-        self.store, self.positions, self.encoded = store, positions, encoded
-
-    def __getitem__(self, k: int) -> np.ndarray:
-        index = self.positions[k] if self.positions is not None else k
-        return self.encoded[self.store.tag_index[index]]
 
 
 class PackedDataModule(L.LightningDataModule):
@@ -137,195 +110,97 @@ class PackedDataModule(L.LightningDataModule):
         super().__init__()
         # layout is the model's choice (linked here, resolved from its backend): the model logs it
         self.save_hyperparameters(ignore=["layout"], logger=False)  # the module logs the run's summary
-        check_mode_layout(mode, layout)
-        if seq_len < MIN_SEQ_LEN:
-            raise UserError(f"row length {seq_len} is too small (at least {MIN_SEQ_LEN} slots)", field="seq_len")
-        if not 0.0 <= val_fraction < 1.0:
-            raise UserError(f"must be in [0, 1), got {val_fraction}", field="data.val_fraction")
-        if interleave_pieces is not None and interleave_pieces < 1:
-            raise UserError(f"must be at least 1, got {interleave_pieces}", field="data.interleave_pieces")
-        if interleave_window is not None and interleave_window < 1:
-            raise UserError(f"must be at least 1, got {interleave_window}", field="data.interleave_window")
-        self.train_source, self.val_source, self.val_fraction = train, val, val_fraction
-        self.format, self.text_field, self.append_eos, self.eos_id = format, text_field, append_eos, eos_id
-        self.tag_field, self.interleave_pieces, self.interleave_window = tag_field, interleave_pieces, interleave_window
-        self.tokenizer_name, self.anchor_id_config = tokenizer, anchor_id
-        self.seq_len, self.mode, self.layout = seq_len, mode, layout
+        self.settings = pipeline.DataSettings(
+            train=train,
+            val=val,
+            val_fraction=val_fraction,
+            format=format,
+            text_field=text_field,
+            tokenizer=tokenizer,
+            anchor_id=anchor_id,
+            append_eos=append_eos,
+            eos_id=eos_id,
+            tag_field=tag_field,
+            interleave_pieces=interleave_pieces,
+            interleave_window=interleave_window,
+            seq_len=seq_len,
+            mode=mode,
+            layout=layout,
+            seed=seed,
+            cache_dir=cache_dir,
+        )
+        self.settings.check()
         for field, value, least in (
             ("data.micro_batch_size", micro_batch_size, 1),
             ("data.global_batch_size", global_batch_size, 1),
             ("data.num_workers", num_workers, 0),
-            ("seq_len", seq_len, 2),
         ):
             if value is not None and value < least:
                 raise UserError(f"{value} is below {least}", field=field)
         self.micro_batch_size, self.global_batch_size = micro_batch_size, global_batch_size
-        self.seed, self.num_workers = seed, num_workers
-        self.cache_dir = Path(cache_dir)
+        self.num_workers = num_workers
         self._tokenizer: Tokenizer | None = None
-        self.train_rows: row_cache.PackedRows | None = None
-        self.val_rows: row_cache.PackedRows | None = None
+        self.prepared: pipeline.PreparedData | None = None
         self.train_sampler: StepBatchSampler | None = None
-        self.max_token_id = -1
-        self.identity: dict = {}  # which data and packing made the rows (set when they are built)
 
-    # ------------------------------------------------------------------ tokenizer and packing
+    # ------------------------------------------------------------------ settings and rows
+    @property
+    def mode(self) -> str:
+        return self.settings.mode
+
+    @property
+    def layout(self) -> str:
+        return self.settings.layout
+
+    @property
+    def seq_len(self) -> int:
+        return self.settings.seq_len
+
+    @property
+    def seed(self) -> int:
+        return self.settings.seed
+
     @property
     def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.tokenizer_name)
+            self._tokenizer = load_tokenizer(self.settings.tokenizer)
         return self._tokenizer
 
     @property
     def anchor_id(self) -> int:
-        return resolve_anchor_id(self.tokenizer, self.anchor_id_config, len(self.tokenizer))
+        return resolve_anchor_id(self.tokenizer, self.settings.anchor_id, len(self.tokenizer))
 
     def packing_spec(self) -> PackingSpec:
-        strip = {self.anchor_id, self.tokenizer.bos_token_id} - {None}
-        return PackingSpec(self.seq_len, self.layout, self.anchor_id, tuple(sorted(strip)))
+        return pipeline.packing_spec(self.settings, self.tokenizer)
 
-    def _source(self, source: str) -> DocumentSource:
-        return open_source(
-            source,
-            self.tokenizer,
-            data_format=self.format,
-            text_field=self.text_field,
-            append_eos=self.append_eos,
-            eos_id=self.eos_id,
-            tag_field=self.tag_field,
-        )
+    @property
+    def train_rows(self) -> row_cache.PackedRows | None:
+        return self.prepared.train if self.prepared is not None else None
 
-    def _interleave(self) -> tuple | None:
-        return (self.interleave_pieces, self.seed, self.interleave_window) if self.interleave_pieces else None
+    @property
+    def val_rows(self) -> row_cache.PackedRows | None:
+        return self.prepared.val if self.prepared is not None else None
 
-    def _pack(self, store: TokenStore, positions: np.ndarray | None, spec: PackingSpec, stats: PackStats):
-        """Rows of the store's documents at ``positions`` (all when None), streamed."""
-        documents = store.documents(positions)
-        tags = None
-        if store.tag_index is not None:
-            encoded = [np.asarray(ids, dtype=np.int64) for ids in self.tokenizer.encode_batch(store.tag_names)]
-            tags = _PartTags(store, positions, encoded)
-        try:
-            yield from iter_packed_rows(documents, spec, stats, tags, self._interleave())
-        except ValueError as err:
-            raise UserError(str(err), field="data.tag_field") from None
+    @property
+    def identity(self) -> dict:
+        """Which data and packing made the rows (empty until they are built)."""
+        return self.prepared.identity if self.prepared is not None else {}
+
+    @property
+    def max_token_id(self) -> int:
+        return self.prepared.max_token_id if self.prepared is not None else -1
 
     def locate_token(self, at_least: int) -> tuple[str | None, int | None]:
         """(file, line) of the first pre-tokenized line holding an id >= ``at_least``, for error messages."""
-        for source in (self.train_source, self.val_source):
-            if source is None:
-                continue
-            found = first_line_with_token(Path(source), at_least)
-            if found is not None:
-                return source, found
-        return (None, None)
-
-    def _check_openings(self, store: TokenStore, description: str) -> None:
-        """Refuse (a special token) or warn about pre-tokenized documents that mostly open with an id the
-        packer neither strips nor uses as F: a BOS of another tokenizer, kept as content after F."""
-        spec = self.packing_spec()
-        openings, total = unknown_openings(store.first_tokens, spec), len(store)
-        if not openings:
-            return
-        token, count = openings.most_common(1)[0]
-        if count < max(2, total // 2):
-            return
-        message = (
-            f"{count} of {total} documents of {description} open with token id {token}, which is neither the first "
-            f"token F ({spec.first_token_id}) nor stripped ({', '.join(map(str, spec.strip_ids)) or 'nothing'}): "
-            "it would stay as content right after F"
-        )
-        if token in self.tokenizer.special_ids:
-            raise UserError(
-                f"{message}; it is a special token of the tokenizer: was the data tokenized for this model? "
-                "(data.anchor_id sets F; the tokenizer's BOS is stripped)",
-                field="data.train",
-            )
-        warnings.warn(
-            f"{message} (if it is a BOS of the tokenizer the data was made with, the data does not match "
-            "data.tokenizer)",
-            stacklevel=2,
-        )
-
-    def _store(self, source: DocumentSource) -> TokenStore:
-        """The source's tokenized documents, from the cache or tokenized now (by one process at a time)."""
-        directory = writable_directory(self.cache_dir, "data.cache_dir") / f"tokens-{store_key(source.fingerprint)}"
-        with exclusive(
-            directory.with_name(f".{directory.name}.lock"),
-            f"waiting for another process tokenizing {source.description}",
-        ):
-            if (directory / "meta.json").is_file():
-                return TokenStore(directory)
-            return write_store(directory, source.documents(), source.description, source.size)
-
-    def _cached(
-        self, fingerprint: str, part: str, store: TokenStore, positions: np.ndarray | None
-    ) -> row_cache.PackedRows:
-        """The packed rows of the store's documents at ``positions`` under this spec, from the cache or
-        packed now (by one process at a time)."""
-        spec = self.packing_spec()
-        parts = {"documents": fingerprint, "part": part, "spec": spec.__dict__, "interleave": self._interleave()}
-        directory = writable_directory(self.cache_dir, "data.cache_dir") / row_cache.cache_key(parts)
-        with exclusive(
-            directory.with_name(f".{directory.name}.lock"), f"waiting for another process packing {part} rows"
-        ):
-            if (directory / "meta.json").is_file():
-                return row_cache.load_rows(directory)
-            stats = PackStats()
-            rows = row_cache.write_rows(directory, self._pack(store, positions, spec, stats), stats, parts)
-        log.info("packed %s rows of %s: %s", part, fingerprint, stats.as_dict())
-        return rows
+        return pipeline.locate_token(self.settings, at_least)
 
     def prepare_data(self) -> None:
         """Tokenize and pack once per node (local rank 0); :meth:`setup` then loads the cache."""
-        self._build()
+        self.prepared = pipeline.prepare_rows(self.settings, self.tokenizer)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_rows is None:
-            self._build()
-
-    def _validation_positions(self, count: int) -> np.ndarray:
-        """Indices of the held-out documents: a hash below ``val_fraction`` (at least one document)."""
-        scores = holdout_scores(np.arange(count))
-        held = np.flatnonzero(scores < self.val_fraction)
-        if len(held) == 0:
-            held = np.asarray([int(np.argmin(scores))])
-        if len(held) >= count:
-            raise UserError("too few documents to hold out a validation share", field="data.val_fraction")
-        return held
-
-    def _build(self) -> None:
-        train = self._source(self.train_source)
-        store = self._store(train)
-        if train.pretokenized:
-            self._check_openings(store, train.description)
-        held_out = self.val_source is None and self.val_fraction > 0
-        split_key = f"{train.fingerprint}/holdout={f'hash:{self.val_fraction}' if held_out else 0}"
-        val = self._source(self.val_source) if self.val_source is not None else None
-        self.identity = {
-            "train": split_key,
-            "val": val.fingerprint if val is not None else None,
-            "packing": dict(self.packing_spec().__dict__),
-            "tags": self.tag_field,
-            "interleave": list(self._interleave()) if self.interleave_pieces else None,
-        }
-        train_positions = val_positions = None
-        if held_out:
-            val_positions = self._validation_positions(len(store))
-            keep = np.ones(len(store), dtype=bool)
-            keep[val_positions] = False
-            train_positions = np.flatnonzero(keep)
-        self.train_rows = self._cached(split_key, "train", store, train_positions)
-        if len(self.train_rows) == 0:
-            raise UserError("the training data set packs into no rows (no document has content)", field="data.train")
-        if val is not None:
-            val_store = self._store(val)
-            self.val_rows = self._cached(val.fingerprint, "val", val_store, None)
-        elif held_out:
-            self.val_rows = self._cached(split_key, "val", store, val_positions)
-        self.max_token_id = max(
-            rows.max_token_id for rows in (self.train_rows, self.val_rows) if rows is not None and len(rows)
-        )
+        if self.prepared is None:
+            self.prepared = pipeline.prepare_rows(self.settings, self.tokenizer)
 
     # ------------------------------------------------------------------ loaders
     def _distributed(self) -> tuple[int, int, int]:

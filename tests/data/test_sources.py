@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import transformers
 
-from anchor_lightning.data import sources
+from anchor_lightning.data import formats, sources
 from anchor_lightning.data.datamodule import PackedDataModule
 from anchor_lightning.data.default_corpus import generate_documents
 from anchor_lightning.data.tokenizer import ByteTokenizer
@@ -27,7 +27,7 @@ def llama_tokenizer_dir(tmp_path_factory):
 
 @needs_shared
 def test_pre_tokenized_rows_split_into_their_source_documents():
-    documents = sources.read_token_documents(SHARED_DATA / "wikitext2-valid.tokenized.jsonl", tag_field="domain")
+    documents = formats.read_token_documents(SHARED_DATA / "wikitext2-valid.tokenized.jsonl", tag_field="domain")
     docs = documents.token_ids
     assert documents.tags == ["wikitext"] * 60
     assert len(docs) == 60
@@ -110,11 +110,11 @@ def test_datasets_directory_with_token_ids(tmp_path):
 def test_pre_tokenized_without_source_is_one_document(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text(json.dumps({"input_ids": [1, 5, 6, 2, 1, 7, 2]}) + "\n")
-    assert [d.tolist() for d in sources.read_token_documents(path).token_ids] == [[1, 5, 6, 2, 1, 7, 2]]
+    assert [d.tolist() for d in formats.read_token_documents(path).token_ids] == [[1, 5, 6, 2, 1, 7, 2]]
     path.write_text(
         json.dumps({"input_ids": [1, 5, 6, 2, 1, 7, 2], "source": [{"end": 4}, {"start": 4, "end": 7}]}) + "\n"
     )
-    assert [d.tolist() for d in sources.read_token_documents(path).token_ids] == [[1, 5, 6, 2], [1, 7, 2]]
+    assert [d.tolist() for d in formats.read_token_documents(path).token_ids] == [[1, 5, 6, 2], [1, 7, 2]]
 
 
 @needs_shared
