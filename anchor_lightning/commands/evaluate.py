@@ -280,7 +280,8 @@ def run_ruler(args) -> dict:
     g = result["generation"]
     print(
         f"  prefill {g['prefill_tokens']:,} tokens at {g['prefill_tokens_per_second'] or 0:,.0f}/s, decode "
-        f"{g['decode_tokens']:,} tokens at {g['decode_tokens_per_second'] or 0:,.0f}/s; samples built in "
+        f"{g['decode_tokens']:,} tokens at {g['decode_tokens_per_second'] or 0:,.0f}/s (CUDA graph in "
+        f"{g['graph_batches']} of {g['graph_batches'] + g['eager_batches']} batches); samples built in "
         f"{result['seconds']['samples']:.1f} s, generation {result['seconds']['generation']:.1f} s"
     )
     print(f"wrote {json_path} and {figure}")

@@ -7,6 +7,12 @@ budget, as ``model.generate(do_sample=False)`` would with left padding. The cach
 per batch (:class:`PreallocatedLayer`: no copy of the whole cache per generated token), and the batch
 size is planned from the model's shape and the free memory before anything runs
 (:func:`plan_batch`), so a prompt that cannot fit stops with one line before the first forward pass.
+
+A decode step has the same shapes every time: it attends to the whole cache through a 4D mask that
+opens one slot a step, and every input it reads (token, position, slot, mask) is a buffer updated in
+place. So on a GPU the step is captured once per batch in a CUDA graph and replayed (one launch for
+the whole step instead of a thousand: small models are otherwise bound by the host); on a CPU, or
+where capture fails, the same step runs eagerly.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ class GenerationStats:
     prefill_seconds: float = 0.0
     decode_tokens: int = 0
     decode_seconds: float = 0.0
+    graph_batches: int = 0  # batches whose decode steps ran from a CUDA graph
+    eager_batches: int = 0  # batches whose decode steps ran eagerly (CPU, or where capture failed)
 
     def as_json(self) -> dict:
         rate = lambda tokens, seconds: round(tokens / seconds, 1) if seconds else None  # noqa: E731
@@ -42,6 +50,8 @@ class GenerationStats:
             "decode_tokens": self.decode_tokens,
             "decode_seconds": round(self.decode_seconds, 3),
             "decode_tokens_per_second": rate(self.decode_tokens, self.decode_seconds),
+            "graph_batches": self.graph_batches,
+            "eager_batches": self.eager_batches,
         }
 
 
@@ -97,14 +107,14 @@ def free_memory(device: torch.device, cpu_bytes: int = 4 * GIB, headroom: float 
 
 class PreallocatedLayer(DynamicLayer):
     """One layer's KV cache for a left-padded batch, allocated once at ``[batch, kv_heads, capacity,
-    head_dim]``. While :meth:`prefill_row` is set, an update writes one prompt's keys right-aligned into
-    its row at the end of the prompt region and returns them alone (the prompt attends to itself);
-    afterwards each update appends one step for the whole batch and returns the filled part."""
+    head_dim]``. While :attr:`row` is set, an update writes one prompt's keys right-aligned into its row
+    at the end of the prompt region and returns them alone (the prompt attends to itself); afterwards
+    each update writes one step for the whole batch at slot ``slot`` (a device tensor shared by the
+    layers, advanced in place) and returns the whole cache (the step's mask hides the unfilled slots)."""
 
-    def __init__(self, batch: int, capacity: int, prompt_region: int) -> None:
+    def __init__(self, batch: int, capacity: int, prompt_region: int, slot: torch.Tensor) -> None:
         super().__init__()
-        self.batch, self.capacity, self.region = batch, capacity, prompt_region
-        self.length = 0  # filled slots of the decode phase (0 while prefilling)
+        self.batch, self.capacity, self.region, self.slot = batch, capacity, prompt_region, slot
         self.row: int | None = None
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
@@ -122,14 +132,17 @@ class PreallocatedLayer(DynamicLayer):
             self.keys[self.row, :, self.region - n : self.region] = key_states[0]
             self.values[self.row, :, self.region - n : self.region] = value_states[0]
             return key_states, value_states
-        n = key_states.shape[-2]
-        self.keys[:, :, self.length : self.length + n] = key_states
-        self.values[:, :, self.length : self.length + n] = value_states
-        self.length += n
-        return self.keys[:, :, : self.length], self.values[:, :, : self.length]
+        self.keys.index_copy_(2, self.slot, key_states)
+        self.values.index_copy_(2, self.slot, value_states)
+        return self.keys, self.values
 
     def get_seq_length(self) -> int:
-        return self.length
+        # a prompt being prefilled attends only to itself; a decode step's slot is on the device (its
+        # mask, given in 4D, is used as it is)
+        return 0 if self.row is not None else self.region
+
+    def get_max_cache_shape(self) -> int:
+        return self.capacity
 
 
 def _cache_keyword(model) -> str:
@@ -142,6 +155,72 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class _DecodeStep:
+    """One greedy decode step of the whole batch on static buffers: open the slot being written in the
+    mask, run the model on the last tokens at their positions, record the next tokens in ``history``,
+    then advance slot, positions and column in place. :meth:`run` replays it from a CUDA graph on a GPU
+    (captured at the first call) or calls it eagerly."""
+
+    def __init__(self, model, cache, keyword: str, tokens, positions, mask, slot, history, stops) -> None:
+        self.model, self.cache, self.keyword = model, cache, keyword
+        self.tokens, self.positions, self.mask, self.slot = tokens, positions, mask, slot
+        self.history, self.stops = history, stops
+        self.column = torch.ones(1, dtype=torch.long, device=tokens.device)
+        self.finished = torch.isin(tokens, stops)
+        self.graph = None
+        self.use_graph = tokens.device.type == "cuda"
+
+    def step(self) -> None:
+        self.mask.index_fill_(3, self.slot, 0.0)
+        out = self.model(
+            input_ids=self.tokens[:, None],
+            attention_mask=self.mask,
+            position_ids=self.positions[:, None],
+            use_cache=True,
+            logits_to_keep=1,
+            **{self.keyword: self.cache},
+        )
+        nxt = out.logits[:, -1].argmax(-1)
+        self.history.index_copy_(1, self.column, nxt[:, None])
+        self.finished.logical_or_(torch.isin(nxt, self.stops))
+        self.tokens.copy_(nxt)
+        self.positions.add_(1)
+        self.slot.add_(1)
+        self.column.add_(1)
+
+    def _capture(self) -> bool:
+        """Capture :meth:`step` in a CUDA graph, leaving every buffer as it was; False where it cannot
+        be captured (the step then runs eagerly)."""
+        saved = [t.clone() for t in (self.tokens, self.positions, self.slot, self.column, self.finished)]
+        mask = self.mask.clone()
+        try:
+            stream = torch.cuda.Stream(self.tokens.device)
+            stream.wait_stream(torch.cuda.current_stream(self.tokens.device))
+            with torch.cuda.stream(stream):
+                self.step()  # warm-up (lazy allocations, kernel choices) on a side stream
+            torch.cuda.current_stream(self.tokens.device).wait_stream(stream)
+            for t, s in zip((self.tokens, self.positions, self.slot, self.column, self.finished), saved):
+                t.copy_(s)
+            self.mask.copy_(mask)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.step()
+        except RuntimeError:
+            self.use_graph = False
+            graph = None
+        for t, s in zip((self.tokens, self.positions, self.slot, self.column, self.finished), saved):
+            t.copy_(s)
+        self.mask.copy_(mask)
+        self.graph = graph
+        return graph is not None
+
+    def run(self) -> None:
+        if self.use_graph and (self.graph is not None or self._capture()):
+            self.graph.replay()
+        else:
+            self.step()
+
+
 @torch.no_grad()
 def generate_batch(
     model,
@@ -151,16 +230,20 @@ def generate_batch(
     capacity: int | None = None,
     stats: GenerationStats | None = None,
     all_done: Callable[[bool], bool] | None = None,
+    check_every: int = 8,
 ) -> list[list[int]]:
     """Greedy continuations of ``prompts`` (decoded together), each cut before its first stop token.
     ``capacity`` (default: the longest prompt) is the prompt region of the cache, and ``all_done``
-    (given a bool: whether this batch is done) lets ranks that share the model decode in step."""
+    (given a bool: whether this batch is done) lets ranks that share the model decode in step. Whether
+    every prompt has stopped is read every ``check_every`` steps (each read waits for the device)."""
     device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
     region = max(capacity or 0, max(len(p) for p in prompts))
-    batch = len(prompts)
+    batch, total = len(prompts), region + max_new_tokens
     layers = _text_config(model.config).num_hidden_layers
+    slot = torch.full((1,), region, dtype=torch.long, device=device)
     cache = DynamicCache()
-    cache.layers = [PreallocatedLayer(batch, region + max_new_tokens, region) for _ in range(layers)]
+    cache.layers = [PreallocatedLayer(batch, total, region, slot) for _ in range(layers)]
     keyword = _cache_keyword(model)
     _sync(device)
     began = time.perf_counter()
@@ -172,36 +255,32 @@ def generate_batch(
         out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **{keyword: cache})
         first.append(out.logits[0, -1].argmax())
     for layer in cache.layers:
-        layer.row, layer.length = None, region
+        layer.row = None
     tokens = torch.stack(first)
     _sync(device)
     middle = time.perf_counter()
     lengths = torch.tensor([len(p) for p in prompts], device=device)
-    real = torch.arange(region, device=device)[None, :] >= (region - lengths)[:, None]  # left padding
-    mask = torch.cat([real, torch.ones(batch, max_new_tokens, dtype=torch.bool, device=device)], 1).long()
+    # the additive mask of every slot: a prompt's own slots (left padding) open, the generated ones
+    # opened one a step as they are written
+    mask = torch.full((batch, 1, 1, total), torch.finfo(dtype).min, dtype=dtype, device=device)
+    mask[:, 0, 0, :region].masked_fill_(torch.arange(region, device=device)[None, :] >= (region - lengths)[:, None], 0)
     stops = (
         torch.tensor(sorted(stop_ids), device=device) if stop_ids else torch.empty(0, dtype=torch.long, device=device)
     )
-    generated = [tokens]
-    finished = torch.isin(tokens, stops)
-    for step in range(1, max_new_tokens):
-        done = bool(finished.all())
-        if all_done(done) if all_done is not None else done:
-            break
-        out = model(
-            input_ids=tokens[:, None],
-            attention_mask=mask[:, : region + step],
-            position_ids=(lengths + step - 1)[:, None],
-            use_cache=True,
-            logits_to_keep=1,
-            **{keyword: cache},
-        )
-        tokens = out.logits[:, -1].argmax(-1)
-        generated.append(tokens)
-        finished |= torch.isin(tokens, stops)
+    history = torch.zeros(batch, max_new_tokens, dtype=torch.long, device=device)
+    history[:, 0] = tokens
+    step = _DecodeStep(model, cache, keyword, tokens.clone(), lengths.clone(), mask, slot, history, stops)
+    done_steps = 1
+    while done_steps < max_new_tokens:
+        if (done_steps - 1) % check_every == 0:
+            done = bool(step.finished.all())
+            if all_done(done) if all_done is not None else done:
+                break
+        step.run()
+        done_steps += 1
     _sync(device)
     end = time.perf_counter()
-    rows = torch.stack(generated, 1).tolist()
+    rows = history[:, :done_steps].tolist()
     outputs = []
     for row in rows:
         cut = next((i for i, t in enumerate(row) if t in stop_ids), len(row))
@@ -211,6 +290,10 @@ def generate_batch(
         stats.prefill_seconds += middle - began
         stats.decode_tokens += sum(len(o) for o in outputs)
         stats.decode_seconds += end - middle
+        if step.graph is not None:
+            stats.graph_batches += 1
+        else:
+            stats.eager_batches += 1
     return outputs
 
 

@@ -12,11 +12,13 @@
 #   bylength    4K, 8K, 16K and 32K as timing, one run a length (each length's result comes back even
 #               when a later one is cut off; the speed is the sum of the runs)
 #   short       4K and 8K (the base model's table), F = <|endoftext|> (id 0) opening every prompt
+#   long        16K and 32K, as short
 #   specials    4K and 8K fed exactly as RULER feeds them (tokenizer(prompt): no first token here)
 #   gputests    the GPU tests of generation and RULER
 # One call without the GGUF (carry .carry/smol-shape: SmolLM2's config and tokenizer files, and .whl):
-#   bash lab/gpu/ruler.sh shape gputests   the speed of 4K ... 32K on SmolLM2's shape with random
-#                                              weights (their scores mean nothing), one length a run
+#   bash lab/gpu/ruler.sh shape gputests   the GPU tests, then the speed of 4K ... 32K (SHAPE_LENGTHS)
+#                                              on SmolLM2's shape with random weights (their scores mean
+#                                              nothing; they never stop early: the worst case), one length a run
 set -uo pipefail
 OUT=${OUT:?OUT: the folder whose files come back}
 GGUF=/tmp/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -34,15 +36,14 @@ torch.manual_seed(0)
 model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained('.carry/smol-shape'), dtype=torch.bfloat16)
 model.save_pretrained('/tmp/smol-shape')
 " && cp .carry/smol-shape/tokenizer* .carry/smol-shape/generation_config.json /tmp/smol-shape/ || exit 1
-  for n in 4096 8192 16384 32768; do
+  [ "${2:-}" = gputests ] && python3 -m pytest -q -p no:cacheprovider tests/gpu -k "generation or ruler or graph" 2>&1 | tail -5
+  for n in ${SHAPE_LENGTHS:-4096 8192 16384 32768}; do
     began=$SECONDS
     python3 -m anchor_lightning evaluate --suite ruler --model /tmp/smol-shape --samples 100 --tasks offline \
-      --first_token 0 --lengths $n --out "$OUT/shape-$n" --no_progress 2>&1 | grep -E "average|prefill|error"
+      --first_token 0 --lengths $n --out "$OUT/shape-$n" --no_progress 2>&1 | grep -E "average|prefill|error|graph"
     echo "shape $n: $((SECONDS - began)) s wall"
     rm -f "$OUT/shape-$n/ruler_heatmap.png"
   done
-  shift
-  [ "${1:-}" = gputests ] && python3 -m pytest -q -p no:cacheprovider tests/gpu -k "generation" 2>&1 | tail -5
   exit 0
 fi
 if [ "${1:-}" = piece ]; then
@@ -75,8 +76,9 @@ for part in "$@"; do
     timing) ruler timing --first_token 0 --lengths 4096 8192 16384 32768 ;;
     bylength) for n in 4096 8192 16384 32768; do ruler "len-$n" --first_token 0 --lengths $n; rm -f "$OUT/len-$n/ruler_heatmap.png"; done ;;
     short) ruler short --first_token 0 --lengths 4096 8192 ;;
+    long) ruler long --first_token 0 --lengths 16384 32768 ;;
     specials) ruler specials --tokenizer_specials --lengths 4096 8192 ;;
-    gputests) python3 -m pytest -q -p no:cacheprovider tests/gpu -k "generation or ruler" 2>&1 | tail -15 ;;
+    gputests) python3 -m pytest -q -p no:cacheprovider tests/gpu -k "generation or ruler or graph" 2>&1 | tail -15 ;;
     *) echo "unknown part $part"; exit 2 ;;
   esac
 done

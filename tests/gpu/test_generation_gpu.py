@@ -28,3 +28,24 @@ def test_generation_equals_generate_on_cuda():
         ref = ref[0, len(prompt) :].tolist()
         assert got == (ref[: ref.index(2)] if 2 in ref else ref)
     assert stats.prefill_tokens == sum(map(len, prompts)) and stats.decode_seconds > 0
+    assert (stats.graph_batches, stats.eager_batches) == (1, 0)  # the decode steps ran from a CUDA graph
+
+
+def test_graph_decode_equals_eager_decode_in_bf16():
+    """The captured step replays exactly what the eager step computes (same kernels, same buffers)."""
+    from anchor_lightning.eval import generation
+
+    model = LlamaForCausalLM(tiny_config("llama", max_position_embeddings=4096)).cuda().to(torch.bfloat16).eval()
+    g = torch.Generator().manual_seed(5)
+    prompts = [torch.randint(3, 97, (n,), generator=g).tolist() for n in (1500, 64, 700)]
+    graphed = GenerationStats()
+    ours = generate_batch(model, prompts, 40, {2}, stats=graphed)
+    eager = GenerationStats()
+    original = generation._DecodeStep.run
+    try:
+        generation._DecodeStep.run = generation._DecodeStep.step  # no capture: every step eagerly
+        again = generate_batch(model, prompts, 40, {2}, stats=eager)
+    finally:
+        generation._DecodeStep.run = original
+    assert ours == again
+    assert graphed.graph_batches == 1 and eager.graph_batches == 0
