@@ -17,9 +17,10 @@ where capture fails, the same step runs eagerly.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -145,6 +146,48 @@ class PreallocatedLayer(DynamicLayer):
         return self.capacity
 
 
+GROUPED_SDPA = "anchor_lightning_grouped_sdpa"  # the attention implementation generation registers
+
+
+def grouped_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
+    """transformers' SDPA attention, except a decode step (one query, a mask) attends with the query
+    heads grouped by their key/value head, ``[B, kv_heads, group, D]`` against ``[B, kv_heads, T, D]``:
+    no copy of the cache per group of heads (transformers repeats keys and values when a mask is given,
+    which triples a GQA model's memory traffic per step)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    batch, heads, q_len, dim = query.shape
+    kv_heads = key.shape[1]
+    if q_len != 1 or attention_mask is None or heads == kv_heads:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
+        )
+    grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim)
+    out = torch.nn.functional.scaled_dot_product_attention(grouped, key, value, attn_mask=attention_mask, scale=scaling)
+    return out.reshape(batch, heads, 1, dim).transpose(1, 2).contiguous(), None
+
+
+@contextlib.contextmanager
+def grouped_decode_attention(model) -> Iterator[None]:
+    """Run ``model`` with :func:`grouped_sdpa` (registered through transformers' ``AttentionInterface``)
+    while generating, and give its attention implementation back afterwards. Only a plain SDPA model
+    switches: one with a sliding window or logit soft-capping keeps its own attention."""
+    config = _text_config(model.config)
+    current = getattr(model.config, "_attn_implementation", None)
+    plain = not getattr(config, "sliding_window", None) and not getattr(config, "attn_logit_softcapping", None)
+    if current != "sdpa" or not plain or not hasattr(model, "set_attn_implementation"):
+        yield
+        return
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(GROUPED_SDPA, grouped_sdpa)
+    model.set_attn_implementation(GROUPED_SDPA)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(current)
+
+
 def _cache_keyword(model) -> str:
     # transformers 5.24 renamed past_key_values to cache (the old name still works there, with a warning)
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -236,6 +279,20 @@ def generate_batch(
     ``capacity`` (default: the longest prompt) is the prompt region of the cache, and ``all_done``
     (given a bool: whether this batch is done) lets ranks that share the model decode in step. Whether
     every prompt has stopped is read every ``check_every`` steps (each read waits for the device)."""
+    with grouped_decode_attention(model):
+        return _generate(model, prompts, max_new_tokens, stop_ids, capacity, stats, all_done, check_every)
+
+
+def _generate(
+    model,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    stop_ids: set[int],
+    capacity: int | None = None,
+    stats: GenerationStats | None = None,
+    all_done: Callable[[bool], bool] | None = None,
+    check_every: int = 8,
+) -> list[list[int]]:
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     region = max(capacity or 0, max(len(p) for p in prompts))

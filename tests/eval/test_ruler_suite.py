@@ -50,6 +50,34 @@ def test_batched_generation_equals_generate_prompt_by_prompt():
     assert (stats.graph_batches, stats.eager_batches) == (0, 1)  # on a CPU the decode step runs eagerly
 
 
+def test_grouped_decode_attention_equals_sdpa_and_is_given_back():
+    """A decode step attends with the query heads grouped by key/value head (no repeated cache), the
+    same numbers as transformers' SDPA; generation uses it and restores the model's implementation."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from anchor_lightning.eval import generation
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config("llama")).eval()  # 4 query heads over 2 key/value heads
+    module = model.model.layers[0].self_attn
+    query, key, value = torch.randn(3, 4, 1, 8), torch.randn(3, 2, 50, 8), torch.randn(3, 2, 50, 8)
+    mask = torch.zeros(3, 1, 1, 50)
+    mask[0, ..., :20] = torch.finfo(torch.float32).min  # left padding of the first row
+    ours, _ = generation.grouped_sdpa(module, query, key, value, mask, scaling=0.35)
+    theirs, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.35)
+    torch.testing.assert_close(ours, theirs)
+
+    seen = []
+    original = generation.grouped_sdpa
+    try:
+        generation.grouped_sdpa = lambda *a, **k: seen.append(a[1].shape[2]) or original(*a, **k)
+        generate_batch(model, [[5, 6, 7], [8, 9]], 4, set())
+    finally:
+        generation.grouped_sdpa = original
+    assert 1 in seen and 3 in seen  # the decode steps (one query) and the prefill went through it
+    assert model.config._attn_implementation == "sdpa"
+
+
 def test_memory_plan_refuses_a_7b_at_128k_on_an_80gb_card_before_it_starts():
     llama2_7b = LlamaConfig(
         hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, vocab_size=32000
