@@ -29,6 +29,7 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 from anchor_lightning.errors import UserError
 
 GIB = 1024**3
+PREFILL_TOKENS = 32768  # prompt slots prefilled in one forward pass (short prompts go several at a time)
 
 
 @dataclass
@@ -70,22 +71,24 @@ def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
 
 
 def prefill_bytes(config, tokens: int, dtype: torch.dtype) -> int:
-    """A bound on one prompt's transient prefill memory: a layer's largest activations (the MLP's gate,
-    up and product, the attention's q/k/v/output, the residual stream) and one position's fp32 logits."""
+    """A bound on one prefill pass's transient memory over ``tokens`` slots: a layer's largest activations
+    (the MLP's gate, up and product, the attention's q/k/v/output, the residual stream) and the fp32
+    logits of a few positions."""
     c = _text_config(config)
     size = torch.empty((), dtype=dtype).element_size()
     intermediate = getattr(c, "intermediate_size", 4 * c.hidden_size)
-    return tokens * (3 * intermediate + 8 * c.hidden_size) * size + 4 * c.vocab_size * 4
+    return tokens * (3 * intermediate + 8 * c.hidden_size) * size + 64 * c.vocab_size * 4
 
 
 def plan_batch(
     config, longest: int, new_tokens: int, dtype: torch.dtype, free_bytes: int, most: int = 256, what: str = "prompt"
 ) -> int:
     """How many prompts of up to ``longest`` tokens decode together: their cache of ``longest +
-    new_tokens`` slots each, with one prompt's prefill on top, within ``free_bytes``. A prompt that
-    cannot fit alone stops with one line."""
+    new_tokens`` slots each, with one prefill pass on top (as many prompts as fit in ``PREFILL_TOKENS``
+    slots, or one), within ``free_bytes``. A prompt that cannot fit alone stops with one line."""
     per_row = kv_bytes_per_token(config, dtype) * (longest + new_tokens)
-    prefill = prefill_bytes(config, longest, dtype)
+    together = max(1, PREFILL_TOKENS // longest)  # prompts prefilled in one pass (generate_batch)
+    prefill = prefill_bytes(config, together * longest, dtype)
     rows = (free_bytes - prefill) // per_row
     if rows < 1:
         raise UserError(
@@ -108,15 +111,16 @@ def free_memory(device: torch.device, cpu_bytes: int = 4 * GIB, headroom: float 
 
 class PreallocatedLayer(DynamicLayer):
     """One layer's KV cache for a left-padded batch, allocated once at ``[batch, kv_heads, capacity,
-    head_dim]``. While :attr:`row` is set, an update writes one prompt's keys right-aligned into its row
-    at the end of the prompt region and returns them alone (the prompt attends to itself); afterwards
+    head_dim]``. While :attr:`rows` is set (``(row, length)`` of each prompt of a prefill, padded on the
+    right to the longest), an update writes each prompt's keys right-aligned into its row at the end of
+    the prompt region and returns the prefill's own (the prompts attend to themselves); afterwards
     each update writes one step for the whole batch at slot ``slot`` (a device tensor shared by the
     layers, advanced in place) and returns the whole cache (the step's mask hides the unfilled slots)."""
 
     def __init__(self, batch: int, capacity: int, prompt_region: int, slot: torch.Tensor) -> None:
         super().__init__()
         self.batch, self.capacity, self.region, self.slot = batch, capacity, prompt_region, slot
-        self.row: int | None = None
+        self.rows: list[tuple[int, int]] | None = None
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         shape = (self.batch, key_states.shape[1], self.capacity, key_states.shape[-1])
@@ -128,10 +132,10 @@ class PreallocatedLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        if self.row is not None:
-            n = key_states.shape[-2]
-            self.keys[self.row, :, self.region - n : self.region] = key_states[0]
-            self.values[self.row, :, self.region - n : self.region] = value_states[0]
+        if self.rows is not None:
+            for k, (row, n) in enumerate(self.rows):
+                self.keys[row, :, self.region - n : self.region] = key_states[k, :, :n]
+                self.values[row, :, self.region - n : self.region] = value_states[k, :, :n]
             return key_states, value_states
         self.keys.index_copy_(2, self.slot, key_states)
         self.values.index_copy_(2, self.slot, value_states)
@@ -140,7 +144,7 @@ class PreallocatedLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         # a prompt being prefilled attends only to itself; a decode step's slot is on the device (its
         # mask, given in 4D, is used as it is)
-        return 0 if self.row is not None else self.region
+        return 0 if self.rows is not None else self.region
 
     def get_max_cache_shape(self) -> int:
         return self.capacity
@@ -274,13 +278,18 @@ def generate_batch(
     stats: GenerationStats | None = None,
     all_done: Callable[[bool], bool] | None = None,
     check_every: int = 8,
+    prefill_tokens: int = PREFILL_TOKENS,
 ) -> list[list[int]]:
     """Greedy continuations of ``prompts`` (decoded together), each cut before its first stop token.
     ``capacity`` (default: the longest prompt) is the prompt region of the cache, and ``all_done``
     (given a bool: whether this batch is done) lets ranks that share the model decode in step. Whether
-    every prompt has stopped is read every ``check_every`` steps (each read waits for the device)."""
+    every prompt has stopped is read every ``check_every`` steps (each read waits for the device).
+    Prompts are prefilled together, padded on the right, up to ``prefill_tokens`` slots a forward pass
+    (one at a time when they are longer)."""
     with grouped_decode_attention(model):
-        return _generate(model, prompts, max_new_tokens, stop_ids, capacity, stats, all_done, check_every)
+        return _generate(
+            model, prompts, max_new_tokens, stop_ids, capacity, stats, all_done, check_every, prefill_tokens
+        )
 
 
 def _generate(
@@ -292,6 +301,7 @@ def _generate(
     stats: GenerationStats | None = None,
     all_done: Callable[[bool], bool] | None = None,
     check_every: int = 8,
+    prefill_tokens: int = PREFILL_TOKENS,
 ) -> list[list[int]]:
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
@@ -305,15 +315,25 @@ def _generate(
     _sync(device)
     began = time.perf_counter()
     first = []
-    for row, prompt in enumerate(prompts):
+    together = max(1, prefill_tokens // region)
+    for start in range(0, batch, together):
+        group = prompts[start : start + together]
+        longest = max(len(p) for p in group)
         for layer in cache.layers:
-            layer.row = row
-        ids = torch.tensor([list(prompt)], device=device)
-        out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **{keyword: cache})
-        first.append(out.logits[0, -1].argmax())
+            layer.rows = [(start + k, len(p)) for k, p in enumerate(group)]
+        # padded on the right: under causal attention no prompt token sees the padding, and every
+        # prompt's positions run from 0 as they would alone
+        ids = torch.zeros(len(group), longest, dtype=torch.long)
+        for k, p in enumerate(group):
+            ids[k, : len(p)] = torch.as_tensor(list(p))
+        last = torch.tensor([len(p) - 1 for p in group])
+        keep = torch.unique(last)
+        out = model(input_ids=ids.to(device), use_cache=True, logits_to_keep=keep.to(device), **{keyword: cache})
+        where = torch.searchsorted(keep, last).to(device)
+        first.append(out.logits[torch.arange(len(group), device=device), where].argmax(-1))
     for layer in cache.layers:
-        layer.row = None
-    tokens = torch.stack(first)
+        layer.rows = None
+    tokens = torch.cat(first)
     _sync(device)
     middle = time.perf_counter()
     lengths = torch.tensor([len(p) for p in prompts], device=device)

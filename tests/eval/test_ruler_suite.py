@@ -86,9 +86,9 @@ def test_memory_plan_refuses_a_7b_at_128k_on_an_80gb_card_before_it_starts():
     with pytest.raises(UserError, match=r"131,072-token RULER prompt needs .* GiB .* 71\.\d GiB are free"):
         plan_batch(llama2_7b, 131072, 128, torch.bfloat16, int(79.6 * GIB * 0.9), what="RULER prompt")
     assert plan_batch(llama2_7b, 131072, 128, torch.bfloat16, int(139 * GIB * 0.9)) == 1
-    free = int(139 * GIB * 0.9)  # many 4K prompts: as many caches as fit beside one prefill
-    rows = (free - prefill_bytes(llama2_7b, 4096, torch.bfloat16)) // (512 * 1024 * (4096 + 128))
-    assert plan_batch(llama2_7b, 4096, 128, torch.bfloat16, free, most=256) == rows == 60
+    free = int(139 * GIB * 0.9)  # many 4K prompts: as many caches as fit beside one prefill pass of 8 prompts
+    rows = (free - prefill_bytes(llama2_7b, 8 * 4096, torch.bfloat16)) // (512 * 1024 * (4096 + 128))
+    assert plan_batch(llama2_7b, 4096, 128, torch.bfloat16, free, most=256) == rows == 58
     assert plan_batch(llama2_7b, 4096, 128, torch.bfloat16, free, most=8) == 8
 
 
