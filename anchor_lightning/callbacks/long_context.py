@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from anchor_lightning.eval.niah import TASKS
 from anchor_lightning.eval.scoring import HFScorer
-from anchor_lightning.eval.suite import evaluate
+from anchor_lightning.eval.suite import Corpora, NeedleSettings, evaluate
 
 
 class LongContextEval(L.Callback):
@@ -53,16 +53,18 @@ class LongContextEval(L.Callback):
             with torch.autocast(pl_module.device.type, dtype=torch.bfloat16, enabled=pl_module.device.type == "cuda"):
                 results = evaluate(
                     HFScorer(model),
-                    documents,
+                    Corpora(documents),
                     lambda text: data.tokenizer.encode_batch([text])[0],
                     data.anchor_id,
-                    self.tasks,
-                    self.lengths,
-                    self.depths,
-                    self.trials,
-                    self.candidates,
-                    self.ppl_documents,
-                    progress=False,
+                    NeedleSettings(
+                        tuple(self.tasks),
+                        tuple(self.lengths),
+                        tuple(self.depths),
+                        self.trials,
+                        self.candidates,
+                        self.ppl_documents,
+                        progress=False,
+                    ),
                 )
         finally:
             model.set_attn_implementation(previous)

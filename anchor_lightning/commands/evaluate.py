@@ -35,7 +35,7 @@ from anchor_lightning.eval.niah import TASKS
 from anchor_lightning.eval.report import heat_map
 from anchor_lightning.eval.ruler.tasks import DEFAULT_VERSION, TASK_SETS, VERSIONS
 from anchor_lightning.eval.scoring import HFScorer
-from anchor_lightning.eval.suite import default_lengths, evaluate, summary_lines
+from anchor_lightning.eval.suite import Corpora, NeedleSettings, default_lengths, evaluate, summary_lines
 from anchor_lightning.model.inference import load_inference_model
 from anchor_lightning.paths import writable_directory
 
@@ -144,24 +144,24 @@ def run(argv: list[str]) -> dict:
     def encode(text: str) -> list[int]:
         return tokenizer.encode_batch([text])[0]
 
-    results = evaluate(
-        HFScorer(model),
+    corpora = Corpora(
         load_documents(args.data, tokenizer),
-        encode,
-        first_token,
-        tasks,
-        lengths,
-        args.depths,
-        args.trials,
-        args.candidates,
-        args.ppl_documents,
-        args.seed,
-        progress=not args.no_progress,
-        ppl_corpus=load_documents(args.ppl_data, tokenizer) if args.ppl_data else None,
-        short_corpus=load_documents(args.short_data, tokenizer) if args.short_data else None,
-        short_length=args.short_length,
-        batch_tokens=args.batch_tokens,
+        ppl=load_documents(args.ppl_data, tokenizer) if args.ppl_data else None,
+        short=load_documents(args.short_data, tokenizer) if args.short_data else None,
     )
+    settings = NeedleSettings(
+        tasks=tuple(tasks),
+        lengths=tuple(lengths),
+        depths=tuple(args.depths),
+        trials=args.trials,
+        candidates=args.candidates,
+        ppl_documents=args.ppl_documents,
+        short_length=args.short_length,
+        seed=args.seed,
+        batch_tokens=args.batch_tokens,
+        progress=not args.no_progress,
+    )
+    results = evaluate(HFScorer(model), corpora, encode, first_token, settings)
     results.update(
         model=args.model,
         data=args.data,

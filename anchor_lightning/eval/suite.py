@@ -8,6 +8,7 @@ checkpoint; :class:`~anchor_lightning.callbacks.long_context.LongContextEval` du
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,27 +18,48 @@ from anchor_lightning.eval.report import run_trials, summarise
 from anchor_lightning.eval.scoring import Scorer, perplexity, perplexity_by_position
 
 
-def evaluate(
-    scorer: Scorer,
-    documents: list[np.ndarray],
-    encode,
-    first_token: int,
-    tasks=TASKS,
-    lengths=(4096,),
-    depths=(0.0, 0.25, 0.5, 0.75, 1.0),
-    trials: int = 5,
-    candidates: int = 10,
-    ppl_documents: int = 4,
-    seed: int = 0,
-    progress: bool = True,
-    ppl_corpus: list[np.ndarray] | None = None,
-    short_corpus: list[np.ndarray] | None = None,
-    short_length: int = 2048,
-    batch_tokens: int = 131072,
-) -> dict:
+@dataclass
+class NeedleSettings:
+    """What the needle suite measures: the tasks at each length and depth, trials per cell and
+    candidates per trial (chance is 1 / candidates), the documents and lengths of the perplexity parts,
+    the seed of the trials, and how many tokens the scorer takes a batch."""
+
+    tasks: tuple[str, ...] = TASKS
+    lengths: tuple[int, ...] = (4096,)
+    depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    trials: int = 5
+    candidates: int = 10
+    ppl_documents: int = 4
+    short_length: int = 2048
+    seed: int = 0
+    batch_tokens: int = 131072
+    progress: bool = True
+
+
+@dataclass
+class Corpora:
+    """The token-id documents the suite reads: the haystack of the needle trials, and (default: the
+    haystack's documents) those of perplexity by position and of short-context perplexity (none: no
+    short-context part)."""
+
+    haystack: list[np.ndarray]
+    ppl: list[np.ndarray] | None = None
+    short: list[np.ndarray] | None = field(default=None)
+
+
+def evaluate(scorer: Scorer, corpora: Corpora, encode, first_token: int, settings: NeedleSettings) -> dict:
     """Needle accuracy and, when the scorer can, perplexity by position (on the longest
-    ``ppl_documents`` of ``ppl_corpus``, default ``documents``, cut at the longest length) and
-    short-context perplexity (``short_corpus``, each document's first ``short_length`` tokens)."""
+    ``settings.ppl_documents`` of ``corpora.ppl``, cut at the longest length) and short-context
+    perplexity (``corpora.short``, each document's first ``settings.short_length`` tokens)."""
+    documents, ppl_corpus, short_corpus = corpora.haystack, corpora.ppl, corpora.short
+    tasks, lengths, depths = settings.tasks, settings.lengths, settings.depths
+    trials, candidates, ppl_documents = settings.trials, settings.candidates, settings.ppl_documents
+    seed, progress, short_length, batch_tokens = (
+        settings.seed,
+        settings.progress,
+        settings.short_length,
+        settings.batch_tokens,
+    )
     haystack = np.concatenate(documents)
     try:
         built = build_trials(haystack, encode, first_token, tasks, lengths, depths, trials, candidates, seed)
