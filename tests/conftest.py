@@ -17,7 +17,28 @@ from anchor_lightning.data.packing import PackingSpec, pack_documents
 SHARED_DATA = Path(os.environ.get("ANCHOR_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 SHARED_MODELS = Path(os.environ.get("ANCHOR_SHARED_MODELS", SHARED_DATA.parent / "models"))
 SMOLLM2_GGUF = SHARED_MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
+LLAMA2_TOKENIZER = SHARED_DATA / "llama2-tokenizer.model"
 needs_smollm2 = pytest.mark.skipif(not SMOLLM2_GGUF.is_file(), reason=f"needs the real GGUF checkpoint {SMOLLM2_GGUF}")
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"needs the shared data {SHARED_DATA}")
+# CI (.ci/run) sets ANCHOR_REQUIRE_SHARED=1: there the real inputs must be present, and a test that would
+# skip without them stops the run instead (a skip would hide that the real-model tests never ran)
+REQUIRE_SHARED = os.environ.get("ANCHOR_REQUIRE_SHARED") == "1"
+
+
+def missing_shared_inputs() -> list[Path]:
+    return [p for p in (SHARED_DATA, SMOLLM2_GGUF, LLAMA2_TOKENIZER) if not p.exists()]
+
+
+def pytest_sessionstart(session):
+    missing = missing_shared_inputs() if REQUIRE_SHARED else []
+    if missing:
+        pytest.exit(
+            f"ANCHOR_REQUIRE_SHARED=1 but the shared test inputs are missing: {', '.join(map(str, missing))} "
+            "(set ANCHOR_SHARED_DATA / ANCHOR_SHARED_MODELS)",
+            returncode=3,
+        )
+
+
 FIRST = 1  # the tests' anchor / BOS id
 VOCAB = 97
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from anchor_lightning.commands import main
-from tests.conftest import SHARED_DATA
+from tests.conftest import LLAMA2_TOKENIZER, SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = str(ROOT / "tests" / "configs" / "micro.yaml")
@@ -104,7 +104,7 @@ def test_anchor_id_outside_the_vocabulary(capsys, tmp_path):
     assert "field 'data.anchor_id'" in line and "anchor id 5000 is outside the vocabulary (size 258)" in line
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "llama2-tokenizer.model").is_file(), reason="needs ../shared/data")
+@pytest.mark.skipif(not LLAMA2_TOKENIZER.is_file(), reason=f"needs {LLAMA2_TOKENIZER}")
 def test_tokenizer_larger_than_the_model_embedding(capsys, tmp_path):
     (tmp_path / "llama").mkdir()
     shutil.copy(SHARED_DATA / "llama2-tokenizer.model", tmp_path / "llama" / "tokenizer.model")

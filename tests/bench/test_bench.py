@@ -10,7 +10,7 @@ import pytest
 from anchor_lightning.bench import __main__ as bench
 from anchor_lightning.bench.documents import document_lengths
 from anchor_lightning.bench.flops import attention_pairs_of
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, needs_shared
 
 TINY = '{"hidden_size": 64, "intermediate_size": 128, "layers": 2, "heads": 4, "kv_heads": 2, "vocab_size": 512}'
 
@@ -23,7 +23,7 @@ def test_exponential_lengths_are_reproducible_and_bounded():
     assert min(a) >= 64 and max(a) <= 16384 and 1000 < np.mean(a) < 2000
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data")
+@needs_shared
 def test_corpus_lengths_repeat_the_real_documents():
     lengths = document_lengths(str(SHARED_DATA / "wikitext2-valid.tokenized.jsonl"), 400_000)
     assert lengths[:3] == lengths[60:63] and max(lengths) == 26_356

@@ -13,9 +13,7 @@ from anchor_lightning.data import formats, sources
 from anchor_lightning.data.datamodule import PackedDataModule
 from anchor_lightning.data.default_corpus import generate_documents
 from anchor_lightning.data.tokenizer import ByteTokenizer
-from tests.conftest import SHARED_DATA
-
-needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data")
+from tests.conftest import SHARED_DATA, needs_shared
 
 
 @pytest.fixture(scope="module")
