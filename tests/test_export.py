@@ -14,21 +14,26 @@ from tests.helpers import checkpoint_fragment, fresh_process_logits, module_logi
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_export_loads_in_a_fresh_process_and_matches(tmp_path):
-    fragment = checkpoint_fragment(tmp_path, tmp_path / "ckpt")
+def fit_micro(tmp_path, *overrides: str) -> Path:
+    """The micro recipe trained into tmp_path/ckpt; its last.ckpt."""
     main(
         [
             "fit",
             "--config",
             "tests/configs/micro.yaml",
             "--config",
-            fragment,
-            "--trainer.max_steps=3",
+            checkpoint_fragment(tmp_path, tmp_path / "ckpt"),
             f"--data.cache_dir={tmp_path / 'cache'}",
             f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+            *overrides,
         ]
     )
+    return tmp_path / "ckpt" / "last.ckpt"
+
+
+@pytest.mark.slow
+def test_export_loads_in_a_fresh_process_and_matches(tmp_path):
+    fit_micro(tmp_path, "--trainer.max_steps=3")
     main(["export", "--ckpt_path", str(tmp_path / "ckpt" / "last.ckpt"), "--out", str(tmp_path / "hf")])
     assert (tmp_path / "hf" / "model.safetensors").is_file()
     note = (tmp_path / "hf" / "ANCHOR.md").read_text()
@@ -105,34 +110,18 @@ def test_export_reads_the_weights_without_the_pretrained_files_or_the_training_m
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.for_model(
-        "llama",
-        vocab_size=258,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
+    from tests.conftest import tiny_config
+
+    config = tiny_config("llama", vocab_size=258, hidden_size=64, intermediate_size=128, max_position_embeddings=256)
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "pretrained")
-    fragment = checkpoint_fragment(tmp_path, tmp_path / "ckpt")
-    main(
-        [
-            "fit",
-            "--config",
-            "tests/configs/micro.yaml",
-            "--config",
-            fragment,
-            "--model.config=null",
-            f"--model.pretrained={tmp_path / 'pretrained'}",
-            "--model.rope_theta=40000",
-            "--data.tokenizer=bytes",
-            "--trainer.max_steps=2",
-            f"--data.cache_dir={tmp_path / 'cache'}",
-            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
-        ]
+    fit_micro(
+        tmp_path,
+        "--model.config=null",
+        f"--model.pretrained={tmp_path / 'pretrained'}",
+        "--model.rope_theta=40000",
+        "--data.tokenizer=bytes",
+        "--trainer.max_steps=2",
     )
     document = [256] + list(b"the pretrained files are gone")
     expected = module_logits(str(tmp_path / "ckpt" / "last.ckpt"), document, "shared", 256, (256,))

@@ -292,17 +292,7 @@ def generate_batch(
         )
 
 
-def _generate(
-    model,
-    prompts: Sequence[Sequence[int]],
-    max_new_tokens: int,
-    stop_ids: set[int],
-    capacity: int | None = None,
-    stats: GenerationStats | None = None,
-    all_done: Callable[[bool], bool] | None = None,
-    check_every: int = 8,
-    prefill_tokens: int = PREFILL_TOKENS,
-) -> list[list[int]]:
+def _generate(model, prompts, max_new_tokens, stop_ids, capacity, stats, all_done, check_every, prefill_tokens):
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     region = max(capacity or 0, max(len(p) for p in prompts))
