@@ -40,7 +40,7 @@ model.save_pretrained('/tmp/smol-shape')
   for n in ${SHAPE_LENGTHS:-4096 8192 16384 32768}; do
     began=$SECONDS
     python3 -m anchor_lightning evaluate --suite ruler --model /tmp/smol-shape --samples 100 --tasks offline \
-      --first_token 0 --lengths $n --out "$OUT/shape-$n" --no_progress 2>&1 | grep -E "average|prefill|error|graph"
+      --first_token 0 --lengths $n --out "$OUT/shape-$n" --no_progress 2>&1 | grep --line-buffered -E "average|prefill|error|graph"
     echo "shape $n: $((SECONDS - began)) s wall"
     rm -f "$OUT/shape-$n/ruler_heatmap.png"
   done
@@ -67,7 +67,7 @@ ruler() {  # ruler NAME [evaluate arguments]
   mkdir -p "$OUT/$name"
   local began=$SECONDS
   python3 -m anchor_lightning evaluate --suite ruler --model "$GGUF" --samples 100 --tasks offline \
-    --out "$OUT/$name" --no_progress "$@" 2>&1 | grep -v "it/s\]"
+    --out "$OUT/$name" --no_progress "$@" 2>&1 | grep --line-buffered -v "it/s\]"
   echo "$name: $((SECONDS - began)) s wall (model load, samples, generation)"
 }
 
