@@ -248,6 +248,32 @@ def test_a_directory_or_an_unsupported_file_as_data_is_one_line(capsys, tmp_path
     assert "not a readable compressed file" in one_error(capsys, fit_args(tmp_path, f"--data.train={broken}"))
 
 
+@pytest.mark.parametrize("keep", [0.5, 40], ids=["cut-in-half", "header-only"])
+def test_a_truncated_zstd_file_is_named_truncated(capsys, tmp_path, keep):
+    """An interrupted download of a .jsonl.zst: zstandard's reader stops quietly where the bytes end,
+    which read as malformed JSON (half a line) or an empty data set; the file is named truncated."""
+    import zstandard
+
+    lines = "".join(json.dumps({"text": f"document {i} " * 40}) + "\n" for i in range(500)).encode()
+    whole = zstandard.ZstdCompressor().compress(lines)
+    cut = tmp_path / "docs.jsonl.zst"
+    cut.write_bytes(whole[: int(len(whole) * keep) if keep < 1 else keep])
+    line = one_error(capsys, fit_args(tmp_path, f"--data.train={cut}"))
+    assert "docs.jsonl.zst" in line and "the file is truncated" in line
+
+
+def test_a_zstd_file_of_several_frames_is_read_whole(tmp_path):
+    import zstandard
+
+    from anchor_lightning.data import sources
+    from anchor_lightning.data.tokenizer import ByteTokenizer
+
+    frames = [zstandard.ZstdCompressor().compress(json.dumps({"text": t}).encode() + b"\n") for t in ("one", "two")]
+    (tmp_path / "docs.jsonl.zst").write_bytes(b"".join(frames))  # as `cat a.zst b.zst` makes
+    docs = sources.open_source(str(tmp_path / "docs.jsonl.zst"), ByteTokenizer()).load().token_ids
+    assert [bytes(d[:-1].tolist()).decode() for d in docs] == ["one", "two"]
+
+
 def test_gzipped_jsonl_is_read(tmp_path):
     import gzip
 

@@ -77,15 +77,46 @@ class FileReader:
 
                 yield from gzip.GzipFile(fileobj=raw, mode="rb")
             elif suffix == ".zst":
-                try:
-                    import zstandard
-                except ImportError:
-                    raise UserError("reading .zst files needs the zstandard package", file=str(self.path)) from None
-                import io
-
-                yield from io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw))
+                yield from _lines(_zstd_chunks(raw, self.path))
             else:
                 yield from raw
+
+
+def _zstd_chunks(raw, path: Path, size: int = 1 << 20) -> Iterator[bytes]:
+    """The decompressed bytes of a zstd file, frame after frame; a file that ends inside a frame (an
+    interrupted download or copy) is refused, where zstandard's stream reader would just stop."""
+    try:
+        import zstandard
+    except ImportError:
+        raise UserError("reading .zst files needs the zstandard package", file=str(path)) from None
+    decompressor = zstandard.ZstdDecompressor()
+    frame, inside = decompressor.decompressobj(), False
+    while chunk := raw.read(size):
+        while chunk:
+            inside = True
+            out = frame.decompress(chunk)
+            if out:
+                yield out
+            chunk = b""
+            if frame.eof:  # the frame is whole: what follows it starts the next one
+                chunk, frame, inside = frame.unused_data, decompressor.decompressobj(), False
+    if inside:
+        raise UserError(
+            "not a readable compressed file (the zstd stream ends inside a frame: the file is truncated)",
+            file=str(path),
+        )
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Lines (with their newline) of a stream of byte chunks."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line + b"\n"
+    if pending:
+        yield pending
 
 
 def _iter_json_lines(path: Path, reader: FileReader | None = None) -> Iterator[tuple[int, dict, bytes]]:
