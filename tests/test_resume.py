@@ -135,7 +135,7 @@ def test_sigterm_as_a_process_sees_it(tmp_path, corpus):
 
 
 @pytest.mark.slow
-def test_kill_9_during_a_save_keeps_the_previous_checkpoint(tmp_path, corpus):
+def test_kill_9_during_a_save_keeps_the_previous_checkpoint(tmp_path, corpus, uninterrupted):
     killer = {"class_path": "tests.helpers.KillDuringSave", "init_args": {"step": 4}}
     args = config(tmp_path, "kill", corpus, killer) + [f"--trainer.max_steps={STEPS}"]
     result = subprocess.run(
@@ -148,8 +148,13 @@ def test_kill_9_during_a_save_keeps_the_previous_checkpoint(tmp_path, corpus):
     assert list(ckpt.glob(".*.tmp")), "the killed save left its temporary file, not a broken checkpoint"
     # and the run resumes from it
     main(config(tmp_path, "kill", corpus) + [f"--trainer.max_steps={STEPS}", "--ckpt_path=last"])
-    steps = [t["step"] for t in trace(tmp_path, "kill")]
-    assert steps == [0, 1, 2, 3] + list(range(2, STEPS)), "steps 2-3 are redone from the step-2 checkpoint"
+    steps = trace(tmp_path, "kill")
+    assert [t["step"] for t in steps] == [0, 1, 2, 3] + list(range(2, STEPS)), "steps 2-3 are redone from step 2"
+    # the same run as one never killed: the same rows and losses, and the same final weights, bit for bit
+    assert_same_run(uninterrupted, steps[:2] + steps[4:])
+    finals = [torch.load(tmp_path / run / "ckpt" / "last.ckpt", weights_only=False) for run in ("full", "kill")]
+    assert finals[0]["global_step"] == finals[1]["global_step"] == STEPS
+    assert all(torch.equal(finals[0]["state_dict"][k], v) for k, v in finals[1]["state_dict"].items())
 
 
 def test_non_finite_gradient_stops_naming_step_and_rows(tmp_path, corpus, capsys):
