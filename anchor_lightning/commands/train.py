@@ -223,6 +223,9 @@ class AnchorCLI(LightningCLI):
         name_by_settings(config)
         if config.data.tokenizer is None and config.model.pretrained is not None:
             config.data.tokenizer = config.model.pretrained
+        accumulation = config.trainer.accumulate_grad_batches
+        if accumulation is not None and accumulation < 1:
+            raise UserError(f"{accumulation} is below 1", field="trainer.accumulate_grad_batches")
         if config.data.global_batch_size is not None:
             config.trainer.accumulate_grad_batches = accumulation_for(
                 config.data.global_batch_size, config.data.micro_batch_size, data_parallel_size(config.trainer)

@@ -123,6 +123,8 @@ class AnchorLM(L.LightningModule):
         self.mode, self.backend, self.seq_len = mode, backend, seq_len
         # a .gguf file is converted once into a cached Hugging Face directory (checkpoint/gguf.py)
         self.pretrained = local_checkpoint(pretrained) if pretrained is not None else None
+        if rope_theta is not None and not rope_theta > 0:
+            raise UserError(f"the RoPE base must be positive, got {rope_theta}", field="model.rope_theta")
         self.hf_config = configure(load_config(self.pretrained, config), seq_len, rope_theta, rope_scaling)
         if kernels not in KERNELS:
             raise UserError(f"unknown kernels {kernels!r} (choose from {', '.join(KERNELS)})", field="model.kernels")
@@ -130,6 +132,17 @@ class AnchorLM(L.LightningModule):
             raise UserError(
                 "checkpoint_layers and offload_activations need activation_checkpointing: true",
                 field="model.activation_checkpointing",
+            )
+        for field, value, least in (
+            ("model.warmup_steps", warmup_steps, 0),
+            ("model.loss_chunk_size", loss_chunk_size, 1),
+            ("model.checkpoint_layers", checkpoint_layers, 0),
+        ):
+            if value is not None and value < least:
+                raise UserError(f"{value} is below {least}", field=field)
+        if not 0.0 <= min_lr_ratio <= 1.0:
+            raise UserError(
+                f"must be in [0, 1] (the cosine's end as a share of lr), got {min_lr_ratio}", field="model.min_lr_ratio"
             )
         if mlp_tile is not None and mlp_tile <= 0:
             raise UserError(f"mlp_tile must be a positive number of slots, got {mlp_tile}", field="model.mlp_tile")
