@@ -47,6 +47,33 @@ def _require_packages(path: Path, field: str) -> None:
         )
 
 
+def check_whole(path: Path, field: str) -> None:
+    """Refuse, in one line, a file whose GGUF header or tensors are cut short (an interrupted download or
+    copy), before any conversion: transformers would fail deep inside with a reshape or unpack error."""
+    import struct
+
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(path)
+    except (struct.error, ValueError, IndexError, KeyError, OSError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(
+            f"cannot convert this GGUF file: not a whole GGUF file (truncated or broken: {first})",
+            file=str(path),
+            field=field,
+        ) from None
+    need = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    size = path.stat().st_size
+    if size < need:
+        raise UserError(
+            f"cannot convert this GGUF file: truncated (its tensors need {need:,} bytes, the file has {size:,}: an "
+            "interrupted download or copy?)",
+            file=str(path),
+            field=field,
+        )
+
+
 def convert(path: Path, target: Path) -> None:
     """Write ``path``'s model (float32 safetensors, config without quantization) and tokenizer to
     ``target``. transformers refuses to save a model loaded from GGUF (it counts as quantized), so the
@@ -79,6 +106,7 @@ def local_checkpoint(path: str | os.PathLike, field: str = "model.pretrained") -
     if (target / SOURCE_FILE).is_file():
         return str(target)
     _require_packages(source, field)
+    check_whole(source, field)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

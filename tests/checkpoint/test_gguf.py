@@ -100,3 +100,16 @@ def test_a_corrupt_gguf_file_is_one_line_and_leaves_no_cache_entry(tmp_path):
     assert "\n" not in str(err.value)
     digest = file_sha256(tmp_path / "broken.gguf")[:24]
     assert not [p for p in gguf.cache_root().glob("*") if digest in p.name]
+
+
+@needs_smollm2
+@pytest.mark.parametrize("keep", [2000, 50_000_000], ids=["header-cut", "tensors-cut"])
+def test_a_truncated_gguf_download_is_named_truncated(tmp_path, keep):
+    """The first bytes of the real SmolLM2 GGUF, as an interrupted download leaves them: a cut header was
+    a struct.error traceback, cut tensors a reshape error from deep inside transformers."""
+    cut = tmp_path / "SmolLM2.gguf"
+    with open(SMOLLM2_GGUF, "rb") as f:
+        cut.write_bytes(f.read(keep))
+    with pytest.raises(UserError, match="truncated") as err:
+        gguf.local_checkpoint(cut)
+    assert "\n" not in str(err.value) and str(cut) in str(err.value)
