@@ -21,7 +21,8 @@ class TensorBoard(TensorBoardLogger):
     """Lightning's TensorBoardLogger with the run's own HPARAMS (the arguments are TensorBoardLogger's)."""
 
     def __init__(self, *args, default_hp_metric: bool = False, **kwargs) -> None:
-        super().__init__(*args, default_hp_metric=default_hp_metric, **kwargs)
+        # written as a plain call: jsonargparse reads it to find TensorBoardLogger's arguments behind *args
+        super().__init__(*args, default_hp_metric=default_hp_metric, **kwargs)  # type: ignore[misc]
 
     @rank_zero_only
     def log_metrics(self, metrics, step: int | None = None) -> None:

@@ -69,7 +69,7 @@ def remove_stale_siblings(target: Path) -> list[Path]:
     """Temporary directories of ``target`` left by writers of this host that died (a kill in the
     middle): their names carry the host and the process id. Other hosts' are left alone."""
     host = socket.gethostname()
-    removed = []
+    removed: list[Path] = []
     if not target.parent.is_dir():
         return removed
     for tmp in target.parent.glob(f".{target.name}.*.tmp"):

@@ -15,6 +15,7 @@ from anchor_lightning.data.sampler import EvalBatchSampler, RowRef, StepBatchSam
 from anchor_lightning.data.sources import DEFAULT_SOURCE
 from anchor_lightning.data.tokenizer import Tokenizer, load_tokenizer, resolve_anchor_id
 from anchor_lightning.errors import UserError
+from anchor_lightning.parallel.strategy import ShardedStrategy
 
 
 class RowDataset(Dataset):
@@ -142,6 +143,7 @@ class PackedDataModule(L.LightningDataModule):
         self._tokenizer: Tokenizer | None = None
         self.prepared: pipeline.PreparedData | None = None
         self.train_sampler: StepBatchSampler | None = None
+        self._restored: dict | None = None  # the data position a checkpoint holds, checked by the next loader
 
     # ------------------------------------------------------------------ settings and rows
     @property
@@ -210,7 +212,7 @@ class PackedDataModule(L.LightningDataModule):
         if trainer is None:
             return 1, 0, 1
         strategy = trainer.strategy
-        if getattr(strategy, "sequence_parallel_size", 1) > 1:
+        if isinstance(strategy, ShardedStrategy) and strategy.sequence_parallel_size > 1:
             return strategy.data_parallel_size, strategy.data_parallel_rank, trainer.accumulate_grad_batches
         return trainer.world_size, trainer.global_rank, trainer.accumulate_grad_batches
 
@@ -224,28 +226,29 @@ class PackedDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    def _rows(self) -> pipeline.PreparedData:
+        if self.prepared is None:
+            raise RuntimeError("the rows are not built yet: Lightning calls prepare_data/setup before the loaders")
+        return self.prepared
+
     def train_dataloader(self) -> DataLoader:
         world, rank, accumulation = self._distributed()
+        rows = self._rows().train
         try:
-            self.train_sampler = StepBatchSampler(
-                self.train_rows.targets,
-                self.train_rows.tokens,
-                self.micro_batch_size,
-                accumulation,
-                world,
-                rank,
-                self.seed,
+            sampler = StepBatchSampler(
+                rows.targets, rows.tokens, self.micro_batch_size, accumulation, world, rank, self.seed
             )
         except ValueError as err:
             raise UserError(str(err), field="data.train") from None
-        if self.global_batch_size is not None and self.train_sampler.rows_per_step != self.global_batch_size:
+        self.train_sampler = sampler
+        if self.global_batch_size is not None and sampler.rows_per_step != self.global_batch_size:
             raise UserError(
                 f"{world} ranks x {self.micro_batch_size} rows x {accumulation} accumulation = "
-                f"{self.train_sampler.rows_per_step} rows per step, not the configured {self.global_batch_size}",
+                f"{sampler.rows_per_step} rows per step, not the configured {self.global_batch_size}",
                 field="data.global_batch_size",
             )
-        self._resume_position()
-        return self._loader(self.train_rows, self.train_sampler)
+        self._resume_position(sampler)
+        return self._loader(rows, sampler)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_rows is None or len(self.val_rows) == 0:
@@ -254,15 +257,15 @@ class PackedDataModule(L.LightningDataModule):
         return self._loader(self.val_rows, EvalBatchSampler(len(self.val_rows), self.micro_batch_size, world, rank))
 
     # ------------------------------------------------------------------ resuming
-    def _layout_fingerprint(self) -> dict:
-        return {"rows": len(self.train_rows), "rows_per_step": self.train_sampler.rows_per_step, "seed": self.seed}
+    def _layout_fingerprint(self, sampler: StepBatchSampler) -> dict:
+        return {"rows": len(self._rows().train), "rows_per_step": sampler.rows_per_step, "seed": self.seed}
 
     def state_dict(self) -> dict:
         """Saved in every checkpoint: what the data position depends on, and which data and packing made
         the rows (both checked on resume)."""
         if self.train_sampler is None:
             return {}
-        return {**self._layout_fingerprint(), "identity": self.identity}
+        return {**self._layout_fingerprint(self.train_sampler), "identity": self.identity}
 
     def load_state_dict(self, state: dict) -> None:
         """Refuse other data or packing at once (the row position is checked when the loader is built)."""
@@ -270,22 +273,22 @@ class PackedDataModule(L.LightningDataModule):
         check_same_run(state.pop("identity", None), self.identity, "data settings", "data")
         self._restored = state
 
-    def _resume_position(self) -> None:
+    def _resume_position(self, sampler: StepBatchSampler) -> None:
         """Place the sampler after the last trained micro-batch.
 
         Lightning restores ``global_step`` and ``current_epoch`` before it asks for the loader, and
         every epoch holds the same number of optimizer steps, so the position follows from them (the
         sampler's own counter runs ahead of training by the loader's prefetch)."""
-        trainer, restored = self.trainer, getattr(self, "_restored", None)
+        trainer, restored = self.trainer, self._restored
         if trainer is None or not restored:
             return
-        current = self._layout_fingerprint()
+        current = self._layout_fingerprint(sampler)
         if restored != current:
             raise UserError(
                 f"the checkpoint was written with data {restored}, this run has {current}: resuming would "
                 "repeat or skip rows (use the same data, batch layout and seed)",
                 field="data",
             )
-        done_in_epoch = trainer.global_step - trainer.current_epoch * self.train_sampler.steps_per_epoch
-        self.train_sampler.resume_at(trainer.current_epoch, done_in_epoch * self.train_sampler.accumulation)
+        done_in_epoch = trainer.global_step - trainer.current_epoch * sampler.steps_per_epoch
+        sampler.resume_at(trainer.current_epoch, done_in_epoch * sampler.accumulation)
         self._restored = None

@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -42,7 +43,7 @@ class Documents:
     tag text (the +Tag variant) when a tag field is configured."""
 
     token_ids: list[np.ndarray]
-    tags: list[str] | None = None
+    tags: list[str | None] | None = None
 
 
 class FileReader:
@@ -51,7 +52,7 @@ class FileReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.total = path.stat().st_size
-        self.raw = None
+        self.raw: BinaryIO | None = None
 
     def position(self) -> tuple[int, int]:
         raw = self.raw
@@ -193,7 +194,7 @@ def _tag(record: dict, tag_field: str, path: Path, number: int, where: str) -> s
     return value
 
 
-def _token_array(ids, raw: bytes, path: Path, number: int) -> np.ndarray:
+def _token_array(ids, raw: bytes, path: Path, number: int | None) -> np.ndarray:
     """``input_ids`` as int64, checked where it is read: integers in 0..2^31-1, never booleans (JSON
     ``true`` would read as 1) nor floats; vectorised, the element loop runs only to name a bad id."""
     if not isinstance(ids, list):

@@ -64,8 +64,19 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
+
+# a document's token ids: a list, or a NumPy array (what the token store memory-maps)
+Tokens = Sequence[int] | np.ndarray
+
+
+class TagLookup(Protocol):
+    """The tag tokens of document ``k`` of a part (a list of them, or a lookup into the token store)."""
+
+    def __getitem__(self, k: int) -> Tokens: ...
+
 
 MODES = ("anchor", "intra_doc", "intra_doc_reset", "full")
 LAYOUTS = ("per_doc", "shared")
@@ -217,7 +228,7 @@ class Piece:
     pieces: int = 1
 
 
-def strip_leading(document: Sequence[int], strip_ids: Iterable[int]) -> Sequence[int]:
+def strip_leading(document: Tokens, strip_ids: Iterable[int]) -> Tokens:
     """Drop one leading BOS / anchor id: the packer puts its own first token there."""
     return document[1:] if len(document) and int(document[0]) in set(strip_ids) else document
 
@@ -242,7 +253,9 @@ def interleave_pieces(
         for piece in source:
             n = len(piece.tokens)
             count = min(n, int(rng.integers(1, max_pieces + 1)))
-            cuts = np.sort(rng.choice(np.arange(1, n), size=count - 1, replace=False)) if count > 1 else []
+            cuts: Iterable[int] = (
+                np.sort(rng.choice(np.arange(1, n), size=count - 1, replace=False)) if count > 1 else []
+            )
             bounds = [0, *(int(c) for c in cuts), n]
             queues.append(
                 [
@@ -263,10 +276,10 @@ def interleave_pieces(
 
 
 def iter_packed_rows(
-    documents: Iterable[Sequence[int]],
+    documents: Iterable[Tokens],
     spec: PackingSpec,
     stats: PackStats | None = None,
-    tags: Sequence[Sequence[int]] | None = None,
+    tags: TagLookup | None = None,
     interleave: tuple[int, int] | None = None,
 ) -> Iterator[PackedRow]:
     """Pack documents greedily into rows, splitting them at row ends.
@@ -342,9 +355,9 @@ def holdout_scores(indices: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def pack_documents(
-    documents: Iterable[Sequence[int]],
+    documents: Iterable[Tokens],
     spec: PackingSpec,
-    tags: Sequence[Sequence[int]] | None = None,
+    tags: TagLookup | None = None,
     interleave: tuple[int, int] | None = None,
 ) -> tuple[list[PackedRow], PackStats]:
     """All rows at once, with their balanced statistics."""

@@ -88,7 +88,7 @@ def packing_spec(settings: DataSettings, tokenizer: Tokenizer) -> PackingSpec:
     """Rows of ``seq_len`` slots in the layout, F = the anchor id; F and the tokenizer's BOS are stripped
     from documents that open with them."""
     anchor = resolve_anchor_id(tokenizer, settings.anchor_id, len(tokenizer))
-    strip = {anchor, tokenizer.bos_token_id} - {None}
+    strip = {anchor} | ({tokenizer.bos_token_id} if tokenizer.bos_token_id is not None else set())
     return PackingSpec(settings.seq_len, settings.layout, anchor, tuple(sorted(strip)))
 
 
@@ -157,19 +157,19 @@ class _PartTags:
     """The tag tokens of the documents of one part, by their position in that part (what the packer
     indexes), read from the store without a list per document."""
 
-    def __init__(self, store: TokenStore, positions: np.ndarray | None, encoded: list[np.ndarray]) -> None:
-        self.store, self.positions, self.encoded = store, positions, encoded
+    def __init__(self, tag_index: np.ndarray, positions: np.ndarray | None, encoded: list[np.ndarray]) -> None:
+        self.tag_index, self.positions, self.encoded = tag_index, positions, encoded
 
     def __getitem__(self, k: int) -> np.ndarray:
         index = self.positions[k] if self.positions is not None else k
-        return self.encoded[self.store.tag_index[index]]
+        return self.encoded[self.tag_index[index]]
 
 
 def _rows(store: TokenStore, positions, spec: PackingSpec, stats: PackStats, tokenizer, interleave) -> Iterator:
-    tags = None
+    tags: _PartTags | None = None
     if store.tag_index is not None:
         encoded = [np.asarray(ids, dtype=np.int64) for ids in tokenizer.encode_batch(store.tag_names)]
-        tags = _PartTags(store, positions, encoded)
+        tags = _PartTags(store.tag_index, positions, encoded)
     try:
         yield from iter_packed_rows(store.documents(positions), spec, stats, tags, interleave)
     except ValueError as err:
@@ -228,7 +228,7 @@ def prepare_rows(settings: DataSettings, tokenizer: Tokenizer | None = None) -> 
         "val": val.fingerprint if val is not None else None,
         "packing": dict(spec.__dict__),
         "tags": settings.tag_field,
-        "interleave": list(settings.interleave) if settings.interleave_pieces else None,
+        "interleave": list(settings.interleave) if settings.interleave is not None else None,
     }
     train_positions = val_positions = None
     if held_out:
@@ -236,17 +236,20 @@ def prepare_rows(settings: DataSettings, tokenizer: Tokenizer | None = None) -> 
         keep = np.ones(len(store), dtype=bool)
         keep[val_positions] = False
         train_positions = np.flatnonzero(keep)
-    pack = dict(spec=spec, cache_dir=settings.cache_dir, tokenizer=tokenizer, interleave=settings.interleave)
-    train_rows = packed_rows(store, train_positions, fingerprint=split_key, part="train", **pack)
+
+    def pack(part_store: TokenStore, positions: np.ndarray | None, fingerprint: str, part: str):
+        return packed_rows(
+            part_store, positions, spec, fingerprint, part, settings.cache_dir, tokenizer, settings.interleave
+        )
+
+    train_rows = pack(store, train_positions, split_key, "train")
     if len(train_rows) == 0:
         raise UserError("the training data set packs into no rows (no document has content)", field="data.train")
     val_rows = None
     if val is not None:
-        val_rows = packed_rows(
-            token_store(val, settings.cache_dir), None, fingerprint=val.fingerprint, part="val", **pack
-        )
+        val_rows = pack(token_store(val, settings.cache_dir), None, val.fingerprint, "val")
     elif held_out:
-        val_rows = packed_rows(store, val_positions, fingerprint=split_key, part="val", **pack)
+        val_rows = pack(store, val_positions, split_key, "val")
     max_token_id = max(rows.max_token_id for rows in (train_rows, val_rows) if rows is not None and len(rows))
     return PreparedData(train_rows, val_rows, identity, max_token_id)
 

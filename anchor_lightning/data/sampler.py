@@ -20,7 +20,7 @@ import numpy as np
 
 
 class RowRef(NamedTuple):
-    index: int
+    index: int  # type: ignore[assignment]  # the row's index in the packed set (shadows tuple.index)
     step_targets: int
     step_tokens: int
 

@@ -94,7 +94,7 @@ def write_store(
     with atomic_directory(directory) as tmp:
         files = {name: (tmp / f"{name}.bin").open("wb") for name in ("tokens", "offsets", "tags")}
         tag_ids: dict[str, int] = {}
-        first = Counter()
+        first: Counter[int] = Counter()
         buffer: list[np.ndarray] = []
         starts: list[int] = []
         tags: list[int] = []
@@ -137,7 +137,7 @@ def write_store(
             "source": description,
             "documents": count,
             "tokens": total,
-            "tags": sorted(tag_ids, key=tag_ids.get) or None,
+            "tags": sorted(tag_ids, key=lambda name: tag_ids[name]) or None,
             "first_tokens": {str(k): v for k, v in first.most_common(FIRST_TOKENS_KEPT)},
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))

@@ -14,8 +14,11 @@ from anchor_lightning.errors import UserError
 
 
 class Tokenizer(Protocol):
-    bos_token_id: int | None
-    eos_token_id: int | None
+    @property
+    def bos_token_id(self) -> int | None: ...
+
+    @property
+    def eos_token_id(self) -> int | None: ...
 
     def __len__(self) -> int: ...
 
@@ -109,7 +112,7 @@ class HFTokenizer:
         return self.tok(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
     def decode(self, ids: list[int]) -> str:
-        return self.tok.decode(ids)
+        return str(self.tok.decode(ids))
 
     def save_pretrained(self, directory) -> None:
         self.tok.save_pretrained(directory)
@@ -141,7 +144,7 @@ BYTES = "bytes"  # the name of the built-in byte tokenizer
 def load_tokenizer(name_or_path: str | None) -> Tokenizer:
     """A tokenizer directory / hub name, a ``.gguf`` checkpoint's tokenizer, or the built-in byte tokenizer
     (``bytes`` or None)."""
-    if name_or_path in (None, BYTES):
+    if name_or_path is None or name_or_path == BYTES:
         return ByteTokenizer()
     if is_gguf(name_or_path):  # the tokenizer stored in a GGUF checkpoint, from its cached conversion
         name_or_path = local_checkpoint(name_or_path, field="data.tokenizer")

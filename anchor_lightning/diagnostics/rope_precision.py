@@ -125,5 +125,6 @@ def measure(model, input_ids: torch.Tensor, a: int, b: int, anchor: bool = False
     finally:
         model.set_attn_implementation(previous)
     first_hidden = max((h[0, 0] - h[1, 0]).abs().max().item() for h in out.hidden_states)
+    assert record.per_token is not None  # the recorder saw the layers
     record.per_token = record.per_token.cpu()
     return record, first_hidden

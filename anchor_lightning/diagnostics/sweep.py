@@ -53,7 +53,7 @@ def run_sweep(
     offset_sweep = {"length": offset_length, "b": settings.b, "a": list(settings.offsets)}
     length_sweep = {"lengths": list(settings.lengths), "a": 0, "b": settings.b}
     anchor_rule = {"lengths": list(settings.lengths), "a": 0, "b": settings.b}
-    per_token = {"length": offset_length, "a": 0, "b": settings.b}
+    per_token: dict[str, object] = {"length": offset_length, "a": 0, "b": settings.b}
 
     def mean_over_windows(model, length: int, a: int, anchor: bool):
         records = []
@@ -68,8 +68,8 @@ def run_sweep(
         for a in settings.offsets:
             offsets_d.append(float(np.mean([r.d for r, _ in mean_over_windows(model, offset_length, a, False)])))
         offset_sweep[dtype] = {"D": offsets_d}
-        plain = {"D": [], "D_content": [], "D_logit": [], "first_token_share": []}
-        anchored = {"first_token_kv_max_diff": [], "first_token_hidden_max_diff": []}
+        plain: dict[str, list[float]] = {"D": [], "D_content": [], "D_logit": [], "first_token_share": []}
+        anchored: dict[str, list[float]] = {"first_token_kv_max_diff": [], "first_token_hidden_max_diff": []}
         for length in settings.lengths:
             runs = mean_over_windows(model, length, 0, False)
             plain["D"].append(float(np.mean([r.d for r, _ in runs])))

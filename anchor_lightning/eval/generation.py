@@ -117,6 +117,9 @@ class PreallocatedLayer(DynamicLayer):
     each update writes one step for the whole batch at slot ``slot`` (a device tensor shared by the
     layers, advanced in place) and returns the whole cache (the step's mask hides the unfilled slots)."""
 
+    keys: torch.Tensor
+    values: torch.Tensor
+
     def __init__(self, batch: int, capacity: int, prompt_region: int, slot: torch.Tensor) -> None:
         super().__init__()
         self.batch, self.capacity, self.region, self.slot = batch, capacity, prompt_region, slot
@@ -214,7 +217,7 @@ class _DecodeStep:
         self.history, self.stops = history, stops
         self.column = torch.ones(1, dtype=torch.long, device=tokens.device)
         self.finished = torch.isin(tokens, stops)
-        self.graph = None
+        self.graph: torch.cuda.CUDAGraph | None = None
         self.use_graph = tokens.device.type == "cuda"
 
     def step(self) -> None:
@@ -262,7 +265,9 @@ class _DecodeStep:
         return graph is not None
 
     def run(self) -> None:
-        if self.use_graph and (self.graph is not None or self._capture()):
+        if self.use_graph and self.graph is None:
+            self._capture()  # once; where it fails the step runs eagerly from now on
+        if self.graph is not None:
             self.graph.replay()
         else:
             self.step()

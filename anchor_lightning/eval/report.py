@@ -26,7 +26,8 @@ def run_trials(
     time appended to ``seconds`` when given). A scorer with ``batch_loglikelihoods`` gets consecutive
     trials of one length together, about ``batch_tokens`` prompt tokens at a time."""
     hits: list[bool] = []
-    batched = hasattr(scorer, "batch_loglikelihoods")
+    batch_scores = getattr(scorer, "batch_loglikelihoods", None)  # several prompts of one length at once
+    batched = batch_scores is not None
     with tqdm(total=len(trials), desc="needles", disable=not progress, unit="trial") as bar:
         start_index = 0
         while start_index < len(trials):
@@ -38,8 +39,8 @@ def run_trials(
                     break
                 group.append(trial)
             began = time.perf_counter()
-            if batched:
-                all_scores = scorer.batch_loglikelihoods([t.prompt for t in group], [t.candidates for t in group])
+            if batch_scores is not None:
+                all_scores = batch_scores([t.prompt for t in group], [t.candidates for t in group])
             else:
                 all_scores = [scorer.loglikelihoods(first.prompt, first.candidates)]
             hits += [int(np.argmax(scores)) in t.answers for t, scores in zip(group, all_scores)]

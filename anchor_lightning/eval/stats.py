@@ -11,7 +11,7 @@ import numpy as np
 Z95 = 1.959963984540054
 
 
-def wilson_interval(hits: int, trials: int, z: float = Z95) -> tuple[float, float]:
+def wilson_interval(hits: float, trials: int, z: float = Z95) -> tuple[float, float]:
     """The Wilson score interval of a binomial proportion (95% by default); (0, 1) for no trials."""
     if trials == 0:
         return 0.0, 1.0

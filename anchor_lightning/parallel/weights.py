@@ -33,7 +33,7 @@ def load_hf_weights(model: nn.Module, directory: str | Path) -> None:
     from safetensors import safe_open
     from torch.distributed.tensor import DTensor, distribute_tensor
 
-    targets = dict(model.named_parameters())
+    targets: dict[str, torch.Tensor] = dict(model.named_parameters())
     targets.update(dict(model.named_buffers()))
     missing = {name for name, p in model.named_parameters()}
     tied = {name for name, p in model.named_parameters(remove_duplicate=False)} - missing

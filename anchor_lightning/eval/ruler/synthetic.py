@@ -147,6 +147,7 @@ class _Niah:
         if kind == "numbers":
             return str(self.rng.randint(10**6, 10**7 - 1))
         if kind == "words":
+            assert self.words is not None  # built for the "words" kind
             return self.rng.choice(self.words)
         if kind == "uuids":
             return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
