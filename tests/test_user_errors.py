@@ -401,7 +401,7 @@ def test_inspect_pretokenized_ids_beyond_the_byte_tokenizer_does_not_crash(capsy
     "argv",
     [
         ["fit", "--config", MICRO, "--ckpt_path=/nonexistent/last.ckpt"],
-        ["export", "--ckpt_path", "/nonexistent/last.ckpt", "--out", "/tmp/x"],
+        ["export", "--ckpt_path", "/nonexistent/last.ckpt", "--out", "exported"],  # in the test's own folder
         ["evaluate", "--model", "/nonexistent/model"],
     ],
 )

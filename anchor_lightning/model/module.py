@@ -29,9 +29,11 @@ from anchor_lightning.loggers import is_logging_step
 from anchor_lightning.messages import say
 from anchor_lightning.model.build import build_model, configure, load_config
 from anchor_lightning.model.causal_lm import PackedCausalLM
+from anchor_lightning.model.checks import check_run_fits
 from anchor_lightning.model.flops import attention_width, matmul_parameters
 from anchor_lightning.model.kernels import KERNELS, speed_up
 from anchor_lightning.model.loss import LOSS_IMPLEMENTATIONS
+from anchor_lightning.model.nonfinite import NonFiniteGuard, NonFiniteLoss
 from anchor_lightning.model.schedule import parameter_groups, warmup_cosine_scheduler
 from anchor_lightning.model.step import StepSettings, packed_loss
 from anchor_lightning.model.step_stats import StepStats, ends_step
@@ -40,10 +42,6 @@ from anchor_lightning.parallel.strategy import ShardedStrategy
 COUNTERS_KEY = "anchor_lightning_counters"  # running totals kept in checkpoints
 
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
-
-
-class NonFiniteLoss(UserError):
-    """Training produced a non-finite loss or gradient."""
 
 
 def default_optimizer(params: Iterable) -> torch.optim.Optimizer:
@@ -159,7 +157,7 @@ class AnchorLM(L.LightningModule):
         self.val_loss_sum, self.val_targets = SumMetric(nan_strategy="disable"), SumMetric()
         self.val_nonfinite = SumMetric()
         self.stats = StepStats()  # what training counts; the callbacks read it (model/step_stats.py)
-        self._nonfinite_step: torch.Tensor | None = None  # first step with a non-finite gradient norm (device)
+        self.nonfinite = NonFiniteGuard(on_nonfinite)  # model/nonfinite.py
 
     # ------------------------------------------------------------------ model
     @property
@@ -210,45 +208,8 @@ class AnchorLM(L.LightningModule):
         return kernel
 
     def setup(self, stage: str) -> None:
-        """Refuse data the model cannot embed (before any weights are built)."""
-        if str(self.trainer.precision).startswith("16"):
-            raise UserError(
-                "fp16 needs loss scaling, which this module does not do: use bf16-mixed", field="trainer.precision"
-            )
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None:
-            return
-        model_vocab = self.hf_config.vocab_size
-        tokenizer_vocab = len(datamodule.tokenizer)
-        if tokenizer_vocab > model_vocab:
-            raise UserError(
-                f"the tokenizer's vocabulary ({tokenizer_vocab}) is larger than the model's embedding ({model_vocab})",
-                field="data.tokenizer / model.config.vocab_size",
-            )
-        if datamodule.max_token_id >= model_vocab:
-            file, line = datamodule.locate_token(model_vocab)
-            raise UserError(
-                f"the data holds token id {datamodule.max_token_id}, outside the model's embedding ({model_vocab})",
-                file=file,
-                line=line,
-                field="data.train" if file is None else "input_ids",
-            )
-        strategy = self.trainer.strategy
-        sequence_ranks = strategy.sequence_parallel_size if isinstance(strategy, ShardedStrategy) else 1
-        if sequence_ranks > 1:
-            heads = self.hf_config.num_attention_heads
-            for what, size in (("the row length", self.seq_len), (f"the {heads} attention heads", heads)):
-                if size % sequence_ranks:
-                    raise UserError(
-                        f"{what} cannot be split over {sequence_ranks} sequence-parallel ranks",
-                        field="trainer.strategy.init_args.sequence_parallel_size",
-                    )
-        if (datamodule.mode, datamodule.layout, datamodule.seq_len) != (self.mode, self.layout, self.seq_len):
-            raise UserError(
-                f"data packs (mode={datamodule.mode}, layout={datamodule.layout}, seq_len={datamodule.seq_len}) but the model "
-                f"expects (mode={self.mode}, layout={self.layout}, seq_len={self.seq_len})",
-                field="data",
-            )
+        """Refuse a run that cannot work (before any weights are built): model/checks.py."""
+        check_run_fits(self.trainer, self.hf_config, (self.mode, self.layout, self.seq_len))
 
     def hidden_states(self, batch: Batch) -> torch.Tensor:
         """Last hidden states [B, T, D] of the packed batch (unsharded models: tests, export)."""
@@ -348,31 +309,14 @@ class AnchorLM(L.LightningModule):
         params = [p for p in self.parameters() if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
-        finite = torch.isfinite(norm)
-        if self.on_nonfinite == "skip":
-            if not finite:  # one device sync per step, the price of skipping
-                for p in params:
-                    p.grad = None
-                self.stats.skipped_steps += 1
-        else:
-            step = torch.full_like(norm, float(self.global_step))
-            first = self._nonfinite_step if self._nonfinite_step is not None else torch.full_like(norm, -1.0)
-            self._nonfinite_step = torch.where(finite | (first >= 0), first, step)
+        if self.nonfinite.after_clip(norm, params, self.global_step):
+            self.stats.skipped_steps += 1
         if is_logging_step(self.trainer, self.trainer.global_step + 1):  # the step is not counted yet
             self.log("train/grad_norm", norm)
 
     def check_finite(self) -> None:
         """Stop with the first non-finite step and its rows (a device sync: called at log steps)."""
-        if self._nonfinite_step is None or self._nonfinite_step.item() < 0:
-            return
-        step = int(self._nonfinite_step.item())
-        rows = self.stats.rows.get(step)
-        where = f"packed rows {rows} on rank {self.global_rank}" if rows is not None else f"rank {self.global_rank}"
-        raise NonFiniteLoss(
-            f"non-finite loss or gradient at optimizer step {step} ({where}); "
-            "the run stops here (no checkpoint holds it); set model.on_nonfinite=skip to drop such steps instead",
-            field="model.on_nonfinite",
-        )
+        self.nonfinite.check(self.stats.rows, self.global_rank)
 
     def run_identity(self) -> dict:
         """The settings that make this run's model and rows what they are (checkpoint/identity.py)."""
