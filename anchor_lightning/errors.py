@@ -20,3 +20,11 @@ class UserError(Exception):
         if self.field is not None:
             where.append(f"field {self.field!r}")
         return ": ".join([*where, self.message])
+
+
+def require_at_least(*checks: tuple[str, float | None, float]) -> None:
+    """Each ``(field, value, least)``: a value below its least stops with one line naming the field (None
+    passes: the setting is off)."""
+    for field, value, least in checks:
+        if value is not None and value < least:
+            raise UserError(f"{value} is below {least}", field=field)

@@ -29,7 +29,7 @@ from anchor_lightning.callbacks.progress import PlainProgress, StepProgressBar
 from anchor_lightning.callbacks.throughput import TokenThroughput
 from anchor_lightning.checkpoint.reader import read_checkpoint
 from anchor_lightning.data.datamodule import PackedDataModule
-from anchor_lightning.errors import UserError
+from anchor_lightning.errors import UserError, require_at_least
 from anchor_lightning.messages import say
 from anchor_lightning.model.module import AnchorLM
 from anchor_lightning.paths import writable_directory
@@ -113,9 +113,7 @@ def data_parallel_size(trainer) -> int:
 
 
 def accumulation_for(global_batch: int, micro_batch: int, data_parallel: int) -> int:
-    for field, value in (("data.global_batch_size", global_batch), ("data.micro_batch_size", micro_batch)):
-        if value < 1:
-            raise UserError(f"{value} is below 1", field=field)
+    require_at_least(("data.global_batch_size", global_batch, 1), ("data.micro_batch_size", micro_batch, 1))
     per_pass = micro_batch * data_parallel
     if global_batch % per_pass:
         raise UserError(
@@ -223,9 +221,7 @@ class AnchorCLI(LightningCLI):
         name_by_settings(config)
         if config.data.tokenizer is None and config.model.pretrained is not None:
             config.data.tokenizer = config.model.pretrained
-        accumulation = config.trainer.accumulate_grad_batches
-        if accumulation is not None and accumulation < 1:
-            raise UserError(f"{accumulation} is below 1", field="trainer.accumulate_grad_batches")
+        require_at_least(("trainer.accumulate_grad_batches", config.trainer.accumulate_grad_batches, 1))
         if config.data.global_batch_size is not None:
             config.trainer.accumulate_grad_batches = accumulation_for(
                 config.data.global_batch_size, config.data.micro_batch_size, data_parallel_size(config.trainer)

@@ -14,7 +14,7 @@ from anchor_lightning.data.packing import PackingSpec
 from anchor_lightning.data.sampler import EvalBatchSampler, RowRef, StepBatchSampler
 from anchor_lightning.data.sources import DEFAULT_SOURCE
 from anchor_lightning.data.tokenizer import Tokenizer, load_tokenizer, resolve_anchor_id
-from anchor_lightning.errors import UserError
+from anchor_lightning.errors import UserError, require_at_least
 from anchor_lightning.parallel.strategy import ShardedStrategy
 
 
@@ -131,13 +131,11 @@ class PackedDataModule(L.LightningDataModule):
             cache_dir=cache_dir,
         )
         self.settings.check()
-        for field, value, least in (
+        require_at_least(
             ("data.micro_batch_size", micro_batch_size, 1),
             ("data.global_batch_size", global_batch_size, 1),
             ("data.num_workers", num_workers, 0),
-        ):
-            if value is not None and value < least:
-                raise UserError(f"{value} is below {least}", field=field)
+        )
         self.micro_batch_size, self.global_batch_size = micro_batch_size, global_batch_size
         self.num_workers = num_workers
         self._tokenizer: Tokenizer | None = None

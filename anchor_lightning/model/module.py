@@ -24,7 +24,7 @@ from anchor_lightning.checkpoint.identity import (
 )
 from anchor_lightning.data.batch import Batch
 from anchor_lightning.data.packing import check_mode_layout
-from anchor_lightning.errors import UserError
+from anchor_lightning.errors import UserError, require_at_least
 from anchor_lightning.loggers import is_logging_step
 from anchor_lightning.messages import say
 from anchor_lightning.model.build import build_model, configure, load_config
@@ -131,13 +131,11 @@ class AnchorLM(L.LightningModule):
                 "checkpoint_layers and offload_activations need activation_checkpointing: true",
                 field="model.activation_checkpointing",
             )
-        for field, value, least in (
+        require_at_least(
             ("model.warmup_steps", warmup_steps, 0),
             ("model.loss_chunk_size", loss_chunk_size, 1),
             ("model.checkpoint_layers", checkpoint_layers, 0),
-        ):
-            if value is not None and value < least:
-                raise UserError(f"{value} is below {least}", field=field)
+        )
         if not 0.0 <= min_lr_ratio <= 1.0:
             raise UserError(
                 f"must be in [0, 1] (the cosine's end as a share of lr), got {min_lr_ratio}", field="model.min_lr_ratio"
