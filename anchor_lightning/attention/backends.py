@@ -23,6 +23,7 @@ all-to-all around the backend gives it the whole row for a slice of the heads
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +72,7 @@ def _compiled(fn):
     return torch.compile(fn, dynamic=False)
 
 
-def prepare(batch: dict, backend: str, sequence_group=None) -> AttentionInputs:
+def prepare(batch: Mapping[str, Any], backend: str, sequence_group=None) -> AttentionInputs:
     """Build the backend's mask or boundaries from a batch (on the batch's device). The batch holds
     whole rows; with a ``sequence_group`` the model sees this rank's slots and attention the whole row."""
     mode, layout = batch["mode"], batch["layout"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from anchor_lightning.attention.backends import IMPLEMENTATION_NAMES
@@ -130,15 +131,16 @@ def enable_activation_checkpointing(model: PreTrainedModel, layers: int | None =
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
     if layers is not None:
-        decoder = model.base_model.layers
+        decoder: nn.ModuleList = model.base_model.layers  # type: ignore[assignment]  # every supported family
         if not 0 <= layers <= len(decoder):
             raise UserError(
                 f"cannot checkpoint {layers} of the model's {len(decoder)} decoder layers",
                 field="model.checkpoint_layers",
             )
         for layer in list(decoder)[layers:]:
-            layer.gradient_checkpointing = False
+            layer.gradient_checkpointing = False  # type: ignore[assignment]  # a decoder layer's switch
 
 
 def vocab_size(model: PreTrainedModel) -> int:
-    return model.get_input_embeddings().num_embeddings
+    embeddings: Any = model.get_input_embeddings()
+    return int(embeddings.num_embeddings)

@@ -131,6 +131,8 @@ def export(ckpt: str, out: str, dtype: str = "float32") -> Path:
     anchor = tokenizer.bos_token_id if anchor is None else anchor
     eos = data.get("eos_id")
     eos = tokenizer.eos_token_id if eos is None else eos
+    if anchor is None or eos is None:
+        raise UserError("the run's tokenizer has no first token or EOS, and the checkpoint names none", file=ckpt)
     config = model.config
     config.use_cache = True
     config.bos_token_id, config.eos_token_id = anchor, eos

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import yaml
+import yaml  # type: ignore[import-untyped]  # PyYAML ships no types
 
 from anchor_lightning.checkpoint.gguf import local_checkpoint
 from anchor_lightning.errors import UserError
@@ -40,7 +40,7 @@ def load_inference_model(
             model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, attn_implementation="sdpa")
         except (OSError, ValueError) as err:  # e.g. a directory with a config.json and no weights
             raise UserError(f"cannot load the checkpoint: {str(err).splitlines()[0]}", file=source) from None
-        return model.to(device).eval(), path
+        return model.to(device).eval(), path  # type: ignore[arg-type]  # transformers types .to() narrowly
     if not allow_random or not path.is_file():
         what = "model directory, .gguf file, config or recipe" if allow_random else "model directory or .gguf file"
         raise UserError(f"no such {what}", file=source)

@@ -17,10 +17,12 @@ import functools
 import importlib
 import importlib.util
 from types import MethodType
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+from transformers import PreTrainedModel
 
 KERNELS = ("auto", "liger", "none")
 
@@ -41,7 +43,7 @@ def resolve_kernels(name: str, device_type: str) -> str:
     return name
 
 
-def apply_kernels(lm: nn.Module, name: str, device_type: str) -> str:
+def apply_kernels(lm: PreTrainedModel, name: str, device_type: str) -> str:
     """Swap in fused RMSNorm/RoPE/SwiGLU kernels; returns what was applied (``liger`` or ``none``)."""
     name = resolve_kernels(name, device_type)
     if name == "liger":
@@ -51,15 +53,16 @@ def apply_kernels(lm: nn.Module, name: str, device_type: str) -> str:
     return name
 
 
-def tile_mlp(lm: nn.Module, tile: int) -> None:
+def tile_mlp(lm: PreTrainedModel, tile: int) -> None:
     """Run every decoder layer's MLP over ``tile`` slots at a time, each tile recomputed in backward.
 
     The MLP is position-wise, so the result is the same function; its parameters and state-dict keys
     are untouched (only the instance's ``forward`` is wrapped)."""
     if tile <= 0:
         raise ValueError(f"the MLP tile must be a positive number of slots, got {tile}")
-    for layer in lm.base_model.layers:
-        mlp = layer.mlp
+    layers: nn.ModuleList = lm.base_model.layers  # type: ignore[assignment]  # every supported family
+    for layer in layers:
+        mlp: Any = layer.mlp
         if getattr(mlp, "_anchor_tile", None) is not None:
             mlp._anchor_tile = tile
             continue
@@ -91,7 +94,7 @@ def offloaded_activations(enabled: bool):
 
 
 def speed_up(
-    lm: nn.Module,
+    lm: PreTrainedModel,
     device_type: str,
     kernels: str = "auto",
     checkpointing: bool = False,

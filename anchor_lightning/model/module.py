@@ -163,23 +163,34 @@ class AnchorLM(L.LightningModule):
         """The Hugging Face model (inside :class:`PackedCausalLM`, which adds the loss)."""
         return self.net.lm if self.net is not None else None
 
+    @property
+    def packed(self) -> PackedCausalLM:
+        """The built model with its loss (``configure_model`` builds it)."""
+        if self.net is None:
+            raise RuntimeError("the model is not built yet: Lightning calls configure_model first")
+        return self.net
+
     def configure_model(self) -> None:
         """Build the HF model (Lightning calls this once the strategy is set up; under
         :class:`ShardedStrategy` it is built on the meta device and sharded before any memory is used)."""
         if self.net is not None:
             return
         strategy = self._trainer.strategy if self._trainer is not None else None
+        net: PackedCausalLM
         if isinstance(strategy, ShardedStrategy):
-            self.net = strategy.build_sharded(
-                lambda: PackedCausalLM(build_model(self.hf_config, self.backend)), self.pretrained, self._speed_up
+            net = strategy.build_sharded(  # type: ignore[assignment]  # the module the factory built, sharded
+                lambda: PackedCausalLM(build_model(self.hf_config, self.backend)),
+                self.pretrained,
+                lambda lm: self._speed_up(lm),  # type: ignore[arg-type]  # the factory's .lm
             )
         else:
-            self.net = PackedCausalLM(build_model(self.hf_config, self.backend, self.pretrained))
-            self._speed_up(self.net.lm)
+            net = PackedCausalLM(build_model(self.hf_config, self.backend, self.pretrained))
+            self._speed_up(net.lm)
         # from_pretrained returns the model in eval mode and Lightning keeps submodule modes: in eval
         # mode transformers skips activation checkpointing (and dropout)
-        self.net.train()
-        self.matmul_params = matmul_parameters(self.net)
+        net.train()
+        self.net = net
+        self.matmul_params = matmul_parameters(net)
         self.n_layers, self.d_attn = attention_width(self.hf_config)
 
     def _speed_up(self, lm: PreTrainedModel) -> None:
@@ -211,7 +222,7 @@ class AnchorLM(L.LightningModule):
 
     def hidden_states(self, batch: Batch) -> torch.Tensor:
         """Last hidden states [B, T, D] of the packed batch (unsharded models: tests, export)."""
-        return self.net.hidden_states(batch["input_ids"], batch["position_ids"], prepare(batch, self.backend))
+        return self.packed.hidden_states(batch["input_ids"], batch["position_ids"], prepare(batch, self.backend))
 
     @property
     def sequence_group(self):
@@ -225,11 +236,11 @@ class AnchorLM(L.LightningModule):
 
     def summed_loss(self, batch: Batch) -> torch.Tensor:
         """Sum of the loss over the batch's labelled slots (this rank's, under sequence parallelism)."""
-        return packed_loss(self.net, batch, self.step_settings, self.sequence_group)
+        return packed_loss(self.packed, batch, self.step_settings, self.sequence_group)
 
     def token_losses(self, batch: Batch) -> torch.Tensor:
         """Per-slot losses [B, T] (0 where unlabelled), at least fp32."""
-        return packed_loss(self.net, batch, self.step_settings, self.sequence_group, "none")
+        return packed_loss(self.packed, batch, self.step_settings, self.sequence_group, "none")
 
     def run_summary(self) -> dict:
         """What TensorBoard's HPARAMS shows against val/loss: the settings that make runs differ, as
@@ -264,7 +275,8 @@ class AnchorLM(L.LightningModule):
         self.stats.current.add(total.detach() / batch["step_targets"], batch)
         if ends_step(self.trainer, batch_idx):
             # this rank's share: a sequence group splits every row's work between its ranks
-            sequence_ranks = self.trainer.strategy.sequence_parallel_size if self.sequence_group is not None else 1
+            strategy = self.trainer.strategy
+            sequence_ranks = strategy.sequence_parallel_size if isinstance(strategy, ShardedStrategy) else 1
             flops = self.stats.current.flops(self.matmul_params, self.n_layers, self.d_attn) / sequence_ranks
             self.stats.finish(self.global_step, batch["step_tokens"], flops)
         # Lightning divides by accumulate_grad_batches and DDP/FSDP average over ranks: undo both, so the
@@ -281,6 +293,8 @@ class AnchorLM(L.LightningModule):
         step = self.stats.last
         self.stats.logged(self.global_step - 1)
         loss = step.loss
+        if loss is None:  # no step has finished on this rank yet
+            return
         if self.trainer.world_size > 1:  # each rank holds its share of the step's token-weighted mean
             loss = self.trainer.strategy.reduce(loss.clone(), reduce_op="sum")
         self.log("train/loss", loss, prog_bar=True)

@@ -22,7 +22,7 @@ def parameter_groups(model: nn.Module) -> list[dict]:
             no_decay.append(param)
         else:
             decay.append(param)
-    groups = [{"params": decay}]
+    groups: list[dict] = [{"params": decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     return groups

@@ -5,7 +5,9 @@ trace, progress, preemption) only read them."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -27,7 +29,7 @@ class StepRecord:
         self.rows: list[int] = []
         self.docs = self.tokens = self.attention_pairs = 0
 
-    def add(self, loss_share: torch.Tensor, batch: dict) -> None:
+    def add(self, loss_share: torch.Tensor, batch: Mapping[str, Any]) -> None:
         self.loss = loss_share if self.loss is None else self.loss + loss_share
         self.rows.extend(batch["rows"])
         self.docs += batch["num_docs"]
