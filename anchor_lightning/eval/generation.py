@@ -238,31 +238,31 @@ class _DecodeStep:
         self.slot.add_(1)
         self.column.add_(1)
 
-    def _capture(self) -> bool:
-        """Capture :meth:`step` in a CUDA graph, leaving every buffer as it was; False where it cannot
-        be captured (the step then runs eagerly)."""
-        saved = [t.clone() for t in (self.tokens, self.positions, self.slot, self.column, self.finished)]
-        mask = self.mask.clone()
+    def _capture(self) -> None:
+        """Capture :meth:`step` in a CUDA graph, leaving every buffer as it was; where it cannot be
+        captured the step runs eagerly from then on."""
+        buffers = (self.tokens, self.positions, self.slot, self.column, self.finished, self.mask)
+        saved = [t.clone() for t in buffers]
+
+        def restore() -> None:
+            for t, s in zip(buffers, saved):
+                t.copy_(s)
+
+        device = self.tokens.device
+        graph = torch.cuda.CUDAGraph()
         try:
-            stream = torch.cuda.Stream(self.tokens.device)
-            stream.wait_stream(torch.cuda.current_stream(self.tokens.device))
+            stream = torch.cuda.Stream(device)
+            stream.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(stream):
                 self.step()  # warm-up (lazy allocations, kernel choices) on a side stream
-            torch.cuda.current_stream(self.tokens.device).wait_stream(stream)
-            for t, s in zip((self.tokens, self.positions, self.slot, self.column, self.finished), saved):
-                t.copy_(s)
-            self.mask.copy_(mask)
-            graph = torch.cuda.CUDAGraph()
+            torch.cuda.current_stream(device).wait_stream(stream)
+            restore()
             with torch.cuda.graph(graph):
                 self.step()
+            self.graph = graph
         except RuntimeError:
             self.use_graph = False
-            graph = None
-        for t, s in zip((self.tokens, self.positions, self.slot, self.column, self.finished), saved):
-            t.copy_(s)
-        self.mask.copy_(mask)
-        self.graph = graph
-        return graph is not None
+        restore()
 
     def run(self) -> None:
         if self.use_graph and self.graph is None:
