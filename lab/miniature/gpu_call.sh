@@ -26,8 +26,8 @@
 #
 # One model per call (what survives a lost machine best: on one H200 a mode trains, exports and is
 # evaluated in 340-390 s, so each call brings back that mode's whole results):
-#                                            bash lab/miniature/gpu_call.sh one anchor
-# as call 2 (with call 2's carry) or as any later call on the same warm machine (nothing carried). It
+#                                            bash lab/miniature/gpu_call.sh one anchor [run.py arguments]
+# (e.g. `one anchor --suites ruler`) as call 2 (with call 2's carry) or as any later call on the same warm machine (nothing carried). It
 # runs run.py in its own folder ($WORK-anchor), so `one full` after it starts a new run; `one base` and
 # `one base-theta` evaluate the pretrained model; `watch anchor` watches the run of `one anchor`.
 set -uo pipefail
@@ -38,6 +38,7 @@ DATA=$(realpath -m "${DATA:-/tmp/minidata}")
 SITE=${SITE:-/tmp/site}
 WHEELS=${WHEELS:-.whl}
 CARRY=${CARRY:-.carry}
+MINIDATA=${MINIDATA:-$CARRY/minidata}  # the carried data (the short-document mix: .carry/minimix, DATA=/tmp/minimix)
 PIECES=${PIECES:-/tmp}
 OUT=${OUT:?OUT: the folder whose files come back}
 RUN_PY=${RUN_PY:-lab/miniature/run.py}  # relative to the run's copy of the code; tests put a stand-in here
@@ -56,11 +57,11 @@ setup() {
     [ "$(sha256sum "$GGUF" | cut -c1-64)" = "$(cat "$CARRY/smollm2/2/sha256")" ] || { echo "GGUF checksum mismatch"; rm -f "$GGUF"; exit 5; }
   fi
   if [ ! -f "$DATA/manifest.json" ]; then
-    [ -d "$CARRY/minidata" ] || { echo "no data: carry .carry/minidata in this call"; exit 6; }
-    mkdir -p "$DATA.tmp" && for f in "$CARRY"/minidata/*.xz; do
+    [ -d "$MINIDATA" ] || { echo "no data: carry $MINIDATA in this call"; exit 6; }
+    mkdir -p "$DATA.tmp" && for f in "$MINIDATA"/*.xz; do
       xz -dc "$f" > "$DATA.tmp/$(basename "$f" .xz)" || exit 6
     done
-    cp "$CARRY/minidata/manifest.json" "$DATA.tmp/" && mv "$DATA.tmp" "$DATA"
+    cp "$MINIDATA/manifest.json" "$DATA.tmp/" && mv "$DATA.tmp" "$DATA"
   fi
 }
 
@@ -86,10 +87,12 @@ case "${1:-start}" in
     start_run "$WORK" "$@"
     ;;
   one)
-    case "${2:-}" in
-      anchor|full|intra_doc|intra_doc_reset) start_run "$WORK-$2" --modes "$2" --models "$2" --parallel 1 ;;
-      base|base-theta) start_run "$WORK-$2" --modes --models "$2" --parallel 1 ;;
-      *) echo "usage: gpu_call.sh one anchor|full|intra_doc|intra_doc_reset|base|base-theta"; exit 2 ;;
+    model=${2:-}
+    shift 2 || true
+    case "$model" in
+      anchor|full|intra_doc|intra_doc_reset) start_run "$WORK-$model" --modes "$model" --models "$model" --parallel 1 "$@" ;;
+      base|base-theta) start_run "$WORK-$model" --modes --models "$model" --parallel 1 "$@" ;;
+      *) echo "usage: gpu_call.sh one anchor|full|intra_doc|intra_doc_reset|base|base-theta [run.py arguments]"; exit 2 ;;
     esac
     ;;
   watch)
