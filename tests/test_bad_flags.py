@@ -75,6 +75,8 @@ def cases(model: str, tmp: Path) -> list[tuple[list[str], str]]:
         ([*fit, "--model.min_lr_ratio=2"], "field 'model.min_lr_ratio': must be in [0, 1]"),
         ([*fit, "--model.loss_chunk_size=0"], "field 'model.loss_chunk_size': 0 is below 1"),
         ([*fit, "--trainer.accumulate_grad_batches=0"], "field 'trainer.accumulate_grad_batches': 0 is below 1"),
+        ([*fit, "--model.float8=tensorwise"], "field 'model.float8': float8 needs a CUDA GPU with FP8 matmuls"),
+        ([*fit, "--model.float8=blockwise"], "blockwise is not one of tensorwise, rowwise, null"),
         (["fit", "--config", str(tmp / "empty.yaml")], "empty.yaml: field '--config': empty, not a recipe"),
         (["fit", "--config", str(tmp / "list.yaml")], "list.yaml: field '--config': a YAML list, not a recipe"),
         (["evaluate", "--model", model, "--tokenizer", llama2_tokenizer(tmp)], "larger than the model's embedding"),

@@ -208,7 +208,9 @@ def _net(spec: dict, device: torch.device):
 def _prepare(spec: dict, device: torch.device):
     from anchor_lightning.model.kernels import speed_up
 
-    return lambda lm: speed_up(lm, device.type, spec["kernels"], spec["checkpointing"], None, spec["mlp_tile"])
+    return lambda lm: speed_up(
+        lm, device.type, spec["kernels"], spec["checkpointing"], None, spec["mlp_tile"], spec.get("float8")
+    )
 
 
 def _loss(net, batch: dict, spec: dict, group) -> torch.Tensor:

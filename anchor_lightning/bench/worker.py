@@ -86,9 +86,17 @@ def _ours(spec: dict, device: torch.device):
     checkpointing = spec["checkpointing"]
     layers = None if isinstance(checkpointing, bool) else int(checkpointing)
     offload = spec.get("offload", False)
-    spec["kernels_applied"] = speed_up(
-        model.lm, device.type, spec.get("kernels", "auto"), bool(checkpointing), layers, spec.get("mlp_tile")
+    spec["kernels_applied"], converted = speed_up(
+        model.lm,
+        device.type,
+        spec.get("kernels", "auto"),
+        bool(checkpointing),
+        layers,
+        spec.get("mlp_tile"),
+        spec.get("float8"),
+        spec.get("float8_layers", "auto"),
     )
+    spec["float8_converted"] = len(converted)
 
     settings = StepSettings(spec["backend"], spec.get("loss", "auto"), offload_activations=offload)
 

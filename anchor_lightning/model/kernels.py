@@ -6,6 +6,7 @@
   family (``apply_rotary_pos_emb``, the norm and MLP classes) for models built later in the process.
 * :func:`tile_mlp`: the MLP of each decoder layer runs over slices of the row, each recomputed in the
   backward pass, so the [T, intermediate] activations of a very long row never exist at once.
+* FP8 linear layers (``float8.py``), when ``model.float8`` names a recipe.
 * :func:`enable_activation_checkpointing` (in ``build.py``) and :func:`offloaded_activations`: recompute
   decoder layers in backward, optionally keeping the checkpointed layer inputs in pinned host memory.
 """
@@ -100,15 +101,20 @@ def speed_up(
     checkpointing: bool = False,
     checkpoint_layers: int | None = None,
     mlp_tile: int | None = None,
-) -> str:
+    float8: str | None = None,
+    float8_layers: str = "auto",
+) -> tuple[str, list[str]]:
     """Everything above, in the order it must happen (kernels first: Liger rebinds the MLP's forward,
-    which the tiling then wraps). Returns the kernels applied. Offloading is a context around the
-    forward pass: :func:`offloaded_activations`."""
+    which the tiling then wraps; FP8 linear layers before checkpointing, as torchao asks). Returns the
+    kernels applied and the linear layers converted to FP8 (``float8.py``). Offloading is a context
+    around the forward pass: :func:`offloaded_activations`."""
     from anchor_lightning.model.build import enable_activation_checkpointing
+    from anchor_lightning.model.float8 import convert_to_float8
 
     applied = apply_kernels(lm, kernels, device_type)
+    converted = convert_to_float8(lm, float8, float8_layers) if float8 is not None else []
     if mlp_tile is not None:
         tile_mlp(lm, mlp_tile)
     if checkpointing:
         enable_activation_checkpointing(lm, checkpoint_layers)
-    return applied
+    return applied, converted

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torchmetrics import SumMetric
 from transformers import PreTrainedModel
 
@@ -30,9 +31,11 @@ from anchor_lightning.messages import say
 from anchor_lightning.model.build import build_model, configure, load_config
 from anchor_lightning.model.causal_lm import PackedCausalLM
 from anchor_lightning.model.checks import check_run_fits
+from anchor_lightning.model.float8 import check_float8, device_capability
 from anchor_lightning.model.flops import attention_width, matmul_parameters
-from anchor_lightning.model.kernels import KERNELS, speed_up
-from anchor_lightning.model.loss import LOSS_IMPLEMENTATIONS
+from anchor_lightning.model.kernel_report import attention_kernel, describe, missing, missing_warning
+from anchor_lightning.model.kernels import KERNELS, liger_available, speed_up
+from anchor_lightning.model.loss import LOSS_IMPLEMENTATIONS, resolve_implementation
 from anchor_lightning.model.nonfinite import NonFiniteGuard, NonFiniteLoss
 from anchor_lightning.model.schedule import parameter_groups, warmup_cosine_scheduler
 from anchor_lightning.model.step import StepSettings, packed_loss
@@ -75,6 +78,9 @@ class AnchorLM(L.LightningModule):
         kernels: fused RMSNorm/RoPE/SwiGLU: ``auto`` (Liger on CUDA when installed) | ``liger`` | ``none``.
         loss: ``auto`` (Liger on CUDA when installed, else chunked) | ``liger`` | ``chunked``.
         loss_chunk_size: rows of logits alive at once in the chunked loss.
+        float8: FP8 linear layers (torchao): ``tensorwise`` | ``rowwise``; None (default) trains in bf16.
+        float8_layers: which layers convert: ``auto`` (torchao's size rule: where FP8 is faster) | ``all``
+            (every decoder linear layer; for checking FP8's loss on small models). model/float8.py.
         optimizer: a callable building the optimizer from parameter groups (AdamW by default).
         warmup_steps: linear warm-up steps of the LR schedule.
         min_lr_ratio: the cosine schedule ends at ``lr * min_lr_ratio``.
@@ -100,6 +106,8 @@ class AnchorLM(L.LightningModule):
         kernels: Literal["auto", "liger", "none"] = "auto",
         loss: Literal["auto", "liger", "chunked"] = "auto",
         loss_chunk_size: int = 4096,
+        float8: Literal["tensorwise", "rowwise"] | None = None,
+        float8_layers: Literal["auto", "all"] = "auto",
         optimizer: OptimizerFactory = default_optimizer,
         warmup_steps: int = 0,
         min_lr_ratio: float = 0.1,
@@ -145,6 +153,12 @@ class AnchorLM(L.LightningModule):
         self.activation_checkpointing = activation_checkpointing
         self.checkpoint_layers, self.offload_activations = checkpoint_layers, offload_activations
         self.mlp_tile, self.kernels = mlp_tile, kernels
+        try:
+            check_float8(float8, float8_layers)
+        except ValueError as err:
+            raise UserError(str(err), field="model.float8") from None
+        self.float8, self.float8_layers = float8, float8_layers
+        self.float8_converted: list[str] = []
         self.loss_implementation, self.loss_chunk_size = loss, loss_chunk_size
         self.optimizer_factory = optimizer
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
@@ -196,29 +210,63 @@ class AnchorLM(L.LightningModule):
     def _speed_up(self, lm: PreTrainedModel) -> None:
         """Fused kernels, MLP tiling and activation checkpointing, as configured (before sharding)."""
         device_type = self._trainer.strategy.root_device.type if self._trainer is not None else "cpu"
+        self._check_float8(device_type)
         try:
-            self.kernels_applied = speed_up(
-                lm, device_type, self.kernels, self.activation_checkpointing, self.checkpoint_layers, self.mlp_tile
+            self.kernels_applied, self.float8_converted = speed_up(
+                lm,
+                device_type,
+                self.kernels,
+                self.activation_checkpointing,
+                self.checkpoint_layers,
+                self.mlp_tile,
+                self.float8,
+                self.float8_layers,
             )
         except ValueError as err:
             raise UserError(str(err), field="model.kernels") from None
         self.varlen_kernel = self._varlen_kernel(device_type)
+        self._announce_kernels(lm, device_type)
 
     def _varlen_kernel(self, device_type: str) -> str | None:
-        """The FlashAttention kernel the varlen backend will call (announced once; None where none runs),
-        chosen before training so that a kernel named in the environment but missing stops the run now."""
+        """The FlashAttention kernel the varlen backend will call (None where none runs), chosen before
+        training so that a kernel named in the environment but missing stops the run now."""
         if not runs_varlen_kernel(self.backend, self.mode, device_type):
             return None
         try:
-            kernel = choose_varlen_kernel()
+            return choose_varlen_kernel()
         except (ValueError, RuntimeError) as err:
             raise UserError(str(err), field=VARLEN_KERNEL_ENV) from None
-        say(f"varlen attention: FlashAttention kernel {kernel!r} ({VARLEN_KERNEL_ENV} to choose)")
-        return kernel
+
+    def _announce_kernels(self, lm: PreTrainedModel, device_type: str) -> None:
+        """One line naming the kernels this run computes with (model/kernel_report.py), and a warning
+        when the GPU install would bring faster ones (once a process, on rank 0)."""
+        try:
+            self.loss_applied = resolve_implementation(self.loss_implementation, torch.device(device_type))
+        except ValueError as err:
+            raise UserError(str(err), field="model.loss") from None
+        linears = sum(isinstance(module, torch.nn.Linear) for module in lm.modules())
+        attention = attention_kernel(self.backend, self.mode, device_type, self.varlen_kernel)
+        line = describe(
+            attention, self.kernels_applied, self.loss_applied, self.float8, len(self.float8_converted), linears
+        )
+        rank_zero_only(say)(line + (f" ({VARLEN_KERNEL_ENV} chooses the varlen kernel)" if self.varlen_kernel else ""))
+        wanted = missing(
+            device_type, device_capability(device_type), self.backend, self.mode, self.varlen_kernel, liger_available()
+        )
+        if wanted:
+            rank_zero_warn(missing_warning(wanted))
+
+    def _check_float8(self, device_type: str) -> None:
+        try:
+            check_float8(self.float8, self.float8_layers, device_type, device_capability(device_type))
+        except ValueError as err:
+            raise UserError(str(err), field="model.float8") from None
 
     def setup(self, stage: str) -> None:
-        """Refuse a run that cannot work (before any weights are built): model/checks.py."""
+        """Refuse a run that cannot work (before any weights are built): model/checks.py, and FP8 where
+        the device has none."""
         check_run_fits(self.trainer, self.hf_config, (self.mode, self.layout, self.seq_len))
+        self._check_float8(self.trainer.strategy.root_device.type)
 
     def hidden_states(self, batch: Batch) -> torch.Tensor:
         """Last hidden states [B, T, D] of the packed batch (unsharded models: tests, export)."""
@@ -260,6 +308,7 @@ class AnchorLM(L.LightningModule):
             "rows_per_step": int(sampler.rows_per_step) if sampler is not None else 0,
             "parameters_M": round(sum(p.numel() for p in self.parameters()) / 1e6, 3),
             "precision": str(trainer.precision),
+            "float8": self.float8 or "off",
         }
 
     def on_train_start(self) -> None:

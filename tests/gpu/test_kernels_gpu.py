@@ -52,7 +52,7 @@ def _compare() -> dict:
         ("liger+selective+tile+offload", {"checkpointing": True, "checkpoint_layers": 4, "mlp_tile": 1000}, True),
     ):
         model = net()
-        applied = speed_up(model.lm, "cuda", "liger", **options)
+        applied, _ = speed_up(model.lm, "cuda", "liger", **options)
         fused = _loss_and_grad(model, batch, offload)
         cosine = torch.nn.functional.cosine_similarity(plain[1], fused[1], dim=0).item()
         out[name] = (

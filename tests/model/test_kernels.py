@@ -112,7 +112,7 @@ def test_kernel_choice_is_checked():
         resolve_kernels("triton", "cuda")
     net = _net()
     assert apply_kernels(net.lm, "none", "cpu") == "none"
-    assert speed_up(net.lm, "cpu", "auto", checkpointing=True, checkpoint_layers=1, mlp_tile=64) == "none"
+    assert speed_up(net.lm, "cpu", "auto", checkpointing=True, checkpoint_layers=1, mlp_tile=64) == ("none", [])
     assert [layer.gradient_checkpointing for layer in net.lm.base_model.layers] == [True, False, False]
     assert net.lm.base_model.layers[2].mlp._anchor_tile == 64
 
