@@ -14,7 +14,7 @@
 #   short       4K and 8K (the base model's table), F = <|endoftext|> (id 0) opening every prompt
 #   long        16K and 32K, as short
 #   specials    4K and 8K fed exactly as RULER feeds them (tokenizer(prompt): no first token here)
-#   gputests    the GPU tests of generation and RULER
+#   gputests    the GPU tests of generation, RULER and FP8 linear layers
 # One call without the GGUF (carry .carry/smol-shape: SmolLM2's config and tokenizer files, and .whl):
 #   bash lab/gpu/ruler.sh shape gputests   the GPU tests, then the speed of 4K ... 32K (SHAPE_LENGTHS)
 #                                              on SmolLM2's shape with random weights (their scores mean
@@ -78,7 +78,7 @@ for part in "$@"; do
     short) ruler short --first_token 0 --lengths 4096 8192 ;;
     long) ruler long --first_token 0 --lengths 16384 32768 ;;
     specials) ruler specials --tokenizer_specials --lengths 4096 8192 ;;
-    gputests) python3 -m pytest -q -p no:cacheprovider tests/gpu -k "generation or ruler or graph" 2>&1 | tail -15 ;;
+    gputests) python3 -m pytest -q -p no:cacheprovider tests/gpu -k "generation or ruler or graph or float8" -s 2>&1 | grep --line-buffered -E "passed|failed|error|bf16|Error" | tail -25 ;;
     *) echo "unknown part $part"; exit 2 ;;
   esac
 done
