@@ -11,6 +11,7 @@
 #   timing      4K, 8K, 16K and 32K in one run (the speed target: at most 5 minutes on one H200)
 #   bylength    4K, 8K, 16K and 32K as timing, one run a length (each length's result comes back even
 #               when a later one is cut off; the speed is the sum of the runs)
+#   len-N       one length N alone, as bylength (a long length in a call of its own)
 #   short       4K and 8K (the base model's table), F = <|endoftext|> (id 0) opening every prompt
 #   long        16K and 32K, as short
 #   specials    4K and 8K fed exactly as RULER feeds them (tokenizer(prompt): no first token here)
@@ -75,6 +76,7 @@ for part in "$@"; do
   case $part in
     timing) ruler timing --first_token 0 --lengths 4096 8192 16384 32768 ;;
     bylength) for n in 4096 8192 16384 32768; do ruler "len-$n" --first_token 0 --lengths $n; rm -f "$OUT/len-$n/ruler_heatmap.png"; done ;;
+    len-*) n=${part#len-}; ruler "$part" --first_token 0 --lengths "$n"; rm -f "$OUT/$part/ruler_heatmap.png" ;;
     short) ruler short --first_token 0 --lengths 4096 8192 ;;
     long) ruler long --first_token 0 --lengths 16384 32768 ;;
     specials) ruler specials --tokenizer_specials --lengths 4096 8192 ;;
