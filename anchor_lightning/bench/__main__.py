@@ -42,9 +42,10 @@ def run_one(spec: dict, timeout: int) -> dict:
 
 
 def label(result: dict) -> str:
-    """The contender's name, with the FlashAttention kernel where one was chosen."""
+    """The contender's name, with the FlashAttention kernel where one was chosen and the FP8 recipe."""
     kernel = result.get("varlen_kernel")
-    return f"{result['name']}:{kernel}" if kernel else result["name"]
+    name = f"{result['name']}:{kernel}" if kernel else result["name"]
+    return f"{name}+fp8:{result['float8']}" if result.get("float8") else name
 
 
 def _ckpt(result: dict) -> str:
@@ -59,9 +60,14 @@ def table(results: list[dict]) -> str:
     ]
     for row in sorted({r["seq_len"] for r in results}):
         at = [r for r in results if r["seq_len"] == row]
-        peers = [r["tokens_per_sec"] for r in at if r["name"] in PEERS and "error" not in r]
-        best = max(peers) if peers else None
         for r in at:
+            # the best peer in the same linear precision (bf16 against bf16, FP8 against FP8)
+            peers = [
+                p["tokens_per_sec"]
+                for p in at
+                if p["name"] in PEERS and "error" not in p and p.get("float8") == r.get("float8")
+            ]
+            best = max(peers) if peers else None
             if "error" in r:
                 lines.append(f"{label(r):>26} {row:>7} {r['precision']:>11} {_ckpt(r):>4}  {r['error']}")
                 continue
@@ -144,8 +150,15 @@ def contender_specs(name: str, row: int, shape: dict, args: argparse.Namespace) 
         base.update(kernels=args.kernels, offload=args.offload, mlp_tile=args.mlp_tile)
     kernels = args.varlen_kernel if ours and runs_varlen_kernel(contender["backend"], contender["mode"]) else [None]
     return [
-        {**base, "precision": precision, **({"varlen_kernel": kernel} if kernel else {})}
+        {
+            **base,
+            "precision": precision,
+            "float8": None if float8 == "none" else float8,
+            "float8_layers": args.float8_layers,
+            **({"varlen_kernel": kernel} if kernel else {}),
+        }
         for precision in args.precision
+        for float8 in args.float8
         for kernel in kernels
     ]
 
@@ -165,6 +178,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="exponential:MEAN:MIN:MAX (torch Generator, --seed) or a pre-tokenized JSONL corpus",
     )
     parser.add_argument("--precision", nargs="+", default=["bf16"], choices=["bf16", "fp32-master"])
+    parser.add_argument(
+        "--float8",
+        nargs="+",
+        default=["none"],
+        choices=["none", "tensorwise", "rowwise"],
+        help="FP8 linear layers (torchao), each a variant of every contender, ours and the peers alike; "
+        "the ratio is to the best peer of the same setting",
+    )
+    parser.add_argument(
+        "--float8-layers",
+        default="auto",
+        choices=["auto", "all"],
+        help="which decoder linear layers convert (model/float8.py), the same for every contender",
+    )
     parser.add_argument(
         "--checkpointing",
         choices=["auto", "on", "off"],

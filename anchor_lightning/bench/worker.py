@@ -125,6 +125,10 @@ def _hf(spec: dict, device: torch.device):
             break
     implementation = "flex_attention" if spec["kind"] == "hf_flex" else "sdpa"
     model = AutoModelForCausalLM.from_config(config, attn_implementation=implementation).to(device)
+    if spec.get("float8"):  # the peer gets FP8 too: the same layers through the same torchao call
+        from anchor_lightning.model.float8 import convert_to_float8
+
+        spec["float8_converted"] = len(convert_to_float8(model, spec["float8"], spec.get("float8_layers", "auto")))
     if spec["checkpointing"]:  # the peer gets the same settings as ours: all layers, or the first N
         from anchor_lightning.model.build import enable_activation_checkpointing
 

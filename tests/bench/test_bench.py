@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
@@ -209,8 +210,6 @@ def test_a_hugging_face_config_directory_sets_the_model(tmp_path):
 
 
 def test_each_varlen_kernel_asked_for_is_its_own_run():
-    import argparse
-
     args = argparse.Namespace(
         documents="exponential:100:16:256",
         seed=1,
@@ -222,6 +221,8 @@ def test_each_varlen_kernel_asked_for_is_its_own_run():
         mlp_tile=None,
         precision=["bf16", "fp32-master"],
         varlen_kernel=["fa2", "fa4"],
+        float8=["none"],
+        float8_layers="auto",
     )
     anchor = bench.contender_specs("ours-anchor-varlen", 256, {}, args)
     assert [(s["precision"], s["varlen_kernel"]) for s in anchor] == [
@@ -235,3 +236,29 @@ def test_each_varlen_kernel_asked_for_is_its_own_run():
     for name in ("ours-full-varlen", "ours-anchor-flex", "hf-flex-liger"):
         specs = bench.contender_specs(name, 256, {}, args)
         assert len(specs) == 2 and all("varlen_kernel" not in s for s in specs) and bench.label(specs[0]) == name
+
+
+def test_fp8_contenders_are_compared_with_the_fp8_peer():
+    """``--float8 none tensorwise`` makes each contender two runs; an FP8 run's ratio is to the best FP8
+    peer, a bf16 run's to the best bf16 peer (an FP8 peer must not lower ours in bf16)."""
+    args = argparse.Namespace(
+        documents="exponential:100:16:512", seed=1, warmup=1, steps=1, profile=None, kernels="auto", offload=False,
+        mlp_tile=None, varlen_kernel=["auto"], precision=["bf16"], float8=["none", "tensorwise"], float8_layers="all",
+    )  # fmt: skip
+    specs = bench.contender_specs("hf-flex-liger", 8, {}, args)
+    assert [(s["float8"], s["float8_layers"]) for s in specs] == [(None, "all"), ("tensorwise", "all")]
+    common = {"seq_len": 8, "precision": "bf16", "checkpointing": False, "flops_per_token": 1e9, "mfu": 0.4}
+    rows = [
+        {**common, "name": "hf-flex-liger", "float8": None, "tokens_per_sec": 100.0, "peak_gib": 10.0},
+        {**common, "name": "hf-flex-liger", "float8": "tensorwise", "tokens_per_sec": 200.0, "peak_gib": 10.0},
+        {**common, "name": "ours-anchor-varlen", "float8": None, "tokens_per_sec": 120.0, "peak_gib": 9.0},
+        {**common, "name": "ours-anchor-varlen", "float8": "tensorwise", "tokens_per_sec": 250.0, "peak_gib": 9.0},
+    ]
+    lines = bench.table(rows).splitlines()[1:]
+    ratios = {line.split()[0]: line.split()[-1] for line in lines}
+    assert ratios == {
+        "hf-flex-liger": "1.00x",
+        "hf-flex-liger+fp8:tensorwise": "1.00x",
+        "ours-anchor-varlen": "1.20x",
+        "ours-anchor-varlen+fp8:tensorwise": "1.25x",
+    }
