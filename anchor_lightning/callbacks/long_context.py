@@ -8,10 +8,13 @@ a checkpoint and run ``python -m anchor_lightning evaluate`` instead (this callb
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
+from anchor_lightning.callbacks.parts import anchor_module, packed_data
 from anchor_lightning.eval.niah import TASKS
 from anchor_lightning.eval.scoring import HFScorer
 from anchor_lightning.eval.suite import Corpora, NeedleSettings, evaluate
@@ -20,9 +23,9 @@ from anchor_lightning.eval.suite import Corpora, NeedleSettings, evaluate
 class LongContextEval(L.Callback):
     def __init__(
         self,
-        lengths: list[int] = (1024,),
-        depths: list[float] = (0.0, 0.5, 1.0),
-        tasks: list[str] = TASKS,
+        lengths: Sequence[int] = (1024,),
+        depths: Sequence[float] = (0.0, 0.5, 1.0),
+        tasks: Sequence[str] = TASKS,
         trials: int = 2,
         candidates: int = 10,
         ppl_documents: int = 2,
@@ -40,12 +43,12 @@ class LongContextEval(L.Callback):
         if trainer.world_size > 1 and type(trainer.strategy).__name__ == "ShardedStrategy":
             rank_zero_warn("LongContextEval skips sharded models: export and run `python -m anchor_lightning evaluate`")
             return
-        data = trainer.datamodule
+        data = packed_data(trainer)
         if not data.val_rows:
             return
         rows = [data.val_rows.row(i) for i in range(len(data.val_rows))]
         documents = [r.input_ids[(r.doc_ids >= 0) & ~r.is_prefix].astype("int64") for r in rows]  # text only
-        model = pl_module.model
+        model = anchor_module(pl_module).packed.lm
         previous, was_training = model.config._attn_implementation, model.training
         model.set_attn_implementation("sdpa")
         model.eval()

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from anchor_lightning.callbacks.parts import trainer_callbacks
 from anchor_lightning.messages import say
 from anchor_lightning.model.step_stats import ends_step
 
@@ -23,7 +25,7 @@ class SaveOnSignal(L.Callback):
     def __init__(self, signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1", "SIGINT")) -> None:
         self.signals = signals
         self.received: int | None = None
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Any] = {}  # what signal.signal returned
 
     def _handle(self, signum, frame) -> None:
         if signum == signal.SIGINT and self.received == signal.SIGINT:
@@ -55,7 +57,7 @@ class SaveOnSignal(L.Callback):
             return
         path = last_checkpoint_path(trainer)
         say(f"signal received: saving {path} after step {trainer.global_step} and stopping")
-        for callback in trainer.callbacks:
+        for callback in trainer_callbacks(trainer):
             if isinstance(callback, ModelCheckpoint) and callback.save_last:
                 # its own last.ckpt from now on: a save of its own at this step rewrites the file instead of
                 # writing last-v1.ckpt beside one it did not write (set before saving: it is in the state)
@@ -66,7 +68,7 @@ class SaveOnSignal(L.Callback):
 
 def last_checkpoint_path(trainer: L.Trainer) -> str:
     """``last.ckpt`` in the ModelCheckpoint's directory (where ``--ckpt_path last`` looks)."""
-    callback = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    callback = next((c for c in trainer_callbacks(trainer) if isinstance(c, ModelCheckpoint)), None)
     directory = (
         callback.dirpath
         if callback is not None and callback.dirpath

@@ -4,7 +4,7 @@ Lightning's bar counts micro-batches (with gradient accumulation an 80-step run 
 prints the epoch as "0/-2" when only ``max_steps`` is set, shows the logger's version as
 ``v_num: 3.000`` and only the metrics logged with ``prog_bar``. This bar counts optimizer steps of
 the remaining run and shows the loss, the learning rate and tokens/s; otherwise it is Lightning's
-(Rich when installed).
+Rich bar (rich is one of this package's dependencies).
 """
 
 from __future__ import annotations
@@ -13,16 +13,10 @@ import sys
 import time
 
 import lightning as L
-from lightning.pytorch.callbacks import TQDMProgressBar
-from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
 from anchor_lightning.loggers import is_logging_step
 from anchor_lightning.model.step_stats import ends_step
-
-if _RICH_AVAILABLE:
-    from lightning.pytorch.callbacks import RichProgressBar as _Base
-else:  # pragma: no cover - rich ships with the pinned requirements
-    _Base = TQDMProgressBar
 
 # what the bar shows, from the logged metrics: (key, label, format)
 SHOWN = (
@@ -37,7 +31,7 @@ def shown_metrics(metrics: dict) -> dict[str, str]:
     return {label: format(float(metrics[key]), spec) for key, label, spec in SHOWN if key in metrics}
 
 
-class StepProgressBar(_Base):
+class StepProgressBar(RichProgressBar):
     @property
     def total_train_batches(self):
         """Optimizer steps left in this epoch of the run."""
@@ -155,4 +149,4 @@ class PlainProgress(L.Callback):
 
 def _checkpoint_dir(trainer: L.Trainer) -> str | None:
     callback = trainer.checkpoint_callback
-    return str(callback.dirpath) if callback is not None and getattr(callback, "dirpath", None) else None
+    return str(callback.dirpath) if isinstance(callback, ModelCheckpoint) and callback.dirpath else None

@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 
+from anchor_lightning.callbacks.parts import anchor_module, packed_data
 from anchor_lightning.messages import say
 from anchor_lightning.paths import cache_dir
 
@@ -56,8 +59,8 @@ class RulerEval(L.Callback):
         self,
         every_n_steps: int = 10,
         first_step: int = 0,
-        tasks: list[str] = ("niah_single_2", "niah_multikey_1", "niah_multivalue", "vt"),
-        lengths: list[int] = (4096,),
+        tasks: Sequence[str] = ("niah_single_2", "niah_multikey_1", "niah_multivalue", "vt"),
+        lengths: Sequence[int] = (4096,),
         samples: int = 20,
         last_k: int = 5,
         at_end: bool = True,
@@ -78,8 +81,8 @@ class RulerEval(L.Callback):
         self.batch_size, self.workers = batch_size, workers
         self.history: list[dict[str, float]] = []  # each evaluation's averages by length
         self._evaluated_step = -1
-        self._samples = None
-        self._tokenizer = None
+        self._samples: dict[tuple[str, int], list[Any]] | None = None
+        self._tokenizer: Any = None
         self.data: dict = {}  # digests of what the samples were built from
 
     # ------------------------------------------------------------------ hooks
@@ -108,7 +111,7 @@ class RulerEval(L.Callback):
 
         from anchor_lightning.eval.ruler.suite import prepare_samples
 
-        data = trainer.datamodule
+        data = packed_data(trainer)
         source = getattr(data.tokenizer, "name_or_path", None)
         if source is None:  # the built-in byte tokenizer: its equivalent Hugging Face files, beside the samples
             source = str(cache_dir("ruler") / "byte-tokenizer")
@@ -148,7 +151,8 @@ class RulerEval(L.Callback):
         began = time.perf_counter()
         if self._samples is None:
             self._prepare(trainer)
-        model = pl_module.model
+        assert self._samples is not None
+        model = anchor_module(pl_module).packed.lm
         device = pl_module.device
         previous, was_training = model.config._attn_implementation, model.training
         model.set_attn_implementation("sdpa")

@@ -9,7 +9,7 @@ import torch
 
 from anchor_lightning.loggers import is_logging_step
 from anchor_lightning.model.flops import peak_flops
-from anchor_lightning.model.step_stats import ends_step
+from anchor_lightning.model.step_stats import ends_step, step_stats
 
 
 class TokenThroughput(L.Callback):
@@ -38,7 +38,8 @@ class TokenThroughput(L.Callback):
     ) -> None:
         if not ends_step(trainer, batch_idx) or not is_logging_step(trainer):
             return
-        now, tokens, flops = time.perf_counter(), pl_module.stats.tokens_seen, pl_module.stats.flops_seen
+        stats = step_stats(pl_module)
+        now, tokens, flops = time.perf_counter(), stats.tokens_seen, stats.flops_seen
         if self._mark is not None and now > self._mark[0]:
             elapsed = now - self._mark[0]
             rate = (tokens - self._mark[1]) / elapsed

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import lightning as L
 
-from anchor_lightning.model.step_stats import ends_step
+from anchor_lightning.model.step_stats import ends_step, step_stats
 
 
 def rows_hash(rows: list[int]) -> str:
@@ -31,8 +31,9 @@ class StepTrace(L.Callback):
         if not ends_step(trainer, batch_idx):
             return
         step = pl_module.global_step - 1
-        rows = pl_module.stats.rows.get(step, [])
-        loss = pl_module.stats.last.loss
+        stats = step_stats(pl_module)
+        rows, loss = stats.rows.get(step, []), stats.last.loss
+        assert loss is not None, "a finished step always holds its loss"
         if trainer.world_size > 1:  # the reduction is in place: never on the module's own tensor
             loss = trainer.strategy.reduce(loss.clone(), reduce_op="sum")
         self.directory.mkdir(parents=True, exist_ok=True)

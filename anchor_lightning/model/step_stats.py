@@ -75,3 +75,12 @@ class StepStats:
         self.tokens_seen = counters.get("tokens_seen", 0)
         self.flops_seen = counters.get("flops_seen", 0.0)
         self.skipped_steps = counters.get("skipped_steps", 0)
+
+
+def step_stats(module: object) -> StepStats:
+    """The step statistics of a training module (``AnchorLM.stats``), for the callbacks that read them;
+    one line when the module keeps none (a callback of ours put on another LightningModule)."""
+    stats = getattr(module, "stats", None)
+    if not isinstance(stats, StepStats):
+        raise TypeError(f"{type(module).__name__} keeps no step statistics (the callback needs AnchorLM)")
+    return stats
