@@ -212,6 +212,7 @@ def test_tensorboard_shows_the_runs_settings_against_val_loss_and_no_epoch_scala
     assert shown["mode"] == "anchor" and shown["backend"] == "sdpa" and shown["layout"] == "shared"
     assert shown["seq_len"] == 256 and shown["rows_per_step"] == 4 and shown["lr"] == pytest.approx(0.005)
     assert shown["precision"] == "32-true" and shown["kernel"] == "none" and "_instantiator" not in shown
+    assert shown["precision_linear"] == "as precision"  # no FP8 linear layers (model.float8)
     assert sorted(shown)[:5] == ["backend", "kernel", "layout", "lr", "mode"]  # what TensorBoard ticks first
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     assert {m.name.tag for m in experiment.metric_infos} == {"val/loss", "val/ppl"}

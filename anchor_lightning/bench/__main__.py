@@ -18,12 +18,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from anchor_lightning.attention.varlen_kernels import VARLEN_KERNELS, runs_varlen_kernel
 from anchor_lightning.bench.common import SHAPE, grid, mfu_and_peak, run_process
 from anchor_lightning.bench.documents import document_lengths, lengths_summary
 
-CONTENDERS = {
+CONTENDERS: dict[str, dict[str, Any]] = {
     "ours-anchor-varlen": {"kind": "ours", "mode": "anchor", "backend": "varlen"},
     "ours-anchor-flex": {"kind": "ours", "mode": "anchor", "backend": "flex"},
     "ours-full-varlen": {"kind": "ours", "mode": "full", "backend": "varlen"},
@@ -108,7 +109,7 @@ def checkpoint_settings(policy: str, layers: int | None) -> list:
 
 def run_best(spec: dict, settings: list, timeout: int) -> dict:
     """The first setting that completes; out-of-memory attempts are kept under ``tried``."""
-    failed = []
+    failed: list[dict] = []
     for i, setting in enumerate(settings):
         result = run_one({**spec, "checkpointing": setting}, timeout)
         if result.get("error") != "out of memory" or i == len(settings) - 1:

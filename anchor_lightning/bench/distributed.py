@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from anchor_lightning.bench.common import SHAPE, grid, mfu_and_peak, run_process
+from anchor_lightning.data.batch import Batch
 
 PRESETS = {
     "1b": SHAPE,
@@ -182,10 +183,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------- worker
-def _batch(spec: dict, data_rank: int, device: torch.device) -> dict:
+def _batch(spec: dict, data_rank: int, device: torch.device) -> Batch:
     from anchor_lightning.attention.backends import default_layout
     from anchor_lightning.bench.worker import _documents
-    from anchor_lightning.data.batch import collate_rows
+    from anchor_lightning.data.batch import collate_rows, to_device
     from anchor_lightning.data.packing import PackingSpec, pack_documents
 
     layout = default_layout(spec["backend"], spec["mode"])
@@ -193,7 +194,7 @@ def _batch(spec: dict, data_rank: int, device: torch.device) -> dict:
         _documents({**spec, "seed": spec["seed"] + data_rank}), PackingSpec(spec["seq_len"], layout, 1, (1,))
     )
     batch = collate_rows(rows[:1], spec["mode"], layout)
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return to_device(batch, device)
 
 
 def _net(spec: dict, device: torch.device):
@@ -213,7 +214,7 @@ def _prepare(spec: dict, device: torch.device):
     )
 
 
-def _loss(net, batch: dict, spec: dict, group) -> torch.Tensor:
+def _loss(net, batch: Batch, spec: dict, group) -> torch.Tensor:
     """The summed loss of this rank's slots (all of them without a group): fit's step, under bf16 autocast
     on a GPU."""
     from anchor_lightning.model.step import StepSettings, packed_loss
@@ -232,7 +233,7 @@ def _check(spec: dict, device: torch.device, group) -> dict:
         net = _net(spec, device)()
     _prepare(spec, device)(net.lm)
     batch = _batch(spec, 0, device)
-    reference_loss = None
+    reference_loss = 0.0  # rank 0's
     if dist.get_rank() == 0:
         loss = _loss(net, batch, spec, None)
         loss.backward()

@@ -30,6 +30,7 @@ import torch
 
 from anchor_lightning.attention.varlen_kernels import VARLEN_KERNEL_ENV
 from anchor_lightning.bench.documents import document_lengths
+from anchor_lightning.data.batch import to_device
 
 
 def _documents(spec: dict) -> list[list[int]]:
@@ -81,7 +82,7 @@ def _ours(spec: dict, device: torch.device):
     batch = collate_rows(rows[:1], spec["mode"], layout)
     # host work per row: packing (done once and cached in training) and collation (per batch, in the loader)
     spec["pack_ms"], spec["collate_ms"] = (packed - start) * 1e3, (time.perf_counter() - packed) * 1e3
-    batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    batch = to_device(batch, device)
     model = PackedCausalLM(build_model(configure(_config(spec), spec["seq_len"]), spec["backend"])).to(device)
     checkpointing = spec["checkpointing"]
     layers = None if isinstance(checkpointing, bool) else int(checkpointing)
@@ -115,7 +116,9 @@ def _hf(spec: dict, device: torch.device):
 
         getattr(liger, f"apply_liger_kernel_to_{config.model_type}")()
     docs = _documents(spec)
-    ids, positions, doc_of = [], [], []
+    ids: list[int] = []
+    positions: list[int] = []
+    doc_of: list[int] = []
     for d, doc in enumerate(docs):
         take = doc[: spec["seq_len"] - len(ids)]
         ids += take

@@ -42,7 +42,9 @@ def data_module(fit_argv: list[str]):
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # args are ours on purpose
-        return train_main(fit_argv + DATA_ONLY, run=False).datamodule
+        cli = train_main(fit_argv + DATA_ONLY, run=False)
+    assert cli is not None, "main(run=False) returns the CLI"
+    return cli.datamodule
 
 
 def run(argv: list[str]) -> None:

@@ -12,6 +12,7 @@ system one process prepares each entry and the others wait for it.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from anchor_lightning.commands.arguments import VerbParser
 from anchor_lightning.commands.inspect import data_module
@@ -27,7 +28,7 @@ def run(argv: list[str]) -> dict:
     start = time.perf_counter()
     data.prepare_data()
     seconds = time.perf_counter() - start
-    summary = {"seconds": round(seconds, 1)}
+    summary: dict[str, Any] = {"seconds": round(seconds, 1)}
     for part, rows in (("train", data.train_rows), ("val", data.val_rows)):
         if rows is None:
             continue

@@ -308,7 +308,7 @@ class AnchorLM(L.LightningModule):
             "rows_per_step": int(sampler.rows_per_step) if sampler is not None else 0,
             "parameters_M": round(sum(p.numel() for p in self.parameters()) / 1e6, 3),
             "precision": str(trainer.precision),
-            "float8": self.float8 or "off",
+            "precision_linear": f"fp8-{self.float8}" if self.float8 else "as precision",
         }
 
     def on_train_start(self) -> None:
