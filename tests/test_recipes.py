@@ -173,8 +173,8 @@ def test_recipe_instantiates_with_its_values(name, tmp_path):
     family = name.split("/")[0]
     if family in PARAMETERS:
         assert sum(p.numel() for p in module.net.parameters()) == pytest.approx(PARAMETERS[family], rel=0.01)
-        assert trainer.gradient_clip_val == 1.0 and module.activation_checkpointing
-        assert module.checkpoint_layers is None and module.kernels == "auto"
+        assert trainer.gradient_clip_val == 1.0 and module.speed.activation_checkpointing
+        assert module.speed.checkpoint_layers is None and module.speed.kernels == "auto"
     if name in SMOLLM2:
         assert sum(p.numel() for p in module.net.parameters()) == 134_515_008
         assert data.settings.eos_id == 0 and trainer.gradient_clip_val == 1.0

@@ -8,12 +8,10 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torchmetrics import SumMetric
 from transformers import PreTrainedModel
 
 from anchor_lightning.attention.backends import check_backend_layout, default_layout, prepare
-from anchor_lightning.attention.varlen_kernels import VARLEN_KERNEL_ENV, choose_varlen_kernel, runs_varlen_kernel
 from anchor_lightning.checkpoint.gguf import local_checkpoint
 from anchor_lightning.checkpoint.identity import KEY as IDENTITY_KEY
 from anchor_lightning.checkpoint.identity import (
@@ -27,17 +25,13 @@ from anchor_lightning.data.batch import Batch
 from anchor_lightning.data.packing import check_mode_layout
 from anchor_lightning.errors import UserError, require_at_least
 from anchor_lightning.loggers import is_logging_step
-from anchor_lightning.messages import say
 from anchor_lightning.model.build import build_model, configure, load_config
 from anchor_lightning.model.causal_lm import PackedCausalLM
 from anchor_lightning.model.checks import check_run_fits
-from anchor_lightning.model.float8 import check_float8, device_capability
 from anchor_lightning.model.flops import attention_width, matmul_parameters
-from anchor_lightning.model.kernel_report import attention_kernel, describe, missing, missing_warning
-from anchor_lightning.model.kernels import KERNELS, liger_available, speed_up
-from anchor_lightning.model.loss import LOSS_IMPLEMENTATIONS, resolve_implementation
 from anchor_lightning.model.nonfinite import NonFiniteGuard, NonFiniteLoss
 from anchor_lightning.model.schedule import parameter_groups, warmup_cosine_scheduler
+from anchor_lightning.model.speed import Applied, SpeedSettings, apply_speed
 from anchor_lightning.model.step import StepSettings, packed_loss
 from anchor_lightning.model.step_stats import StepStats, ends_step
 from anchor_lightning.parallel.strategy import ShardedStrategy
@@ -122,44 +116,30 @@ class AnchorLM(L.LightningModule):
             check_backend_layout(backend, self.layout)
         except ValueError as err:
             raise UserError(str(err), field="model.mode / model.backend / model.layout") from None
-        if loss not in LOSS_IMPLEMENTATIONS:
-            raise UserError(
-                f"unknown loss {loss!r} (choose from {', '.join(LOSS_IMPLEMENTATIONS)})", field="model.loss"
-            )
         self.mode, self.backend, self.seq_len = mode, backend, seq_len
         # a .gguf file is converted once into a cached Hugging Face directory (checkpoint/gguf.py)
         self.pretrained = local_checkpoint(pretrained) if pretrained is not None else None
         if rope_theta is not None and not rope_theta > 0:
             raise UserError(f"the RoPE base must be positive, got {rope_theta}", field="model.rope_theta")
         self.hf_config = configure(load_config(self.pretrained, config), seq_len, rope_theta, rope_scaling)
-        if kernels not in KERNELS:
-            raise UserError(f"unknown kernels {kernels!r} (choose from {', '.join(KERNELS)})", field="model.kernels")
-        if (checkpoint_layers is not None or offload_activations) and not activation_checkpointing:
-            raise UserError(
-                "checkpoint_layers and offload_activations need activation_checkpointing: true",
-                field="model.activation_checkpointing",
-            )
-        require_at_least(
-            ("model.warmup_steps", warmup_steps, 0),
-            ("model.loss_chunk_size", loss_chunk_size, 1),
-            ("model.checkpoint_layers", checkpoint_layers, 0),
+        self.speed = SpeedSettings(
+            kernels,
+            activation_checkpointing,
+            checkpoint_layers,
+            offload_activations,
+            mlp_tile,
+            loss,
+            loss_chunk_size,
+            float8,
+            float8_layers,
         )
+        self.speed.check()
+        self.applied = Applied()  # what configure_model resolved (model/speed.py)
+        require_at_least(("model.warmup_steps", warmup_steps, 0))
         if not 0.0 <= min_lr_ratio <= 1.0:
             raise UserError(
                 f"must be in [0, 1] (the cosine's end as a share of lr), got {min_lr_ratio}", field="model.min_lr_ratio"
             )
-        if mlp_tile is not None and mlp_tile <= 0:
-            raise UserError(f"mlp_tile must be a positive number of slots, got {mlp_tile}", field="model.mlp_tile")
-        self.activation_checkpointing = activation_checkpointing
-        self.checkpoint_layers, self.offload_activations = checkpoint_layers, offload_activations
-        self.mlp_tile, self.kernels = mlp_tile, kernels
-        try:
-            check_float8(float8, float8_layers)
-        except ValueError as err:
-            raise UserError(str(err), field="model.float8") from None
-        self.float8, self.float8_layers = float8, float8_layers
-        self.float8_converted: list[str] = []
-        self.loss_implementation, self.loss_chunk_size = loss, loss_chunk_size
         self.optimizer_factory = optimizer
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
         self.on_nonfinite = on_nonfinite
@@ -208,65 +188,20 @@ class AnchorLM(L.LightningModule):
         self.n_layers, self.d_attn = attention_width(self.hf_config)
 
     def _speed_up(self, lm: PreTrainedModel) -> None:
-        """Fused kernels, MLP tiling and activation checkpointing, as configured (before sharding)."""
+        """Fused kernels, FP8, MLP tiling and activation checkpointing, as configured (before sharding)."""
         device_type = self._trainer.strategy.root_device.type if self._trainer is not None else "cpu"
-        self._check_float8(device_type)
-        try:
-            self.kernels_applied, self.float8_converted = speed_up(
-                lm,
-                device_type,
-                self.kernels,
-                self.activation_checkpointing,
-                self.checkpoint_layers,
-                self.mlp_tile,
-                self.float8,
-                self.float8_layers,
-            )
-        except ValueError as err:
-            raise UserError(str(err), field="model.kernels") from None
-        self.varlen_kernel = self._varlen_kernel(device_type)
-        self._announce_kernels(lm, device_type)
+        self.applied = apply_speed(lm, self.speed, device_type, self.backend, self.mode)
 
-    def _varlen_kernel(self, device_type: str) -> str | None:
-        """The FlashAttention kernel the varlen backend will call (None where none runs), chosen before
-        training so that a kernel named in the environment but missing stops the run now."""
-        if not runs_varlen_kernel(self.backend, self.mode, device_type):
-            return None
-        try:
-            return choose_varlen_kernel()
-        except (ValueError, RuntimeError) as err:
-            raise UserError(str(err), field=VARLEN_KERNEL_ENV) from None
-
-    def _announce_kernels(self, lm: PreTrainedModel, device_type: str) -> None:
-        """One line naming the kernels this run computes with (model/kernel_report.py), and a warning
-        when the GPU install would bring faster ones (once a process, on rank 0)."""
-        try:
-            self.loss_applied = resolve_implementation(self.loss_implementation, torch.device(device_type))
-        except ValueError as err:
-            raise UserError(str(err), field="model.loss") from None
-        linears = sum(isinstance(module, torch.nn.Linear) for module in lm.modules())
-        attention = attention_kernel(self.backend, self.mode, device_type, self.varlen_kernel)
-        line = describe(
-            attention, self.kernels_applied, self.loss_applied, self.float8, len(self.float8_converted), linears
-        )
-        rank_zero_only(say)(line + (f" ({VARLEN_KERNEL_ENV} chooses the varlen kernel)" if self.varlen_kernel else ""))
-        wanted = missing(
-            device_type, device_capability(device_type), self.backend, self.mode, self.varlen_kernel, liger_available()
-        )
-        if wanted:
-            rank_zero_warn(missing_warning(wanted))
-
-    def _check_float8(self, device_type: str) -> None:
-        try:
-            check_float8(self.float8, self.float8_layers, device_type, device_capability(device_type))
-        except ValueError as err:
-            raise UserError(str(err), field="model.float8") from None
+    @property
+    def varlen_kernel(self) -> str | None:
+        """The FlashAttention varlen kernel this run calls (None where none runs)."""
+        return self.applied.varlen_kernel
 
     def setup(self, stage: str) -> None:
         """Refuse a run that cannot work (before any weights are built): model/checks.py, and FP8 where
         the device has none."""
         check_run_fits(self.trainer, self.hf_config, (self.mode, self.layout, self.seq_len))
-        self._check_float8(self.trainer.strategy.root_device.type)
+        self.speed.check_float8(self.trainer.strategy.root_device.type)
 
     def hidden_states(self, batch: Batch) -> torch.Tensor:
         """Last hidden states [B, T, D] of the packed batch (unsharded models: tests, export)."""
@@ -280,7 +215,8 @@ class AnchorLM(L.LightningModule):
 
     @property
     def step_settings(self) -> StepSettings:
-        return StepSettings(self.backend, self.loss_implementation, self.loss_chunk_size, self.offload_activations)
+        speed = self.speed
+        return StepSettings(self.backend, speed.loss, speed.loss_chunk_size, speed.offload_activations)
 
     def summed_loss(self, batch: Batch) -> torch.Tensor:
         """Sum of the loss over the batch's labelled slots (this rank's, under sequence parallelism)."""
@@ -308,7 +244,7 @@ class AnchorLM(L.LightningModule):
             "rows_per_step": int(sampler.rows_per_step) if sampler is not None else 0,
             "parameters_M": round(sum(p.numel() for p in self.parameters()) / 1e6, 3),
             "precision": str(trainer.precision),
-            "precision_linear": f"fp8-{self.float8}" if self.float8 else "as precision",
+            "precision_linear": f"fp8-{self.speed.float8}" if self.speed.float8 else "as precision",
         }
 
     def on_train_start(self) -> None:

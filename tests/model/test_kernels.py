@@ -127,5 +127,5 @@ def test_module_refuses_inconsistent_memory_options():
         AnchorLM(config=config, kernels="triton")
     module = AnchorLM(config=config, activation_checkpointing=True, checkpoint_layers=1, mlp_tile=32)
     module.configure_model()
-    assert module.kernels_applied == "none"
+    assert module.applied.kernels == "none"
     assert [layer.gradient_checkpointing for layer in module.model.base_model.layers] == [True, False]

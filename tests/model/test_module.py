@@ -124,13 +124,12 @@ def test_warmup_then_cosine_steps_per_optimizer_step(warmup, total):
 
 def test_the_varlen_kernel_is_chosen_before_training(monkeypatch):
     from anchor_lightning.errors import UserError
+    from anchor_lightning.model.speed import _varlen_kernel
 
-    module = AnchorLM(config=CONFIG, seq_len=128, backend="varlen")
     monkeypatch.setenv("ANCHOR_VARLEN_KERNEL", "torch")
-    assert module._varlen_kernel("cuda") == "torch"
-    assert module._varlen_kernel("cpu") is None  # the CPU reference loop runs no kernel
+    assert _varlen_kernel("varlen", "anchor", "cuda") == "torch"
+    assert _varlen_kernel("varlen", "anchor", "cpu") is None  # the CPU reference loop runs no kernel
     monkeypatch.setenv("ANCHOR_VARLEN_KERNEL", "fa5")
     with pytest.raises(UserError, match="unknown varlen kernel 'fa5'"):
-        module._varlen_kernel("cuda")
-    full = AnchorLM(config=CONFIG, seq_len=128, backend="varlen", mode="full")
-    assert full._varlen_kernel("cuda") is None  # full mode calls SDPA's causal kernel
+        _varlen_kernel("varlen", "anchor", "cuda")
+    assert _varlen_kernel("varlen", "full", "cuda") is None  # full mode calls SDPA's causal kernel

@@ -1,0 +1,120 @@
+"""How a training run computes, apart from what it computes: the speed and memory settings of
+``model.*`` checked in one place (:class:`SpeedSettings`), and applied to a built model in the order
+they must happen (:func:`apply_speed`): fused kernels, FP8 linear layers, MLP tiling, activation
+checkpointing (``kernels.speed_up``), then the varlen kernel and the loss chosen, and the result
+announced in one line (``kernel_report.py``). None of them changes the function the model computes
+beyond rounding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from transformers import PreTrainedModel
+
+from anchor_lightning.attention.varlen_kernels import VARLEN_KERNEL_ENV, choose_varlen_kernel, runs_varlen_kernel
+from anchor_lightning.errors import UserError, require_at_least
+from anchor_lightning.messages import say
+from anchor_lightning.model.float8 import check_float8, device_capability
+from anchor_lightning.model.kernel_report import attention_kernel, describe, missing, missing_warning
+from anchor_lightning.model.kernels import KERNELS, liger_available, speed_up
+from anchor_lightning.model.loss import LOSS_IMPLEMENTATIONS, resolve_implementation
+
+
+@dataclass(frozen=True)
+class SpeedSettings:
+    """``model.kernels`` ... ``model.float8_layers`` (AnchorLM's docstring says what each does)."""
+
+    kernels: str = "auto"
+    activation_checkpointing: bool = False
+    checkpoint_layers: int | None = None
+    offload_activations: bool = False
+    mlp_tile: int | None = None
+    loss: str = "auto"
+    loss_chunk_size: int = 4096
+    float8: str | None = None
+    float8_layers: str = "auto"
+
+    def check(self) -> None:
+        """Refuse, in one line naming the field, what no device can run (before any weights exist)."""
+        if self.kernels not in KERNELS:
+            raise UserError(
+                f"unknown kernels {self.kernels!r} (choose from {', '.join(KERNELS)})", field="model.kernels"
+            )
+        if self.loss not in LOSS_IMPLEMENTATIONS:
+            choices = ", ".join(LOSS_IMPLEMENTATIONS)
+            raise UserError(f"unknown loss {self.loss!r} (choose from {choices})", field="model.loss")
+        if (self.checkpoint_layers is not None or self.offload_activations) and not self.activation_checkpointing:
+            raise UserError(
+                "checkpoint_layers and offload_activations need activation_checkpointing: true",
+                field="model.activation_checkpointing",
+            )
+        require_at_least(
+            ("model.loss_chunk_size", self.loss_chunk_size, 1), ("model.checkpoint_layers", self.checkpoint_layers, 0)
+        )
+        if self.mlp_tile is not None and self.mlp_tile <= 0:
+            raise UserError(f"mlp_tile must be a positive number of slots, got {self.mlp_tile}", field="model.mlp_tile")
+        self.check_float8(None)
+
+    def check_float8(self, device_type: str | None) -> None:
+        """The FP8 setting's names, and with a device, whether that device runs FP8 matmuls."""
+        capability = device_capability(device_type) if device_type is not None else None
+        try:
+            check_float8(self.float8, self.float8_layers, device_type, capability)
+        except ValueError as err:
+            raise UserError(str(err), field="model.float8") from None
+
+
+@dataclass
+class Applied:
+    """What :func:`apply_speed` resolved (``auto`` decided): for the banner, HPARAMS and the tests."""
+
+    kernels: str = "none"
+    loss: str = "chunked"
+    varlen_kernel: str | None = None  # None where no FlashAttention varlen kernel runs
+    float8_converted: list[str] = field(default_factory=list)
+
+
+def apply_speed(lm: PreTrainedModel, settings: SpeedSettings, device_type: str, backend: str, mode: str) -> Applied:
+    """Apply ``settings`` to ``lm`` (built, before sharding) for a run on ``device_type``; say what runs."""
+    settings.check_float8(device_type)
+    try:
+        kernels, converted = speed_up(
+            lm,
+            device_type,
+            settings.kernels,
+            settings.activation_checkpointing,
+            settings.checkpoint_layers,
+            settings.mlp_tile,
+            settings.float8,
+            settings.float8_layers,
+        )
+    except ValueError as err:
+        raise UserError(str(err), field="model.kernels") from None
+    try:
+        loss = resolve_implementation(settings.loss, torch.device(device_type))
+    except ValueError as err:
+        raise UserError(str(err), field="model.loss") from None
+    applied = Applied(kernels, loss, _varlen_kernel(backend, mode, device_type), converted)
+    linears = sum(isinstance(module, torch.nn.Linear) for module in lm.modules())
+    attention = attention_kernel(backend, mode, device_type, applied.varlen_kernel)
+    line = describe(attention, kernels, loss, settings.float8, len(converted), linears)
+    rank_zero_only(say)(line + (f" ({VARLEN_KERNEL_ENV} chooses the varlen kernel)" if applied.varlen_kernel else ""))
+    wanted = missing(
+        device_type, device_capability(device_type), backend, mode, applied.varlen_kernel, liger_available()
+    )
+    if wanted:
+        rank_zero_warn(missing_warning(wanted))
+    return applied
+
+
+def _varlen_kernel(backend: str, mode: str, device_type: str) -> str | None:
+    """The FlashAttention kernel the varlen backend will call (None where none runs), chosen before
+    training so that a kernel named in the environment but missing stops the run now."""
+    if not runs_varlen_kernel(backend, mode, device_type):
+        return None
+    try:
+        return choose_varlen_kernel()
+    except (ValueError, RuntimeError) as err:
+        raise UserError(str(err), field=VARLEN_KERNEL_ENV) from None
