@@ -167,9 +167,12 @@ def test_the_essays_are_rulers_and_stay_outside_the_repository():
 def test_prompts_open_with_the_first_token_or_as_ruler_feeds_them(tmp_path):
     ByteTokenizer().save_pretrained(tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
-    assert suite.prompt_ids(tokenizer, "ab", 256, False) == [256, 97, 98]
-    assert suite.prompt_ids(tokenizer, "ab", None, False) == [97, 98]
-    assert suite.prompt_ids(tokenizer, "ab", 256, True) == tokenizer("ab")["input_ids"]
+    assert suite.prompt_ids(tokenizer, ["ab", "c"], 256, False) == [[256, 97, 98], [256, 99]]
+    assert suite.prompt_ids(tokenizer, ["ab"], None, False) == [[97, 98]]
+    assert suite.prompt_ids(tokenizer, ["ab", "c"], 256, True) == [
+        tokenizer("ab")["input_ids"],
+        tokenizer("c")["input_ids"],
+    ]
 
 
 def test_samples_are_built_once_then_read_from_the_cache(tmp_path, monkeypatch):
