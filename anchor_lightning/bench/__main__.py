@@ -156,6 +156,7 @@ def contender_specs(name: str, row: int, shape: dict, args: argparse.Namespace) 
             "precision": precision,
             "float8": None if float8 == "none" else float8,
             "float8_layers": args.float8_layers,
+            "float8_compile": not args.float8_eager,
             **({"varlen_kernel": kernel} if kernel else {}),
         }
         for precision in args.precision
@@ -192,6 +193,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         default="auto",
         choices=["auto", "all"],
         help="which decoder linear layers convert (model/float8.py), the same for every contender",
+    )
+    parser.add_argument(
+        "--float8-eager",
+        action="store_true",
+        help="FP8 layers not compiled (torchao's scaling and casts as separate kernels: slower than bf16)",
     )
     parser.add_argument(
         "--checkpointing",

@@ -210,7 +210,15 @@ def _prepare(spec: dict, device: torch.device):
     from anchor_lightning.model.kernels import speed_up
 
     return lambda lm: speed_up(
-        lm, device.type, spec["kernels"], spec["checkpointing"], None, spec["mlp_tile"], spec.get("float8")
+        lm,
+        device.type,
+        spec["kernels"],
+        spec["checkpointing"],
+        None,
+        spec["mlp_tile"],
+        spec.get("float8"),
+        "auto",
+        True,
     )
 
 

@@ -96,6 +96,7 @@ def _ours(spec: dict, device: torch.device):
         spec.get("mlp_tile"),
         spec.get("float8"),
         spec.get("float8_layers", "auto"),
+        spec.get("float8_compile", True),
     )
     spec["float8_converted"] = len(converted)
 
@@ -131,7 +132,8 @@ def _hf(spec: dict, device: torch.device):
     if spec.get("float8"):  # the peer gets FP8 too: the same layers through the same torchao call
         from anchor_lightning.model.float8 import convert_to_float8
 
-        spec["float8_converted"] = len(convert_to_float8(model, spec["float8"], spec.get("float8_layers", "auto")))
+        layers, compiled = spec.get("float8_layers", "auto"), spec.get("float8_compile", True)
+        spec["float8_converted"] = len(convert_to_float8(model, spec["float8"], layers, compiled))
     if spec["checkpointing"]:  # the peer gets the same settings as ours: all layers, or the first N
         from anchor_lightning.model.build import enable_activation_checkpointing
 

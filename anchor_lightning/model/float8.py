@@ -16,6 +16,9 @@ The LM head (its logits feed the loss; the fused losses read its weight directly
 the weight in high precision and the parameter names of ``nn.Linear``, so checkpoints, resume and
 export read and write the same tensors as a bf16 run; only the matmuls cast to FP8. The conversion
 happens before sharding and activation checkpointing (``kernels.speed_up``), as torchao requires.
+Each converted layer is compiled by default (``model.float8_compile``): torchao's FP8 training is
+meant to run compiled, and eagerly it is slower than bf16 (0.48x tensorwise, 0.63x rowwise on the 1B
+shape at 32K on an H100, docs/results.md).
 """
 
 from __future__ import annotations
@@ -70,15 +73,20 @@ def layer_filter(recipe: str, layers: str) -> Callable[[nn.Module, str], bool]:
     return lambda module, fqn: decoder_linear(module, fqn) and auto(module, fqn)
 
 
-def convert_to_float8(lm: nn.Module, recipe: str, layers: str = "auto") -> list[str]:
+def convert_to_float8(lm: nn.Module, recipe: str, layers: str = "auto", compiled: bool = False) -> list[str]:
     """Swap the chosen linear layers of ``lm`` for torchao's ``Float8Linear`` (in place); returns
-    their names (empty: nothing was large enough, which the banner says)."""
+    their names (empty: nothing was large enough, which the banner says). ``compiled``: each converted
+    layer is compiled (``nn.Module.compile``, at its first call), which fuses torchao's scale and cast
+    kernels; run eagerly they cost more than the FP8 matmuls save (docs/results.md)."""
     from torchao.float8 import Float8LinearConfig, convert_to_float8_training
 
     chosen = layer_filter(recipe, layers)
     names = [name for name, module in lm.named_modules() if chosen(module, name)]
     if names:
         convert_to_float8_training(lm, module_filter_fn=chosen, config=Float8LinearConfig.from_recipe_name(recipe))
+    if compiled:
+        for name in names:
+            lm.get_submodule(name).compile()
     return names
 
 

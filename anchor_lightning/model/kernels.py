@@ -103,6 +103,7 @@ def speed_up(
     mlp_tile: int | None = None,
     float8: str | None = None,
     float8_layers: str = "auto",
+    float8_compile: bool = False,
 ) -> tuple[str, list[str]]:
     """Everything above, in the order it must happen (kernels first: Liger rebinds the MLP's forward,
     which the tiling then wraps; FP8 linear layers before checkpointing, as torchao asks). Returns the
@@ -112,7 +113,7 @@ def speed_up(
     from anchor_lightning.model.float8 import convert_to_float8
 
     applied = apply_kernels(lm, kernels, device_type)
-    converted = convert_to_float8(lm, float8, float8_layers) if float8 is not None else []
+    converted = convert_to_float8(lm, float8, float8_layers, float8_compile) if float8 is not None else []
     if mlp_tile is not None:
         tile_mlp(lm, mlp_tile)
     if checkpointing:

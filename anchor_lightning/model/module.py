@@ -75,6 +75,8 @@ class AnchorLM(L.LightningModule):
         float8: FP8 linear layers (torchao): ``tensorwise`` | ``rowwise``; None (default) trains in bf16.
         float8_layers: which layers convert: ``auto`` (torchao's size rule: where FP8 is faster) | ``all``
             (every decoder linear layer; for checking FP8's loss on small models). model/float8.py.
+        float8_compile: compile each FP8 layer (fuses torchao's scaling and casts; eager FP8 is slower
+            than bf16); false for debugging.
         optimizer: a callable building the optimizer from parameter groups (AdamW by default).
         warmup_steps: linear warm-up steps of the LR schedule.
         min_lr_ratio: the cosine schedule ends at ``lr * min_lr_ratio``.
@@ -102,6 +104,7 @@ class AnchorLM(L.LightningModule):
         loss_chunk_size: int = 4096,
         float8: Literal["tensorwise", "rowwise"] | None = None,
         float8_layers: Literal["auto", "all"] = "auto",
+        float8_compile: bool = True,
         optimizer: OptimizerFactory = default_optimizer,
         warmup_steps: int = 0,
         min_lr_ratio: float = 0.1,
@@ -132,6 +135,7 @@ class AnchorLM(L.LightningModule):
             loss_chunk_size,
             float8,
             float8_layers,
+            float8_compile,
         )
         self.speed.check()
         self.applied = Applied()  # what configure_model resolved (model/speed.py)

@@ -35,6 +35,7 @@ class SpeedSettings:
     loss_chunk_size: int = 4096
     float8: str | None = None
     float8_layers: str = "auto"
+    float8_compile: bool = True
 
     def check(self) -> None:
         """Refuse, in one line naming the field, what no device can run (before any weights exist)."""
@@ -89,6 +90,7 @@ def apply_speed(lm: PreTrainedModel, settings: SpeedSettings, device_type: str, 
             settings.mlp_tile,
             settings.float8,
             settings.float8_layers,
+            settings.float8_compile,
         )
     except ValueError as err:
         raise UserError(str(err), field="model.kernels") from None

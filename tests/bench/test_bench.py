@@ -223,6 +223,7 @@ def test_each_varlen_kernel_asked_for_is_its_own_run():
         varlen_kernel=["fa2", "fa4"],
         float8=["none"],
         float8_layers="auto",
+        float8_eager=False,
     )
     anchor = bench.contender_specs("ours-anchor-varlen", 256, {}, args)
     assert [(s["precision"], s["varlen_kernel"]) for s in anchor] == [
@@ -244,9 +245,11 @@ def test_fp8_contenders_are_compared_with_the_fp8_peer():
     args = argparse.Namespace(
         documents="exponential:100:16:512", seed=1, warmup=1, steps=1, profile=None, kernels="auto", offload=False,
         mlp_tile=None, varlen_kernel=["auto"], precision=["bf16"], float8=["none", "tensorwise"], float8_layers="all",
+        float8_eager=False,
     )  # fmt: skip
     specs = bench.contender_specs("hf-flex-liger", 8, {}, args)
     assert [(s["float8"], s["float8_layers"]) for s in specs] == [(None, "all"), ("tensorwise", "all")]
+    assert all(s["float8_compile"] for s in specs)
     common = {"seq_len": 8, "precision": "bf16", "checkpointing": False, "flops_per_token": 1e9, "mfu": 0.4}
     rows = [
         {**common, "name": "hf-flex-liger", "float8": None, "tokens_per_sec": 100.0, "peak_gib": 10.0},

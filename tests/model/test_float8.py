@@ -114,3 +114,21 @@ def test_an_fp8_forward_stays_near_the_bf16_one():
     reference, fp8 = plain(ids, labels=ids).loss.float(), converted(ids, labels=ids).loss.float()
     assert abs(fp8 - reference) / reference < 0.02, (fp8, reference)
     assert not torch.equal(fp8, reference)  # the matmuls did run in FP8
+
+
+@pytest.mark.slow
+def test_compiled_fp8_layers_compute_what_the_eager_ones_do():
+    """``float8_compile`` (fit's default) compiles each converted layer: the same loss as the eager
+    layers (the fusion reorders no reduction that matters at this tolerance), every layer compiled."""
+    torch.manual_seed(0)
+    eager = LlamaForCausalLM(tiny_config("llama", hidden_size=64, intermediate_size=128))
+    compiled = LlamaForCausalLM(tiny_config("llama", hidden_size=64, intermediate_size=128))
+    compiled.load_state_dict(eager.state_dict())
+    convert_to_float8(eager, "tensorwise", "all")
+    names = convert_to_float8(compiled, "tensorwise", "all", compiled=True)
+    assert all(compiled.get_submodule(name)._compiled_call_impl is not None for name in names)
+    ids = torch.randint(0, VOCAB, (2, 64))
+    a, b = eager(ids, labels=ids).loss, compiled(ids, labels=ids).loss
+    assert torch.allclose(a, b, rtol=1e-3), (a, b)
+    b.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in compiled.parameters() if p.requires_grad)
