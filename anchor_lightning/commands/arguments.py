@@ -8,6 +8,10 @@ same name with dashes is accepted too (``--ppl-data`` for ``--ppl_data``). A par
 from __future__ import annotations
 
 import argparse
+import warnings
+from collections.abc import Callable
+
+import torch
 
 from anchor_lightning.errors import UserError
 
@@ -77,3 +81,25 @@ def add_corpus_arguments(parser: VerbParser) -> None:
     parser.add_argument(
         "--first_token", type=at_least(0), default=None, help="the anchor / BOS id (default: the tokenizer's BOS)"
     )
+
+
+def add_lengths_argument(parser: VerbParser, minimum: int, default: str) -> None:
+    """``--lengths``: the context lengths a verb evaluates (``default`` says what it does without them;
+    :func:`lengths_to_run` resolves them once the model is loaded)."""
+    parser.add_argument(
+        "--lengths", type=at_least(minimum), nargs="+", default=None, help=f"context lengths (default: {default})"
+    )
+
+
+def lengths_to_run(
+    config, asked: list[int] | None, device: str, default: Callable[[int | None, str], list[int]]
+) -> list[int]:
+    """The context lengths a verb evaluates: those asked for, else the verb's ``default`` for the model's
+    trained length (``max_position_embeddings``) and device; a warning when they exceed that length."""
+    trained = getattr(config, "max_position_embeddings", None)
+    lengths = list(asked or default(trained, torch.device(device).type))
+    if trained and max(lengths) > trained:
+        warnings.warn(
+            f"lengths up to {max(lengths)} exceed the model's max_position_embeddings ({trained})", stacklevel=2
+        )
+    return lengths

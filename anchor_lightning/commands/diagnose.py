@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import copy
 import json
-import warnings
 
 import torch
 
-from anchor_lightning.commands.arguments import VerbParser, add_corpus_arguments, add_run_arguments, at_least
+from anchor_lightning.commands.arguments import (
+    VerbParser,
+    add_corpus_arguments,
+    add_lengths_argument,
+    add_run_arguments,
+    at_least,
+    lengths_to_run,
+)
 from anchor_lightning.data.corpus import corpus_tokenizer, first_token_of, load_documents
 from anchor_lightning.diagnostics.plots import plot_sweep
 from anchor_lightning.diagnostics.sweep import PAPER_OFFSETS, SweepSettings, run_sweep, summary
@@ -38,13 +44,7 @@ def parser() -> VerbParser:
     p = VerbParser("diagnose", __doc__.split("\n\n")[0].split(": ", 1)[1])
     p.add_argument("--model", required=True, help="HF checkpoint directory, .gguf file, config.json, or recipe YAML")
     add_corpus_arguments(p)
-    p.add_argument(
-        "--lengths",
-        type=at_least(2),
-        nargs="+",
-        default=None,
-        help="sequence lengths (default: 64 to the model's max_position_embeddings in factors of 4; 4K at most on CPU)",
-    )
+    add_lengths_argument(p, 2, "64 to the model's max_position_embeddings in factors of 4; 4K at most on CPU")
     p.add_argument("--offsets", type=at_least(0), nargs="+", default=list(PAPER_OFFSETS))
     p.add_argument("--b", type=at_least(0), default=16, help="the fixed offset b")
     p.add_argument("--offset_length", type=at_least(2), default=4096, help="sequence length of the offset sweep")
@@ -64,12 +64,7 @@ def run(argv: list[str]) -> dict:
         seed=args.seed,
         max_length=max(args.lengths or [0]) + max(args.offsets) + 1,
     )
-    trained = getattr(master.config, "max_position_embeddings", None)
-    lengths = args.lengths or default_lengths(trained, torch.device(args.device).type)
-    if trained and max(lengths) > trained:
-        warnings.warn(
-            f"lengths up to {max(lengths)} exceed the model's max_position_embeddings ({trained})", stacklevel=1
-        )
+    lengths = lengths_to_run(master.config, args.lengths, args.device, default_lengths)
     tokenizer = corpus_tokenizer(args.tokenizer, checkpoint)
     first_token = first_token_of(tokenizer, args.first_token)
     documents = load_documents(args.data, tokenizer)

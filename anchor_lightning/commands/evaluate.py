@@ -23,12 +23,18 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from pathlib import Path
 
 import torch
 
-from anchor_lightning.commands.arguments import VerbParser, add_corpus_arguments, add_run_arguments, at_least
+from anchor_lightning.commands.arguments import (
+    VerbParser,
+    add_corpus_arguments,
+    add_lengths_argument,
+    add_run_arguments,
+    at_least,
+    lengths_to_run,
+)
 from anchor_lightning.data.corpus import corpus_tokenizer, first_token_of, load_documents
 from anchor_lightning.errors import UserError
 from anchor_lightning.eval.niah import TASKS
@@ -64,12 +70,11 @@ def parser() -> VerbParser:
         help=f"needles: {', '.join(TASKS)} (default all); ruler: task names or sets {', '.join(TASK_SETS)} "
         "(default offline: every task but QA)",
     )
-    p.add_argument(
-        "--lengths",
-        type=at_least(16),
-        nargs="+",
-        default=None,
-        help="context lengths (default: 1/4, 1/2 and all of the model's max_position_embeddings; 4K at most on CPU)",
+    add_lengths_argument(
+        p,
+        16,
+        "needles: 1/4, 1/2 and all of the model's max_position_embeddings, 4K at most on CPU; ruler: 4K, 8K ... "
+        "up to it, 4K alone on CPU",
     )
     p.add_argument("--depths", type=at_least(0.0, float, 1.0), nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     p.add_argument("--trials", type=at_least(1), default=5, help="trials per (task, length, depth)")
@@ -131,12 +136,7 @@ def run(argv: list[str]) -> dict:
     model, path = load_inference_model(
         args.model, rope_theta=args.rope_theta, dtype=getattr(torch, args.dtype), device=args.device
     )
-    trained = getattr(model.config, "max_position_embeddings", None)
-    lengths = args.lengths or default_lengths(trained, torch.device(args.device).type)
-    if trained and max(lengths) > trained:
-        warnings.warn(
-            f"lengths up to {max(lengths)} exceed the model's max_position_embeddings ({trained})", stacklevel=1
-        )
+    lengths = lengths_to_run(model.config, args.lengths, args.device, default_lengths)
     tokenizer = corpus_tokenizer(args.tokenizer, path)
     check_vocabulary(len(tokenizer), model.config.vocab_size)
     first_token = first_token_of(tokenizer, args.first_token)
@@ -228,8 +228,7 @@ def run_ruler(args) -> dict:
     model, path = load_inference_model(
         args.model, rope_theta=args.rope_theta, dtype=getattr(torch, args.dtype), device=args.device
     )
-    trained = getattr(model.config, "max_position_embeddings", None)
-    settings.lengths = settings.lengths or ruler_lengths(trained, torch.device(args.device).type)
+    settings.lengths = lengths_to_run(model.config, settings.lengths, args.device, ruler_lengths)
     tokenizer_dir = args.tokenizer or (str(path) if path is not None else None)
     if tokenizer_dir is None or not any(Path(tokenizer_dir).glob("tokenizer*")):
         raise UserError("RULER needs the model's Hugging Face tokenizer: give --tokenizer DIR", field="--tokenizer")
@@ -237,11 +236,6 @@ def run_ruler(args) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     check_vocabulary(len(tokenizer), model.config.vocab_size)
-    if trained and max(settings.lengths) > trained:
-        warnings.warn(
-            f"lengths up to {max(settings.lengths)} exceed the model's max_position_embeddings ({trained})",
-            stacklevel=1,
-        )
     prepared = time.perf_counter()
     samples, data = suite.prepare_samples(tokenizer_dir, settings, args.workers, progress=not args.no_progress)
     built = time.perf_counter()
