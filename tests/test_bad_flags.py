@@ -104,6 +104,7 @@ def test_bad_flags_in_a_fresh_process(tmp_path, model):
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 2 and lines[-1].startswith("error:") and message in lines[-1], (argv, done.stderr)
         assert "Traceback" not in done.stderr
+        assert "torchao" not in done.stderr and "_pytree" not in done.stderr  # no import-time notes (quiet_imports)
 
 
 def test_malformed_json_names_line_and_column(capsys, tmp_path):

@@ -15,6 +15,7 @@ input as one line on stderr with exit status 2, no traceback.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 from anchor_lightning.errors import UserError
@@ -45,9 +46,19 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def quiet_imports() -> None:
+    """Import-time lines of optional packages that say nothing about the user's run, before any verb
+    imports transformers (which imports torchao when it is installed): torchao's note that its own C++
+    extensions (MX formats, CUTLASS kernels; FP8 training does not use them) do not load for this torch
+    build, and torch's deprecation note on the pytree registrations torchao makes. Real warnings still show."""
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+
+
 def main(args: list[str] | None = None, run: bool = True):
     """Dispatch to a verb. ``run=False`` (tests, tools) parses and instantiates ``fit``'s classes only,
     with the arguments given without a verb."""
+    quiet_imports()
     given = list(sys.argv[1:] if args is None else args)
     if not run:
         from anchor_lightning.commands.train import main as train
