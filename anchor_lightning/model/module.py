@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from torchmetrics import SumMetric
 from transformers import PreTrainedModel
 
 from anchor_lightning.attention.backends import check_backend_layout, default_layout, prepare
@@ -34,6 +33,7 @@ from anchor_lightning.model.schedule import parameter_groups, warmup_cosine_sche
 from anchor_lightning.model.speed import Applied, SpeedSettings, apply_speed
 from anchor_lightning.model.step import StepSettings, packed_loss
 from anchor_lightning.model.step_stats import StepStats, ends_step
+from anchor_lightning.model.val_loss import ValidationLoss
 from anchor_lightning.parallel.strategy import ShardedStrategy
 
 COUNTERS_KEY = "anchor_lightning_counters"  # running totals kept in checkpoints
@@ -148,10 +148,7 @@ class AnchorLM(L.LightningModule):
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
         self.on_nonfinite = on_nonfinite
         self.net: PackedCausalLM | None = None
-        # nan_strategy "disable": a NaN loss stays NaN in the sum (the default drops it, and a broken
-        # model then validated at loss 0); non-finite batches are counted on their own
-        self.val_loss_sum, self.val_targets = SumMetric(nan_strategy="disable"), SumMetric()
-        self.val_nonfinite = SumMetric()
+        self.val_loss = ValidationLoss()  # model/val_loss.py
         self.stats = StepStats()  # what training counts; the callbacks read it (model/step_stats.py)
         self.nonfinite = NonFiniteGuard(on_nonfinite)  # model/nonfinite.py
 
@@ -342,24 +339,14 @@ class AnchorLM(L.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        loss = self.summed_loss(batch)
-        self.val_loss_sum.update(loss)
-        self.val_targets.update(batch["num_targets"])
-        self.val_nonfinite.update((~torch.isfinite(loss.detach())).float())
+        self.val_loss.update(self.summed_loss(batch), batch["num_targets"])
 
     def on_validation_epoch_end(self) -> None:
-        targets = self.val_targets.compute()
-        nonfinite = int(self.val_nonfinite.compute())
-        if targets > 0:
-            loss = self.val_loss_sum.compute() / targets
-            if nonfinite:
-                loss = torch.full_like(loss, float("nan"))  # never an average of what stayed finite
+        loss, nonfinite = self.val_loss.compute()
+        if loss is not None:
             self.log("val/loss", loss, prog_bar=True)
             self.log("val/ppl", torch.exp(loss))
             self.log("val/nonfinite_batches", float(nonfinite))
-        self.val_loss_sum.reset()
-        self.val_targets.reset()
-        self.val_nonfinite.reset()
         if nonfinite and self.on_nonfinite == "stop":
             for logger in self.loggers:  # the NaN reaches TensorBoard before the run stops
                 logger.log_metrics(
