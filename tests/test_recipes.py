@@ -123,7 +123,11 @@ def test_every_recipe_is_listed():
     assert all_recipes() == sorted(EXPECTED)
 
 
-@pytest.mark.parametrize("name", all_recipes())
+@pytest.mark.parametrize(
+    "name",
+    # the SmolLM2 recipes load the real 135M model (the first converts the GGUF): the slow tier
+    [pytest.param(name, marks=pytest.mark.slow) if name in SMOLLM2 else name for name in all_recipes()],
+)
 def test_recipe_instantiates_with_its_values(name, tmp_path):
     expected = EXPECTED[name]
     path = RECIPES / name

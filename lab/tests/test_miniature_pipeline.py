@@ -179,6 +179,7 @@ def gpu_call(tmp_path: Path, *argv: str, watch: int) -> subprocess.CompletedProc
     return result
 
 
+@pytest.mark.slow  # background processes across calls, with their waits
 def test_gpu_call_runs_in_the_background_across_calls_and_brings_the_bundle_back(tmp_path):
     (tmp_path / "stand_in.py").write_text(STAND_IN)
     (tmp_path / "model.gguf").write_bytes(b"GGUF")
@@ -203,6 +204,7 @@ def test_gpu_call_runs_in_the_background_across_calls_and_brings_the_bundle_back
     assert gpu_call(tmp_path, "bogus", watch=1).returncode == 2
 
 
+@pytest.mark.slow  # background processes across calls, with their waits
 def test_gpu_call_one_runs_each_model_in_its_own_folder_so_a_second_call_starts_a_new_run(tmp_path):
     (tmp_path / "stand_in.py").write_text(STAND_IN)
     (tmp_path / "model.gguf").write_bytes(b"GGUF")
