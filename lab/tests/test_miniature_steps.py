@@ -1,0 +1,53 @@
+"""lab/miniature/steps.py: the commands each step of the miniature runs, per setting (pure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lab.miniature.steps import DRY_FIT, Plan
+
+
+def plan(tmp_path: Path, setting: str, **extra) -> Plan:
+    return Plan(setting, tmp_path / "work", tmp_path / "m.gguf", tmp_path / "long", tmp_path / "mix", **extra)
+
+
+def test_the_long_document_setting_trains_each_mode_from_its_recipe_and_resumes(tmp_path):
+    p = plan(tmp_path, "long-32k")
+    argv = p.fit("full")
+    assert argv[:3] == ["fit", "--config", str(p.recipe("full"))] and p.recipe("full").name == "32k-full.yaml"
+    assert f"--data.train={tmp_path / 'long' / 'train.jsonl'}" in argv and "--ckpt_path=last" not in argv
+    assert not any(a.startswith("--model.mode") for a in argv)  # the recipe names the mode
+    p.checkpoint("full").parent.mkdir(parents=True)
+    p.checkpoint("full").touch()
+    assert p.fit("full")[-1] == "--ckpt_path=last"
+    assert p.export("full") == ["export", "--ckpt_path", str(p.checkpoint("full")), "--out", str(p.exported("full"))]
+    assert [name for name, _ in p.evaluations("full")] == ["eval-full", "diagnose-full"]  # the needles suite
+
+
+def test_the_mix_settings_share_one_recipe_with_the_mode_as_an_override(tmp_path):
+    p = plan(tmp_path, "mix-64k", seed=1)
+    argv = p.fit("intra_doc_reset")
+    assert p.recipe("intra_doc_reset").name == "64k-mix.yaml" and "--model.mode=intra_doc_reset" in argv
+    assert f"--data.train={tmp_path / 'mix' / 'train.jsonl'}" in argv and "--data.seed=1" in argv
+    assert p.run_name("anchor") == "smollm2-135m-mix/anchor-varlen-65536"
+    assert p.ruler_lengths() == ["4096", "8192", "16384", "32768", "65536"]
+    (name, ruler), = p.evaluations("anchor")  # fmt: skip
+    assert name == "ruler-anchor" and ruler[ruler.index("--samples") + 1] == "100"
+    assert ruler[ruler.index("--lengths") + 1 :][:5] == p.ruler_lengths()
+
+
+def test_base_theta_is_the_pretrained_model_with_the_recipes_rope_base(tmp_path):
+    p = plan(tmp_path, "mix-32k", suites_asked=("ruler", "needles"))
+    (_, ruler), (_, needles), (_, diagnose) = p.evaluations("base-theta")
+    for argv in (ruler, needles, diagnose):
+        assert argv[argv.index("--model") + 1] == str(tmp_path / "m.gguf")
+        assert argv[argv.index("--rope_theta") + 1] == "2236068.0"
+    assert "--rope_theta" not in p.evaluations("base")[0][1]
+
+
+def test_a_dry_run_trains_at_toy_size(tmp_path):
+    p = plan(tmp_path, "mix-32k", dry_run=True)
+    argv = p.fit("anchor")
+    assert all(a in argv for a in DRY_FIT)
+    assert f"--data.train={tmp_path / 'mix' / 'val.jsonl'}" in argv
+    assert p.run_name("anchor") == "smollm2-135m-mix/anchor-sdpa-1024"
