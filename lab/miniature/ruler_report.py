@@ -1,0 +1,221 @@
+"""The miniature judged by RULER, in the paper's Table 5 layout: gathered from run.py's result folders,
+then rendered as Markdown (two steps: ``gather`` reads, ``render`` writes text; nothing in between
+knows about files).
+
+    python lab/miniature/ruler_report.py RESULTS [RESULTS ...] [--label NAME=TEXT ...] [--out FILE]
+
+RESULTS: run.py's ``WORK/results`` folders (or unpacked ``miniature-results.tar.gz``), each holding
+``MODEL/ruler*/ruler.json`` and, for trained modes, ``MODEL/train.json``; a model's results from
+several runs (a length each) are merged. The tables: RULER average by model and length with 95% intervals; per length,
+every task by model; the paired difference anchor minus each other model on the same samples, per
+length and pooled over the lengths beyond the base model's 8K, with its interval and sign test
+(``anchor_lightning.eval.ruler.suite.compare``'s rule); training cost per mode; the paper's numbers
+for its own setting beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # run as a script
+
+from anchor_lightning.eval.stats import paired_difference  # noqa: E402
+
+ORDER = ("base", "base-theta", "full", "intra_doc", "intra_doc_reset", "anchor")
+LABELS = {
+    "base": "base (8K, RoPE 100K)",
+    "base-theta": "base, the recipes' RoPE base",
+    "full": "full",
+    "intra_doc": "intra_doc",
+    "intra_doc_reset": "intra_doc_reset",
+    "anchor": "anchor",
+}
+TRAINED_LENGTH = 8192  # SmolLM2-135M's: "beyond" pools the lengths past it
+# The paper's Table 5 (LLaMA-2-7B, RULER; Full / Intra-Doc / +Reset / Anchor), for the reader's scale
+PAPER = {
+    "SlimPajama-128K at 128K": (62.75, 64.31, 65.75, 66.15),
+    "SlimPajama-128K at 64K": (70.56, 70.87, 73.34, 77.69),
+}
+
+
+@dataclass
+class Gathered:
+    """What the report shows: each model's ruler.json and, for trained modes, train.json."""
+
+    ruler: dict[str, dict] = field(default_factory=dict)
+    train: dict[str, dict] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def gather(folders: list[Path]) -> Gathered:
+    found = Gathered()
+    for folder in folders:
+        for path in sorted(folder.glob("*/ruler*/ruler.json")):
+            model = path.parent.parent.name
+            merge(found.ruler.setdefault(model, {}), json.loads(path.read_text()))
+            found.sources[model] = str(path)
+        for path in sorted(folder.glob("*/train.json")):
+            found.train[path.parent.name] = json.loads(path.read_text())
+    return found
+
+
+def merge(into: dict, result: dict) -> None:
+    """One model's results from several runs (a length a run, or a call each): the scores by length
+    and the samples, a later run's sample replacing an earlier one of the same task, length and index."""
+    if not into:
+        into.update(result, scores=dict(result["scores"]), samples=list(result["samples"]))
+        return
+    into["scores"].update(result["scores"])
+    key = lambda s: (s["task"], s["length"], s["index"])  # noqa: E731
+    samples = {key(s): s for s in into["samples"]}
+    samples.update({key(s): s for s in result["samples"]})
+    into["samples"] = list(samples.values())
+
+
+def models_of(found: Gathered) -> list[str]:
+    return [m for m in ORDER if m in found.ruler] + sorted(set(found.ruler) - set(ORDER))
+
+
+def lengths_of(found: Gathered) -> list[int]:
+    return sorted({int(n) for r in found.ruler.values() for n in r["scores"]})
+
+
+def cell(score: dict | None) -> str:
+    if score is None:
+        return "-"
+    return f"{score['score']:.2f} [{score['low']:.1f}, {score['high']:.1f}]"
+
+
+def average_table(found: Gathered) -> list[str]:
+    lengths = lengths_of(found)
+    lines = ["| model | " + " | ".join(f"{n // 1024}K" for n in lengths) + " |"]
+    lines.append("| --- |" + " ---: |" * len(lengths))
+    for model in models_of(found):
+        scores = found.ruler[model]["scores"]
+        row = [cell(scores.get(str(n), {}).get("average")) for n in lengths]
+        lines.append(f"| {LABELS.get(model, model)} | " + " | ".join(row) + " |")
+    return lines
+
+
+def task_tables(found: Gathered) -> list[str]:
+    models = models_of(found)
+    lines: list[str] = []
+    for n in lengths_of(found):
+        tasks = sorted({t for m in models for t in found.ruler[m]["scores"].get(str(n), {}).get("tasks", {})})
+        if not tasks:
+            continue
+        lines += ["", f"**{n // 1024}K**", "", "| task | " + " | ".join(LABELS.get(m, m) for m in models) + " |"]
+        lines.append("| --- |" + " ---: |" * len(models))
+        for task in tasks:
+            row = [found.ruler[m]["scores"].get(str(n), {}).get("tasks", {}).get(task) for m in models]
+            lines.append(f"| `{task}` | " + " | ".join(f"{s['score']:.1f}" if s else "-" for s in row) + " |")
+    return lines
+
+
+def differences(found: Gathered, reference: str = "anchor") -> dict[str, dict[str, dict]]:
+    """reference minus each other model, on the samples both scored: per length and ``beyond`` (every
+    length past the trained one, pooled), as ``paired_difference`` (scores 0-1)."""
+    key = lambda s: (s["task"], s["length"], s["index"])  # noqa: E731
+    ours = {key(s): s["score"] for s in found.ruler[reference]["samples"]}
+    out: dict[str, dict[str, dict]] = {}
+    for model in models_of(found):
+        if model == reference:
+            continue
+        theirs = {key(s): s["score"] for s in found.ruler[model]["samples"]}
+        shared = sorted(set(ours) & set(theirs), key=lambda k: (k[1], k[0], k[2]))
+        groups = {str(n): [k for k in shared if k[1] == n] for n in sorted({k[1] for k in shared})}
+        groups["beyond"] = [k for k in shared if k[1] > TRAINED_LENGTH]
+        out[model] = {
+            name: paired_difference([ours[k] for k in keys], [theirs[k] for k in keys])
+            for name, keys in groups.items()
+            if keys
+        }
+    return out
+
+
+def difference_table(found: Gathered, reference: str = "anchor") -> list[str]:
+    if reference not in found.ruler:
+        return [f"({reference} not evaluated: no paired differences)"]
+    table = differences(found, reference)
+    columns = [str(n) for n in lengths_of(found)] + ["beyond"]
+    heads = [f"{int(c) // 1024}K" if c != "beyond" else f"beyond {TRAINED_LENGTH // 1024}K" for c in columns]
+    lines = [f"| {reference} minus | " + " | ".join(heads) + " |", "| --- |" + " ---: |" * len(columns)]
+    for model, by in table.items():
+        row = []
+        for c in columns:
+            d = by.get(c)
+            row.append(
+                "-"
+                if d is None
+                else f"{100 * d['difference']:+.2f} [{100 * d['difference_low']:+.1f}, "
+                f"{100 * d['difference_high']:+.1f}] p={d['p_value']:.2g}"
+            )
+        lines.append(f"| {LABELS.get(model, model)} | " + " | ".join(row) + " |")
+    return lines
+
+
+def training_table(found: Gathered) -> list[str]:
+    lines = ["| mode | steps | tokens | tokens/s (median) | wall time | peak GiB | val/loss |"]
+    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for mode in [m for m in ORDER if m in found.train]:
+        t = found.train[mode]
+        rate = f"{t['tokens_per_sec_median']:,.0f}" if t.get("tokens_per_sec_median") else "-"
+        peak = f"{t['peak_gib']:.1f}" if t.get("peak_gib") else "-"
+        loss = f"{t['val_loss']:.3f}" if t.get("val_loss") is not None else "-"
+        lines.append(
+            f"| {mode} | {t['steps']} | {t['tokens'] / 1e6:.1f}M | {rate} | {t['wall_seconds']:.0f} s | {peak} | {loss} |"
+        )
+    return lines
+
+
+def paper_table() -> list[str]:
+    lines = ["| the paper (LLaMA-2-7B) | full | intra_doc | intra_doc_reset | anchor |", "| --- |" + " ---: |" * 4]
+    lines += [f"| {name} | " + " | ".join(f"{v:.2f}" for v in values) + " |" for name, values in PAPER.items()]
+    return lines
+
+
+def render(found: Gathered) -> str:
+    any_result = next(iter(found.ruler.values()), {})
+    settings = any_result.get("settings", {})
+    parts = [
+        f"RULER average (0-100, [95% interval]), {any_result.get('average_name', 'RULER')}, "
+        f"{settings.get('samples', '?')} samples per task and length:",
+        "",
+        *average_table(found),
+        "",
+        "Paired differences on the same samples (points, [95% interval], sign test):",
+        "",
+        *difference_table(found),
+        "",
+        "Per task:",
+        *task_tables(found),
+    ]
+    if found.train:
+        parts += ["", "Training:", "", *training_table(found)]
+    parts += ["", "For scale, the paper's own setting:", "", *paper_table()]
+    return "\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", type=Path, nargs="+", help="run.py's WORK/results folders")
+    parser.add_argument("--out", type=Path, default=None, help="write the Markdown here (default: print it)")
+    args = parser.parse_args(argv)
+    found = gather(args.results)
+    if not found.ruler:
+        parser.error("no MODEL/ruler/ruler.json under the folders given")
+    text = render(found)
+    if args.out is None:
+        print(text, end="")
+    else:
+        args.out.write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""lab/miniature/ruler_report.py on real RULER results (the base SmolLM2-135M, docs/ruler/) and a
+stand-in second model made from them with known changes."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from lab.miniature import ruler_report
+
+ROOT = Path(__file__).resolve().parents[2]
+RAW = ROOT / "docs" / "ruler"
+
+
+def results(tmp_path: Path) -> Path:
+    """base: the four one-length runs as four folders of one model; anchor: the same, with the first 10
+    niah_single_1 samples at 16K made right (score 1) and 3 at 4K made wrong."""
+    out = tmp_path / "results"
+    for n in (4096, 8192, 16384, 32768):
+        data = json.loads((RAW / f"base-smollm2-h100-len-{n}.json").read_text())
+        (out / "base" / f"ruler-{n}").mkdir(parents=True)
+        (out / "base" / f"ruler-{n}" / "ruler.json").write_text(json.dumps(data))
+        anchor = copy.deepcopy(data)
+        for sample in anchor["samples"]:
+            if sample["task"] == "niah_single_1" and sample["index"] < 10 and n == 16384:
+                sample["score"] = 1.0
+            if sample["task"] == "niah_single_1" and sample["index"] < 3 and n == 4096:
+                sample["score"] = 0.0
+        (out / "anchor" / f"ruler-{n}").mkdir(parents=True)
+        (out / "anchor" / f"ruler-{n}" / "ruler.json").write_text(json.dumps(anchor))
+    return out
+
+
+def test_a_model_measured_a_length_a_run_is_one_row(tmp_path):
+    found = ruler_report.gather([results(tmp_path)])
+    assert ruler_report.lengths_of(found) == [4096, 8192, 16384, 32768]
+    assert len(found.ruler["base"]["samples"]) == 4 * 1100
+    table = ruler_report.average_table(found)
+    assert (
+        table[2]
+        == "| base (8K, RoPE 100K) | 41.65 [38.8, 44.6] | 25.73 [23.2, 28.4] | 0.00 [0.0, 0.3] | 0.00 [0.0, 0.3] |"
+    )
+
+
+def test_the_paired_differences_count_the_changed_samples(tmp_path):
+    found = ruler_report.gather([results(tmp_path)])
+    base = ruler_report.differences(found)["base"]
+    # 10 of 1,100 samples at 16K better by 1: +0.909 points; 3 at 4K worse (the 3 were right for base)
+    assert base["16384"]["higher_a"] == 10 and base["16384"]["higher_b"] == 0
+    assert abs(100 * base["16384"]["difference"] - 100 * 10 / 1100) < 1e-9
+    assert base["4096"]["higher_b"] == 3 and base["8192"]["difference"] == 0
+    assert base["beyond"]["samples"] == 2200 and base["beyond"]["higher_a"] == 10
+    text = ruler_report.render(found)
+    assert "| base (8K, RoPE 100K) | -0.27 [" in text and "| anchor |" in text
+    assert "SlimPajama-128K at 64K | 70.56 | 70.87 | 73.34 | 77.69 |" in text
+
+
+def test_the_command_writes_the_markdown(tmp_path):
+    out = tmp_path / "table.md"
+    ruler_report.main([str(results(tmp_path)), "--out", str(out)])
+    assert out.read_text().startswith("RULER average (0-100, [95% interval]), RULER (offline set, 11 tasks, no QA)")
