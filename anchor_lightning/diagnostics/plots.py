@@ -45,21 +45,11 @@ def plot_sweep(results: dict, out: Path) -> list[Path]:
             label=f"{dtype}, content-to-content",
         )
         right.plot(lengths, results["length_sweep"][dtype]["D_logit"], "o-", color=color, label=dtype)
-    left.set(
-        xscale="log",
-        yscale="log",
-        xlabel="sequence length L",
-        ylabel="D(X, 0, 16)",
-        title="D(X, 0, 16) by sequence length",
-    )
-    right.set(
-        xscale="log",
-        yscale="log",
-        xlabel="sequence length L",
-        ylabel="D_logit (first key)",
-        title="First-key logit deviation",
-    )
-    for ax in (left, right):
+    for ax, ylabel, title in (
+        (left, "D(X, 0, 16)", "D(X, 0, 16) by sequence length"),
+        (right, "D_logit (first key)", "First-key logit deviation"),
+    ):
+        ax.set(xscale="log", yscale="log", xlabel="sequence length L", ylabel=ylabel, title=title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     paths.append(save_figure(fig, out / "length_sweep.png"))

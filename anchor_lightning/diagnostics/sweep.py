@@ -100,19 +100,13 @@ def summary(results: dict) -> str:
     dtypes = [d for d in results["settings"]["dtypes"] if d in results["length_sweep"]]
     for dtype in dtypes:
         sweep = results["length_sweep"][dtype]
-        lines.append(
-            f"{dtype:>9}: D(a=0, b={results['length_sweep']['b']}) by length "
-            + ", ".join(f"{n}: {d:.3g}" for n, d in zip(lengths, sweep["D"]))
-        )
-        lines.append(
-            f"{'':>9}  first token's share of D: "
-            + ", ".join(f"{n}: {s:.0%}" for n, s in zip(lengths, sweep["first_token_share"]))
-        )
+        for head, key, spec in (
+            (f"{dtype:>9}: D(a=0, b={results['length_sweep']['b']}) by length", "D", ".3g"),
+            (f"{'':>9}  first token's share of D:", "first_token_share", ".0%"),
+            (f"{'':>9}  D over content-to-content entries:", "D_content", ".3g"),
+        ):
+            lines.append(f"{head} " + ", ".join(f"{n}: {value:{spec}}" for n, value in zip(lengths, sweep[key])))
         anchored = results["anchor_rule"][dtype]
-        lines.append(
-            f"{'':>9}  D over content-to-content entries: "
-            + ", ".join(f"{n}: {c:.3g}" for n, c in zip(lengths, sweep["D_content"]))
-        )
         lines.append(
             f"{'':>9}  anchor rule: first token's K/V differ by at most {max(anchored['first_token_kv_max_diff']):.3g}, "
             f"its hidden states by {max(anchored['first_token_hidden_max_diff']):.3g}"
