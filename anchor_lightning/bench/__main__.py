@@ -43,9 +43,11 @@ def run_one(spec: dict, timeout: int) -> dict:
 
 
 def label(result: dict) -> str:
-    """The contender's name, with the FlashAttention kernel where one was chosen and the FP8 recipe."""
+    """The contender's name, with the FlashAttention kernel where one was chosen, whether its layers were
+    compiled, and the FP8 recipe."""
     kernel = result.get("varlen_kernel")
     name = f"{result['name']}:{kernel}" if kernel else result["name"]
+    name += "+compiled" if result.get("compile_layers") else ""
     return f"{name}+fp8:{result['float8']}" if result.get("float8") else name
 
 
@@ -148,7 +150,9 @@ def contender_specs(name: str, row: int, shape: dict, args: argparse.Namespace) 
         "profile": args.profile,
     }
     if ours:
-        base.update(kernels=args.kernels, offload=args.offload, mlp_tile=args.mlp_tile)
+        base.update(
+            kernels=args.kernels, offload=args.offload, mlp_tile=args.mlp_tile, compile_layers=args.compile_layers
+        )
     kernels = args.varlen_kernel if ours and runs_varlen_kernel(contender["backend"], contender["mode"]) else [None]
     return [
         {
@@ -193,6 +197,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         default="auto",
         choices=["auto", "all"],
         help="which decoder linear layers convert (model/float8.py), the same for every contender",
+    )
+    parser.add_argument(
+        "--compile-layers", action="store_true", help="ours: each decoder layer compiled on its own (regional)"
     )
     parser.add_argument(
         "--float8-eager",

@@ -97,6 +97,7 @@ def _ours(spec: dict, device: torch.device):
         spec.get("float8"),
         spec.get("float8_layers", "auto"),
         spec.get("float8_compile", True),
+        spec.get("compile_layers", False),
     )
     spec["float8_converted"] = len(converted)
 

@@ -7,6 +7,7 @@
 * :func:`tile_mlp`: the MLP of each decoder layer runs over slices of the row, each recomputed in the
   backward pass, so the [T, intermediate] activations of a very long row never exist at once.
 * FP8 linear layers (``float8.py``), when ``model.float8`` names a recipe.
+* :func:`compile_decoder_layers`: each decoder layer compiled on its own (``model.compile_layers``).
 * :func:`enable_activation_checkpointing` (in ``build.py``) and :func:`offloaded_activations`: recompute
   decoder layers in backward, optionally keeping the checkpointed layer inputs in pinned host memory.
 """
@@ -104,6 +105,7 @@ def speed_up(
     float8: str | None = None,
     float8_layers: str = "auto",
     float8_compile: bool = False,
+    compile_layers: bool = False,
 ) -> tuple[str, list[str]]:
     """Everything above, in the order it must happen (kernels first: Liger rebinds the MLP's forward,
     which the tiling then wraps; FP8 linear layers before checkpointing, as torchao asks). Returns the
@@ -118,4 +120,16 @@ def speed_up(
         tile_mlp(lm, mlp_tile)
     if checkpointing:
         enable_activation_checkpointing(lm, checkpoint_layers)
+    if compile_layers:
+        compile_decoder_layers(lm)
     return applied, converted
+
+
+def compile_decoder_layers(lm: PreTrainedModel) -> None:
+    """Compile each decoder layer on its own (``nn.Module.compile``, at its first call; torchtitan's
+    regional compilation): the norms, residual adds, RoPE and casts between the matmuls and attention
+    fuse, and every layer reuses one compiled graph. Activation checkpointing wraps the compiled layer;
+    state-dict keys are unchanged."""
+    layers: nn.ModuleList = lm.base_model.layers  # type: ignore[assignment]  # every supported family
+    for layer in layers:
+        layer.compile()

@@ -77,6 +77,8 @@ class AnchorLM(L.LightningModule):
             (every decoder linear layer; for checking FP8's loss on small models). model/float8.py.
         float8_compile: compile each FP8 layer (fuses torchao's scaling and casts; eager FP8 is slower
             than bf16); false for debugging.
+        compile_layers: compile each decoder layer on its own (regional torch.compile: norms, residual
+            adds, RoPE and casts fuse; the first steps take longer while it compiles).
         optimizer: a callable building the optimizer from parameter groups (AdamW by default).
         warmup_steps: linear warm-up steps of the LR schedule.
         min_lr_ratio: the cosine schedule ends at ``lr * min_lr_ratio``.
@@ -105,6 +107,7 @@ class AnchorLM(L.LightningModule):
         float8: Literal["tensorwise", "rowwise"] | None = None,
         float8_layers: Literal["auto", "all"] = "auto",
         float8_compile: bool = True,
+        compile_layers: bool = False,
         optimizer: OptimizerFactory = default_optimizer,
         warmup_steps: int = 0,
         min_lr_ratio: float = 0.1,
@@ -136,6 +139,7 @@ class AnchorLM(L.LightningModule):
             float8,
             float8_layers,
             float8_compile,
+            compile_layers,
         )
         self.speed.check()
         self.applied = Applied()  # what configure_model resolved (model/speed.py)

@@ -36,6 +36,7 @@ class SpeedSettings:
     float8: str | None = None
     float8_layers: str = "auto"
     float8_compile: bool = True
+    compile_layers: bool = False
 
     def check(self) -> None:
         """Refuse, in one line naming the field, what no device can run (before any weights exist)."""
@@ -91,6 +92,7 @@ def apply_speed(lm: PreTrainedModel, settings: SpeedSettings, device_type: str, 
             settings.float8,
             settings.float8_layers,
             settings.float8_compile,
+            settings.compile_layers,
         )
     except ValueError as err:
         raise UserError(str(err), field="model.kernels") from None

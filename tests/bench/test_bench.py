@@ -224,6 +224,7 @@ def test_each_varlen_kernel_asked_for_is_its_own_run():
         float8=["none"],
         float8_layers="auto",
         float8_eager=False,
+        compile_layers=False,
     )
     anchor = bench.contender_specs("ours-anchor-varlen", 256, {}, args)
     assert [(s["precision"], s["varlen_kernel"]) for s in anchor] == [
@@ -245,7 +246,7 @@ def test_fp8_contenders_are_compared_with_the_fp8_peer():
     args = argparse.Namespace(
         documents="exponential:100:16:512", seed=1, warmup=1, steps=1, profile=None, kernels="auto", offload=False,
         mlp_tile=None, varlen_kernel=["auto"], precision=["bf16"], float8=["none", "tensorwise"], float8_layers="all",
-        float8_eager=False,
+        float8_eager=False, compile_layers=False,
     )  # fmt: skip
     specs = bench.contender_specs("hf-flex-liger", 8, {}, args)
     assert [(s["float8"], s["float8_layers"]) for s in specs] == [(None, "all"), ("tensorwise", "all")]
@@ -265,3 +266,10 @@ def test_fp8_contenders_are_compared_with_the_fp8_peer():
         "ours-anchor-varlen": "1.20x",
         "ours-anchor-varlen+fp8:tensorwise": "1.25x",
     }
+
+
+def test_a_compiled_run_is_named_so():
+    assert bench.label({"name": "ours-anchor-varlen", "varlen_kernel": "fa4", "compile_layers": True}) == (
+        "ours-anchor-varlen:fa4+compiled"
+    )
+    assert bench.label({"name": "hf-flex-liger", "float8": "rowwise"}) == "hf-flex-liger+fp8:rowwise"

@@ -129,3 +129,28 @@ def test_module_refuses_inconsistent_memory_options():
     module.configure_model()
     assert module.applied.kernels == "none"
     assert [layer.gradient_checkpointing for layer in module.model.base_model.layers] == [True, False]
+
+
+@pytest.mark.slow
+def test_compiled_decoder_layers_compute_what_the_eager_ones_do():
+    """model.compile_layers: each decoder layer compiled on its own gives the eager loss and gradients
+    (fp32, CPU), with the state-dict keys unchanged."""
+    from anchor_lightning.model.kernels import compile_decoder_layers
+
+    eager, compiled = _net(), _net()
+    compiled.load_state_dict(eager.state_dict())
+    keys = list(compiled.state_dict())
+    compile_decoder_layers(compiled.lm)
+    assert list(compiled.state_dict()) == keys
+    assert all(layer._compiled_call_impl is not None for layer in compiled.lm.base_model.layers)
+    generator = torch.Generator().manual_seed(0)
+    docs = [[1, *torch.randint(3, VOCAB, (20 + 9 * k,), generator=generator).tolist()] for k in range(12)]
+    batch, _ = packed_batch(docs, 256, "anchor", "shared", rows=2)
+    losses = []
+    for net in (eager, compiled):
+        loss = net(batch["input_ids"], batch["position_ids"], batch["labels"], prepare(batch, "sdpa"))
+        loss.backward()
+        losses.append(loss.detach())
+    assert torch.allclose(losses[0], losses[1], rtol=1e-5)
+    for a, b in zip(eager.parameters(), compiled.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5)
