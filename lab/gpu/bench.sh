@@ -4,7 +4,8 @@
 # wikitext (64K, the shared corpus's lengths: anchor vs full step time), master (ours under fp32 master
 # weights), context (longest trainable row: context-ours, then context-peer, the strongest peer; both
 # probe up to the bench's default limit), fp8 and fp8-3b (FP8 linear layers, ours and the peer, 1B and 3B
-# shapes), all (32k 64k wikitext master context). Each part writes
+# shapes), compiled (ours with model.compile_layers against ours eager), all (32k 64k wikitext master
+# context). Each part writes
 # OUT_DIR/<part>.json (context: context-ours.json and context-peer.json).
 # KERNELS="fa4 torch" runs our varlen anchor contender once per FlashAttention kernel (default: auto).
 set -euo pipefail
@@ -35,6 +36,9 @@ part() {
     fp8)  # FP8 linear layers (compiled, torchao), ours and the strongest peer, against their own bf16
       run --rows 32768 65536 --float8 none tensorwise rowwise --contenders ours-anchor-varlen hf-flex-liger \
           --out $out/fp8.json ;;
+    compiled)  # ours with each decoder layer compiled (model.compile_layers) against ours eager, same card
+      run --rows 32768 65536 --contenders ours-anchor-varlen --out $out/eager.json
+      run --rows 32768 65536 --contenders ours-anchor-varlen --compile-layers --out $out/compiled.json ;;
     fp8-3b)  # the same on Llama-3.2-3B's decoder shape (vocabulary 32,000 as the 1B's) at 32K, where FP8 gains most
       run --rows 32768 --float8 none tensorwise rowwise --contenders ours-anchor-varlen hf-flex-liger \
           --shape '{"hidden_size": 3072, "intermediate_size": 8192, "layers": 28, "heads": 24, "kv_heads": 8}' \
@@ -42,7 +46,7 @@ part() {
     all)
       for p in 32k 64k wikitext master context; do part $p; done ;;
     *)
-      echo "unknown part: $1 (32k 64k wikitext master context context-ours context-peer fp8 fp8-3b all)" >&2; exit 2 ;;
+      echo "unknown part: $1 (32k 64k wikitext master context context-ours context-peer fp8 fp8-3b compiled all)" >&2; exit 2 ;;
   esac
 }
 for p in $parts; do part $p; done
