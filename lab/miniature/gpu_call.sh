@@ -36,6 +36,7 @@ WORK=$(realpath -m "${WORK:-/tmp/miniature}")  # absolute: the run works in its 
 GGUF=$(realpath -m "${GGUF:-/tmp/SmolLM2-135M-Instruct.Q4_1.gguf}")
 DATA=$(realpath -m "${DATA:-/tmp/minidata}")
 SITE=${SITE:-/tmp/site}
+CACHE=$(realpath -m "${CACHE:-/tmp/minicache}")  # rows and RULER samples: built once, shared by every mode's run
 WHEELS=${WHEELS:-.whl}
 CARRY=${CARRY:-.carry}
 MINIDATA=${MINIDATA:-$CARRY/minidata}  # the carried data (the short-document mix: .carry/minimix, DATA=/tmp/minimix)
@@ -75,7 +76,7 @@ start_run() {  # start_run WORK [run.py arguments]: start run.py in WORK, or wat
   setup || exit
   export WATCH=$((${WATCH:-570} - (SECONDS - START)))  # the call's watching includes the set-up
   exec bash "$HERE/../gpu/background.sh" start "$work" -- \
-    python3 "$RUN_PY" --gguf "$GGUF" --data "$DATA" --work "$work" --out "$work/out" "$@"
+    python3 "$RUN_PY" --gguf "$GGUF" --data "$DATA" --work "$work" --cache "$CACHE" --out "$work/out" "$@"
 }
 
 case "${1:-start}" in

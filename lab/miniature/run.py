@@ -70,7 +70,7 @@ class Runner:
         (self.work / "logs").mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(self.work, args.deadline, time.monotonic)
         self.env = dict(os.environ)
-        self.env["ANCHOR_LIGHTNING_CACHE"] = str(self.work / "cache")
+        self.env["ANCHOR_LIGHTNING_CACHE"] = str(self.plan.cache_root / "cache")
         self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), self.env.get("PYTHONPATH")]))
 
     def say(self, text: str) -> None:
@@ -308,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--suites", nargs="+", default=None, choices=["needles", "ruler"], help="default: the setting's"
     )
     parser.add_argument("--ruler-samples", type=int, default=100, help="RULER samples per task and length")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="packed rows and RULER samples, shared by the runs of one machine (default: --work)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="the row order (data.seed); a second seed: its own --work")
     parser.add_argument("--dry-run", action="store_true", help="every step on the CPU at toy sizes")
     return parser

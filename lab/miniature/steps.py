@@ -106,6 +106,7 @@ class Plan:
     suites_asked: tuple[str, ...] | None = None
     ruler_samples: int = 100
     dry_run: bool = False
+    cache: Path | None = None  # rows and RULER samples, shared by runs on one machine (default: WORK)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Plan:
@@ -119,7 +120,14 @@ class Plan:
             tuple(args.suites) if args.suites else None,
             args.ruler_samples,
             args.dry_run,
+            args.cache.resolve() if getattr(args, "cache", None) else None,
         )
+
+    @property
+    def cache_root(self) -> Path:
+        """Where the packed rows and the package's caches (RULER's samples) go: every mode trains on the
+        same rows and is evaluated on the same samples, so runs on one machine share them."""
+        return self.cache or self.work
 
     @property
     def mixed(self) -> bool:
@@ -174,7 +182,7 @@ class Plan:
             f"--model.pretrained={self.gguf}",
             f"--data.train={train_file}",
             f"--data.val={data / 'val.jsonl'}",
-            f"--data.cache_dir={self.work / 'rows'}",
+            f"--data.cache_dir={self.cache_root / 'rows'}",
             f"--data.seed={self.seed}",
             *([f"--model.mode={mode}"] if self.mixed else []),
             *(DRY_FIT if self.dry_run else []),

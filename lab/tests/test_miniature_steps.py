@@ -51,3 +51,10 @@ def test_a_dry_run_trains_at_toy_size(tmp_path):
     assert all(a in argv for a in DRY_FIT)
     assert f"--data.train={tmp_path / 'mix' / 'val.jsonl'}" in argv
     assert p.run_name("anchor") == "smollm2-135m-mix/anchor-sdpa-1024"
+
+
+def test_runs_on_one_machine_share_the_rows_and_the_ruler_samples(tmp_path):
+    alone, shared = plan(tmp_path, "mix-32k"), plan(tmp_path, "mix-32k", cache=tmp_path / "shared")
+    assert f"--data.cache_dir={tmp_path / 'work' / 'rows'}" in alone.fit("anchor")
+    assert f"--data.cache_dir={tmp_path / 'shared' / 'rows'}" in shared.fit("full")
+    assert shared.cache_root == tmp_path / "shared" and alone.cache_root == tmp_path / "work"
