@@ -27,14 +27,7 @@ sys.path.insert(0, str(ROOT))  # run as a script
 from anchor_lightning.eval.stats import paired_difference  # noqa: E402
 
 ORDER = ("base", "base-theta", "full", "intra_doc", "intra_doc_reset", "anchor")
-LABELS = {
-    "base": "base (8K, RoPE 100K)",
-    "base-theta": "base, the recipes' RoPE base",
-    "full": "full",
-    "intra_doc": "intra_doc",
-    "intra_doc_reset": "intra_doc_reset",
-    "anchor": "anchor",
-}
+UNTRAINED = ("base", "base-theta")  # the pretrained model, labelled by the RoPE base its results record
 TRAINED_LENGTH = 8192  # SmolLM2-135M's: "beyond" pools the lengths past it
 # The paper's Table 5 (LLaMA-2-7B, RULER; Full / Intra-Doc / +Reset / Anchor), for the reader's scale
 PAPER = {
@@ -77,6 +70,15 @@ def merge(into: dict, result: dict) -> None:
     into["samples"] = list(samples.values())
 
 
+def label(found: Gathered, model: str) -> str:
+    """A model's row name: the mode for a trained one; for the pretrained one, its RoPE base as the
+    results record it (base-theta carries the recipes' base, untrained)."""
+    if model not in UNTRAINED:
+        return model
+    theta = found.ruler[model].get("rope_parameters", {}).get("rope_theta")
+    return f"base, RoPE {theta:,.0f}" + (" (untrained)" if model == "base-theta" else "") if theta else model
+
+
 def models_of(found: Gathered) -> list[str]:
     return [m for m in ORDER if m in found.ruler] + sorted(set(found.ruler) - set(ORDER))
 
@@ -98,7 +100,7 @@ def average_table(found: Gathered) -> list[str]:
     for model in models_of(found):
         scores = found.ruler[model]["scores"]
         row = [cell(scores.get(str(n), {}).get("average")) for n in lengths]
-        lines.append(f"| {LABELS.get(model, model)} | " + " | ".join(row) + " |")
+        lines.append(f"| {label(found, model)} | " + " | ".join(row) + " |")
     return lines
 
 
@@ -109,7 +111,7 @@ def task_tables(found: Gathered) -> list[str]:
         tasks = sorted({t for m in models for t in found.ruler[m]["scores"].get(str(n), {}).get("tasks", {})})
         if not tasks:
             continue
-        lines += ["", f"**{n // 1024}K**", "", "| task | " + " | ".join(LABELS.get(m, m) for m in models) + " |"]
+        lines += ["", f"**{n // 1024}K**", "", "| task | " + " | ".join(label(found, m) for m in models) + " |"]
         lines.append("| --- |" + " ---: |" * len(models))
         for task in tasks:
             row = [found.ruler[m]["scores"].get(str(n), {}).get("tasks", {}).get(task) for m in models]
@@ -155,7 +157,7 @@ def difference_table(found: Gathered, reference: str = "anchor") -> list[str]:
                 else f"{100 * d['difference']:+.2f} [{100 * d['difference_low']:+.1f}, "
                 f"{100 * d['difference_high']:+.1f}] p={d['p_value']:.2g}"
             )
-        lines.append(f"| {LABELS.get(model, model)} | " + " | ".join(row) + " |")
+        lines.append(f"| {label(found, model)} | " + " | ".join(row) + " |")
     return lines
 
 

@@ -39,7 +39,7 @@ def test_a_model_measured_a_length_a_run_is_one_row(tmp_path):
     table = ruler_report.average_table(found)
     assert (
         table[2]
-        == "| base (8K, RoPE 100K) | 41.65 [38.8, 44.6] | 25.73 [23.2, 28.4] | 0.00 [0.0, 0.3] | 0.00 [0.0, 0.3] |"
+        == "| base, RoPE 100,000 | 41.65 [38.8, 44.6] | 25.73 [23.2, 28.4] | 0.00 [0.0, 0.3] | 0.00 [0.0, 0.3] |"
     )
 
 
@@ -52,7 +52,7 @@ def test_the_paired_differences_count_the_changed_samples(tmp_path):
     assert base["4096"]["higher_b"] == 3 and base["8192"]["difference"] == 0
     assert base["beyond"]["samples"] == 2200 and base["beyond"]["higher_a"] == 10
     text = ruler_report.render(found)
-    assert "| base (8K, RoPE 100K) | -0.27 [" in text and "| anchor |" in text
+    assert "| base, RoPE 100,000 | -0.27 [" in text and "| anchor |" in text
     assert "SlimPajama-128K at 64K | 70.56 | 70.87 | 73.34 | 77.69 |" in text
 
 
