@@ -61,6 +61,7 @@ def test_the_four_recipes_differ_only_in_mode_and_names():
     assert anchor["trainer"]["precision"] == "bf16-mixed"
 
 
+@pytest.mark.slow  # the real GGUF is converted (once per cache) before the recipe instantiates
 @needs_smollm2
 def test_the_recipe_anchors_documents_on_endoftext_and_strips_both_openers(tmp_path):
     cli = main(
