@@ -207,19 +207,15 @@ def _net(spec: dict, device: torch.device):
 
 
 def _prepare(spec: dict, device: torch.device):
-    from anchor_lightning.model.kernels import speed_up
+    from anchor_lightning.model.speed import SpeedSettings, speed_up
 
-    return lambda lm: speed_up(
-        lm,
-        device.type,
-        spec["kernels"],
-        spec["checkpointing"],
-        None,
-        spec["mlp_tile"],
-        spec.get("float8"),
-        "auto",
-        True,
+    settings = SpeedSettings(
+        kernels=spec["kernels"],
+        activation_checkpointing=spec["checkpointing"],
+        mlp_tile=spec["mlp_tile"],
+        float8=spec.get("float8"),
     )
+    return lambda lm: speed_up(lm, settings, device.type)
 
 
 def _loss(net, batch: Batch, spec: dict, group) -> torch.Tensor:

@@ -68,7 +68,7 @@ def _ours(spec: dict, device: torch.device):
     from anchor_lightning.data.packing import PackingSpec, pack_documents
     from anchor_lightning.model.build import build_model, configure
     from anchor_lightning.model.causal_lm import PackedCausalLM
-    from anchor_lightning.model.kernels import speed_up
+    from anchor_lightning.model.speed import SpeedSettings, speed_up
     from anchor_lightning.model.step import StepSettings, packed_loss
 
     layout = default_layout(spec["backend"], spec["mode"])
@@ -87,18 +87,17 @@ def _ours(spec: dict, device: torch.device):
     checkpointing = spec["checkpointing"]
     layers = None if isinstance(checkpointing, bool) else int(checkpointing)
     offload = spec.get("offload", False)
-    spec["kernels_applied"], converted = speed_up(
-        model.lm,
-        device.type,
-        spec.get("kernels", "auto"),
-        bool(checkpointing),
-        layers,
-        spec.get("mlp_tile"),
-        spec.get("float8"),
-        spec.get("float8_layers", "auto"),
-        spec.get("float8_compile", True),
-        spec.get("compile_layers", False),
+    speed = SpeedSettings(
+        kernels=spec.get("kernels", "auto"),
+        activation_checkpointing=bool(checkpointing),
+        checkpoint_layers=layers,
+        mlp_tile=spec.get("mlp_tile"),
+        float8=spec.get("float8"),
+        float8_layers=spec.get("float8_layers", "auto"),
+        float8_compile=spec.get("float8_compile", True),
+        compile_layers=spec.get("compile_layers", False),
     )
+    spec["kernels_applied"], converted = speed_up(model.lm, speed, device.type)
     spec["float8_converted"] = len(converted)
 
     settings = StepSettings(spec["backend"], spec.get("loss", "auto"), offload_activations=offload)

@@ -15,7 +15,7 @@ The LM head (its logits feed the loss; the fused losses read its weight directly
 (not linear layers) and everything outside the decoder layers stay in bf16. ``Float8Linear`` keeps
 the weight in high precision and the parameter names of ``nn.Linear``, so checkpoints, resume and
 export read and write the same tensors as a bf16 run; only the matmuls cast to FP8. The conversion
-happens before sharding and activation checkpointing (``kernels.speed_up``), as torchao requires.
+happens before sharding and activation checkpointing (``speed.speed_up``), as torchao requires.
 Each converted layer is compiled by default (``model.float8_compile``): torchao's FP8 training is
 meant to run compiled, and eagerly it is slower than bf16 (0.48x tensorwise, 0.63x rowwise on the 1B
 shape at 32K on an H100, docs/results.md).

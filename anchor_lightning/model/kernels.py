@@ -10,6 +10,8 @@
 * :func:`compile_decoder_layers`: each decoder layer compiled on its own (``model.compile_layers``).
 * :func:`enable_activation_checkpointing` (in ``build.py``) and :func:`offloaded_activations`: recompute
   decoder layers in backward, optionally keeping the checkpointed layer inputs in pinned host memory.
+
+``speed.speed_up`` applies them in the order they must happen, from the run's settings.
 """
 
 from __future__ import annotations
@@ -93,36 +95,6 @@ def offloaded_activations(enabled: bool):
     if not enabled:
         return contextlib.nullcontext()
     return torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available())
-
-
-def speed_up(
-    lm: PreTrainedModel,
-    device_type: str,
-    kernels: str = "auto",
-    checkpointing: bool = False,
-    checkpoint_layers: int | None = None,
-    mlp_tile: int | None = None,
-    float8: str | None = None,
-    float8_layers: str = "auto",
-    float8_compile: bool = False,
-    compile_layers: bool = False,
-) -> tuple[str, list[str]]:
-    """Everything above, in the order it must happen (kernels first: Liger rebinds the MLP's forward,
-    which the tiling then wraps; FP8 linear layers before checkpointing, as torchao asks). Returns the
-    kernels applied and the linear layers converted to FP8 (``float8.py``). Offloading is a context
-    around the forward pass: :func:`offloaded_activations`."""
-    from anchor_lightning.model.build import enable_activation_checkpointing
-    from anchor_lightning.model.float8 import convert_to_float8
-
-    applied = apply_kernels(lm, kernels, device_type)
-    converted = convert_to_float8(lm, float8, float8_layers, float8_compile) if float8 is not None else []
-    if mlp_tile is not None:
-        tile_mlp(lm, mlp_tile)
-    if checkpointing:
-        enable_activation_checkpointing(lm, checkpoint_layers)
-    if compile_layers:
-        compile_decoder_layers(lm)
-    return applied, converted
 
 
 def compile_decoder_layers(lm: PreTrainedModel) -> None:

@@ -1,7 +1,7 @@
 """How a training run computes, apart from what it computes: the speed and memory settings of
 ``model.*`` checked in one place (:class:`SpeedSettings`), and applied to a built model in the order
 they must happen (:func:`apply_speed`): fused kernels, FP8 linear layers, MLP tiling, activation
-checkpointing (``kernels.speed_up``), then the varlen kernel and the loss chosen, and the result
+checkpointing, compiled layers (:func:`speed_up`), then the varlen kernel and the loss chosen, and the result
 announced in one line (``kernel_report.py``). None of them changes the function the model computes
 beyond rounding."""
 
@@ -16,9 +16,10 @@ from transformers import PreTrainedModel
 from anchor_lightning.attention.varlen_kernels import VARLEN_KERNEL_ENV, choose_varlen_kernel, runs_varlen_kernel
 from anchor_lightning.errors import UserError, require_at_least
 from anchor_lightning.messages import say
-from anchor_lightning.model.float8 import check_float8, device_capability
+from anchor_lightning.model.build import enable_activation_checkpointing
+from anchor_lightning.model.float8 import check_float8, convert_to_float8, device_capability
 from anchor_lightning.model.kernel_report import attention_kernel, describe, missing, missing_warning
-from anchor_lightning.model.kernels import KERNELS, liger_available, speed_up
+from anchor_lightning.model.kernels import KERNELS, apply_kernels, compile_decoder_layers, liger_available, tile_mlp
 from anchor_lightning.model.loss import LOSS_IMPLEMENTATIONS, resolve_implementation
 
 
@@ -78,22 +79,29 @@ class Applied:
     float8_converted: list[str] = field(default_factory=list)
 
 
+def speed_up(lm: PreTrainedModel, settings: SpeedSettings, device_type: str) -> tuple[str, list[str]]:
+    """The settings applied to ``lm`` in the order they must happen: fused kernels first (Liger rebinds
+    the MLP's forward, which the tiling then wraps), FP8 linear layers before checkpointing (as torchao
+    asks), decoder layers compiled last. Returns the kernels applied and the layers converted to FP8.
+    Offloading is a context around the forward pass (``kernels.offloaded_activations``)."""
+    applied = apply_kernels(lm, settings.kernels, device_type)
+    converted = []
+    if settings.float8 is not None:
+        converted = convert_to_float8(lm, settings.float8, settings.float8_layers, settings.float8_compile)
+    if settings.mlp_tile is not None:
+        tile_mlp(lm, settings.mlp_tile)
+    if settings.activation_checkpointing:
+        enable_activation_checkpointing(lm, settings.checkpoint_layers)
+    if settings.compile_layers:
+        compile_decoder_layers(lm)
+    return applied, converted
+
+
 def apply_speed(lm: PreTrainedModel, settings: SpeedSettings, device_type: str, backend: str, mode: str) -> Applied:
     """Apply ``settings`` to ``lm`` (built, before sharding) for a run on ``device_type``; say what runs."""
     settings.check_float8(device_type)
     try:
-        kernels, converted = speed_up(
-            lm,
-            device_type,
-            settings.kernels,
-            settings.activation_checkpointing,
-            settings.checkpoint_layers,
-            settings.mlp_tile,
-            settings.float8,
-            settings.float8_layers,
-            settings.float8_compile,
-            settings.compile_layers,
-        )
+        kernels, converted = speed_up(lm, settings, device_type)
     except ValueError as err:
         raise UserError(str(err), field="model.kernels") from None
     try:

@@ -19,14 +19,13 @@ def _steps(recipe: str | None, steps: int = 8) -> tuple[list[float], int]:
     from anchor_lightning.data.packing import PackingSpec, pack_documents
     from anchor_lightning.model.build import build_model, configure
     from anchor_lightning.model.causal_lm import PackedCausalLM
-    from anchor_lightning.model.kernels import speed_up
+    from anchor_lightning.model.speed import SpeedSettings, speed_up
     from tests.gpu.test_backends_gpu import CONFIG, SEQ_LEN, byte_documents
 
     torch.manual_seed(0)
     net = PackedCausalLM(build_model(configure(LlamaConfig(**CONFIG), SEQ_LEN), "varlen")).cuda()
-    _, converted = speed_up(
-        net.lm, "cuda", "none", checkpointing=True, float8=recipe, float8_layers="all", float8_compile=True
-    )
+    settings = SpeedSettings(kernels="none", activation_checkpointing=True, float8=recipe, float8_layers="all")
+    _, converted = speed_up(net.lm, settings, "cuda")
     packed, _ = pack_documents(byte_documents(), PackingSpec(SEQ_LEN, "per_doc", 256, (256,)))
     batch = collate_rows(packed[:2], "anchor", "per_doc")
     batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in batch.items()}

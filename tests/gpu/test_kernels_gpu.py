@@ -35,7 +35,7 @@ def _compare() -> dict:
     from anchor_lightning.data.packing import PackingSpec, pack_documents
     from anchor_lightning.model.build import build_model, configure
     from anchor_lightning.model.causal_lm import PackedCausalLM
-    from anchor_lightning.model.kernels import speed_up
+    from anchor_lightning.model.speed import SpeedSettings, speed_up
     from tests.gpu.test_backends_gpu import CONFIG, SEQ_LEN, byte_documents
 
     packed, _ = pack_documents(byte_documents(), PackingSpec(SEQ_LEN, "per_doc", 256, (256,)))
@@ -49,10 +49,14 @@ def _compare() -> dict:
     out = {}
     for name, options, offload in (
         ("liger", {}, False),
-        ("liger+selective+tile+offload", {"checkpointing": True, "checkpoint_layers": 4, "mlp_tile": 1000}, True),
+        (
+            "liger+selective+tile+offload",
+            {"activation_checkpointing": True, "checkpoint_layers": 4, "mlp_tile": 1000},
+            True,
+        ),
     ):
         model = net()
-        applied, _ = speed_up(model.lm, "cuda", "liger", **options)
+        applied, _ = speed_up(model.lm, SpeedSettings(kernels="liger", **options), "cuda")
         fused = _loss_and_grad(model, batch, offload)
         cosine = torch.nn.functional.cosine_similarity(plain[1], fused[1], dim=0).item()
         out[name] = (

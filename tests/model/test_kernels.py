@@ -10,8 +10,9 @@ from anchor_lightning.attention.backends import prepare
 from anchor_lightning.errors import UserError
 from anchor_lightning.model.build import build_model, configure, enable_activation_checkpointing
 from anchor_lightning.model.causal_lm import PackedCausalLM
-from anchor_lightning.model.kernels import apply_kernels, offloaded_activations, resolve_kernels, speed_up, tile_mlp
+from anchor_lightning.model.kernels import apply_kernels, offloaded_activations, resolve_kernels, tile_mlp
 from anchor_lightning.model.module import AnchorLM
+from anchor_lightning.model.speed import SpeedSettings, speed_up
 from tests.conftest import VOCAB, packed_batch, tiny_config
 
 SEQ = 128
@@ -112,7 +113,8 @@ def test_kernel_choice_is_checked():
         resolve_kernels("triton", "cuda")
     net = _net()
     assert apply_kernels(net.lm, "none", "cpu") == "none"
-    assert speed_up(net.lm, "cpu", "auto", checkpointing=True, checkpoint_layers=1, mlp_tile=64) == ("none", [])
+    settings = SpeedSettings(activation_checkpointing=True, checkpoint_layers=1, mlp_tile=64)
+    assert speed_up(net.lm, settings, "cpu") == ("none", [])
     assert [layer.gradient_checkpointing for layer in net.lm.base_model.layers] == [True, False, False]
     assert net.lm.base_model.layers[2].mlp._anchor_tile == 64
 
