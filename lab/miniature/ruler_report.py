@@ -2,11 +2,12 @@
 then rendered as Markdown (two steps: ``gather`` reads, ``render`` writes text; nothing in between
 knows about files).
 
-    python lab/miniature/ruler_report.py RESULTS [RESULTS ...] [--label NAME=TEXT ...] [--out FILE]
+    python lab/miniature/ruler_report.py RESULTS [RESULTS ...] [--result MODEL=RULER_JSON ...] [--out FILE]
 
 RESULTS: run.py's ``WORK/results`` folders (or unpacked ``miniature-results.tar.gz``), each holding
-``MODEL/ruler*/ruler.json`` and, for trained modes, ``MODEL/train.json``; a model's results from
-several runs (a length each) are merged. The tables: RULER average by model and length with 95% intervals; per length,
+``MODEL/ruler*/ruler.json`` and, for trained modes, ``MODEL/train.json``; ``--result`` adds one
+``ruler.json`` as MODEL's (e.g. the base model's, measured once in docs/ruler/); a model's results from
+several runs (a length each) are merged. Each model's card is named under the table. The tables: RULER average by model and length with 95% intervals; per length,
 every task by model; the paired difference anchor minus each other model on the same samples, per
 length and pooled over the lengths beyond the base model's 8K, with its interval and sign test
 (``anchor_lightning.eval.ruler.suite.compare``'s rule); training cost per mode; the paper's numbers
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,16 +47,28 @@ class Gathered:
     sources: dict[str, str] = field(default_factory=dict)
 
 
-def gather(folders: list[Path]) -> Gathered:
+def gather(folders: list[Path], files: Sequence[tuple[str, Path]] = ()) -> Gathered:
+    """Every ``MODEL/ruler*/ruler.json`` and ``MODEL/train.json`` under ``folders``, then each (MODEL,
+    ruler.json) of ``files``."""
     found = Gathered()
+    pairs = [
+        (path.parent.parent.name, path) for folder in folders for path in sorted(folder.glob("*/ruler*/ruler.json"))
+    ]
+    for model, path in pairs + list(files):
+        merge(found.ruler.setdefault(model, {}), json.loads(path.read_text()))
+        found.sources[model] = str(path)
     for folder in folders:
-        for path in sorted(folder.glob("*/ruler*/ruler.json")):
-            model = path.parent.parent.name
-            merge(found.ruler.setdefault(model, {}), json.loads(path.read_text()))
-            found.sources[model] = str(path)
         for path in sorted(folder.glob("*/train.json")):
             found.train[path.parent.name] = json.loads(path.read_text())
     return found
+
+
+def cards_line(found: Gathered) -> str:
+    """Which card each model was evaluated on, models of one card together."""
+    by_card: dict[str, list[str]] = {}
+    for model in models_of(found):
+        by_card.setdefault(found.ruler[model].get("device", "?"), []).append(label(found, model))
+    return "Cards: " + "; ".join(f"{', '.join(models)}: {card}" for card, models in by_card.items()) + "."
 
 
 def merge(into: dict, result: dict) -> None:
@@ -190,6 +204,8 @@ def render(found: Gathered) -> str:
         "",
         *average_table(found),
         "",
+        cards_line(found),
+        "",
         "Paired differences on the same samples (points, [95% interval], sign test):",
         "",
         *difference_table(found),
@@ -206,9 +222,18 @@ def render(found: Gathered) -> str:
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path, nargs="+", help="run.py's WORK/results folders")
+    parser.add_argument(
+        "--result", nargs="+", default=[], metavar="MODEL=RULER_JSON", help="one ruler.json as MODEL's results"
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown here (default: print it)")
     args = parser.parse_args(argv)
-    found = gather(args.results)
+    files = []
+    for pair in args.result:
+        model, sep, path = pair.partition("=")
+        if not sep or not model or not Path(path).is_file():
+            parser.error(f"--result {pair!r}: give MODEL=PATH of an existing ruler.json")
+        files.append((model, Path(path)))
+    found = gather(args.results, files)
     if not found.ruler:
         parser.error("no MODEL/ruler/ruler.json under the folders given")
     text = render(found)

@@ -7,6 +7,8 @@ import copy
 import json
 from pathlib import Path
 
+import pytest
+
 from lab.miniature import ruler_report
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,3 +62,24 @@ def test_the_command_writes_the_markdown(tmp_path):
     out = tmp_path / "table.md"
     ruler_report.main([str(results(tmp_path)), "--out", str(out)])
     assert out.read_text().startswith("RULER average (0-100, [95% interval]), RULER (offline set, 11 tasks, no QA)")
+
+
+def test_a_single_result_file_joins_as_the_named_model_and_each_card_is_named(tmp_path):
+    folder = results(tmp_path)
+    theta = json.loads((RAW / "base-smollm2-h100-len-4096.json").read_text())
+    theta["device"], theta["rope_parameters"] = "NVIDIA H200", {"rope_theta": 2236068.0}
+    (tmp_path / "theta.json").write_text(json.dumps(theta))
+    out = tmp_path / "table.md"
+    ruler_report.main([str(folder), "--result", f"base-theta={tmp_path / 'theta.json'}", "--out", str(out)])
+    text = out.read_text()
+    assert "| base, RoPE 2,236,068 (untrained) | 41.65 [38.8, 44.6] | - | - | - |" in text
+    assert (
+        "Cards: base, RoPE 100,000, anchor: NVIDIA H100 80GB HBM3; base, RoPE 2,236,068 (untrained): NVIDIA H200."
+        in text
+    )
+
+
+def test_a_result_that_is_not_a_file_stops_with_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        ruler_report.main([str(results(tmp_path)), "--result", f"full={tmp_path / 'missing.json'}"])
+    assert "give MODEL=PATH of an existing ruler.json" in capsys.readouterr().err
