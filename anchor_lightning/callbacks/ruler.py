@@ -53,6 +53,8 @@ class RulerEval(L.Callback):
         at_end: also evaluate when training ends (unless the last step was just evaluated).
         batch_size: most prompts decoded together (the memory plan may take fewer).
         workers: processes that build the samples (default: every core).
+        prefill_kernel: attention of the prompts' prefill on a GPU (``auto``: cuDNN's where it agrees
+            with FlashAttention on the model's heads, else FlashAttention; ``flash``; ``cudnn``).
     """
 
     def __init__(
@@ -68,13 +70,19 @@ class RulerEval(L.Callback):
         workers: int | None = None,
         template: str = "base",
         seed: int = 42,
+        prefill_kernel: str = "auto",
     ) -> None:
         from anchor_lightning.eval.ruler.suite import RulerSettings
 
         if every_n_steps < 0 or last_k < 1 or batch_size < 1:
             raise ValueError("every_n_steps >= 0, last_k >= 1 and batch_size >= 1")
         self.settings = RulerSettings(
-            tasks=list(tasks), lengths=list(lengths), samples=samples, seed=seed, template=template
+            tasks=list(tasks),
+            lengths=list(lengths),
+            samples=samples,
+            seed=seed,
+            template=template,
+            prefill_kernel=prefill_kernel,
         )
         self.settings.check()
         self.every, self.first_step, self.last_k, self.at_end = every_n_steps, first_step, last_k, at_end

@@ -107,6 +107,13 @@ def parser() -> VerbParser:
         help="feed exactly tokenizer(prompt), as RULER does, instead of --first_token + the prompt",
     )
     p.add_argument(
+        "--prefill_kernel",
+        default="auto",
+        choices=["auto", "flash", "cudnn"],
+        help="attention of the prompts' prefill on a GPU: auto: cuDNN's where it agrees with FlashAttention on this "
+        "model's heads (faster on Hopper), else FlashAttention; flash; cudnn",
+    )
+    p.add_argument(
         "--batch_size",
         type=at_least(1),
         default=256,
@@ -207,7 +214,7 @@ def ruler_lengths(trained: int | None, device: str) -> list[int]:
 
 
 def run_ruler(args) -> dict:
-    from anchor_lightning.eval.generation import GenerationStats
+    from anchor_lightning.eval.generation import GenerationStats, check_prefill_kernel
     from anchor_lightning.eval.ruler import suite
 
     out = writable_directory(args.out, "--out")
@@ -221,7 +228,9 @@ def run_ruler(args) -> dict:
         qa_data=_qa_files(args.qa_data),
         first_token=args.first_token,
         tokenizer_specials=args.tokenizer_specials,
+        prefill_kernel=args.prefill_kernel,
     )
+    check_prefill_kernel(settings.prefill_kernel, torch.device(args.device).type)
     if args.lengths is not None:
         settings.check()  # bad settings stop before the model loads
     began = time.perf_counter()
@@ -275,7 +284,8 @@ def run_ruler(args) -> dict:
     print(
         f"  prefill {g['prefill_tokens']:,} tokens at {g['prefill_tokens_per_second'] or 0:,.0f}/s, decode "
         f"{g['decode_tokens']:,} tokens at {g['decode_tokens_per_second'] or 0:,.0f}/s (CUDA graph in "
-        f"{g['graph_batches']} of {g['graph_batches'] + g['eager_batches']} batches); samples built in "
+        f"{g['graph_batches']} of {g['graph_batches'] + g['eager_batches']} batches; prefill attention: "
+        f"{g['prefill_kernel']}); samples built in "
         f"{result['seconds']['samples']:.1f} s, generation {result['seconds']['generation']:.1f} s"
     )
     print(f"wrote {json_path} and {figure}")

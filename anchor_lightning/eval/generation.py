@@ -8,6 +8,11 @@ per batch (:class:`PreallocatedLayer`: no copy of the whole cache per generated 
 size is planned from the model's shape and the free memory before anything runs
 (:func:`plan_batch`), so a prompt that cannot fit stops with one line before the first forward pass.
 
+On a CUDA card the prompts are prefilled with cuDNN's attention kernel where it agrees with
+FlashAttention on the model's own head shape (:func:`prefill_kernel_for`: at 32K on an H200 it
+runs SmolLM2-135M's causal attention at 1.6x FlashAttention-2's rate, docs/ruler.md); ``flash``
+keeps SDPA's own choice there.
+
 A decode step has the same shapes every time: it attends to the whole cache through a 4D mask that
 opens one slot a step, and every input it reads (token, position, slot, mask) is a buffer updated in
 place. So on a GPU the step is captured once per batch in a CUDA graph and replayed (one launch for
@@ -18,12 +23,14 @@ where capture fails, the same step runs eagerly.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from anchor_lightning.errors import UserError
@@ -42,6 +49,7 @@ class GenerationStats:
     decode_seconds: float = 0.0
     graph_batches: int = 0  # batches whose decode steps ran from a CUDA graph
     eager_batches: int = 0  # batches whose decode steps ran eagerly (CPU, or where capture failed)
+    prefill_kernel: str = ""  # the attention kernel prompts were prefilled with (prefill_kernel_for)
 
     def as_json(self) -> dict:
         rate = lambda tokens, seconds: round(tokens / seconds, 1) if seconds else None  # noqa: E731
@@ -54,6 +62,7 @@ class GenerationStats:
             "decode_tokens_per_second": rate(self.decode_tokens, self.decode_seconds),
             "graph_batches": self.graph_batches,
             "eager_batches": self.eager_batches,
+            "prefill_kernel": self.prefill_kernel,
         }
 
 
@@ -151,6 +160,89 @@ class PreallocatedLayer(DynamicLayer):
 
     def get_max_cache_shape(self) -> int:
         return self.capacity
+
+
+PREFILL_KERNELS = ("auto", "flash", "cudnn")
+
+
+def _attention_shape(model) -> tuple[int, int, int]:
+    c = _text_config(model.config)
+    heads = c.num_attention_heads
+    return (
+        heads,
+        getattr(c, "num_key_value_heads", None) or heads,
+        getattr(c, "head_dim", None) or c.hidden_size // heads,
+    )
+
+
+@functools.cache
+def cudnn_agrees(device: torch.device, heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype) -> bool:
+    """Whether cuDNN's causal attention gives FlashAttention's output (within 2% of its largest value,
+    bf16 rounding being 0.4%) on random inputs of this head shape, with grouped and with repeated key/value
+    heads, at lengths that are not multiples of a tile; False where cuDNN refuses the shape. Checked
+    once per shape: cuDNN's kernels have given silently wrong outputs for some shapes and cards."""
+    generator = torch.Generator(device).manual_seed(0)
+    for length in (999, 4133):
+        q = torch.randn(1, heads, length, head_dim, generator=generator, device=device, dtype=dtype)
+        k, v = (
+            torch.randn(1, kv_heads, length, head_dim, generator=generator, device=device, dtype=dtype) for _ in "kv"
+        )
+        variants = [(k, v, heads != kv_heads)]
+        if heads != kv_heads:
+            variants.append(
+                (k.repeat_interleave(heads // kv_heads, 1), v.repeat_interleave(heads // kv_heads, 1), False)
+            )
+        for keys, values, gqa in variants:
+            outputs = []
+            for backend in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION):
+                try:
+                    with sdpa_kernel([backend]):
+                        outputs.append(
+                            torch.nn.functional.scaled_dot_product_attention(
+                                q, keys, values, is_causal=True, enable_gqa=gqa
+                            )
+                        )
+                except RuntimeError:
+                    return False
+            got, want = (o.float() for o in outputs)
+            if not bool(torch.isfinite(got).all()) or (got - want).abs().max() > 0.02 * want.abs().max():
+                return False
+    return True
+
+
+def check_prefill_kernel(choice: str, device_type: str) -> None:
+    """One line for a prefill kernel that is unknown or cannot run on ``device_type``."""
+    if choice not in PREFILL_KERNELS:
+        raise UserError(
+            f"unknown prefill kernel {choice!r} (choose from {', '.join(PREFILL_KERNELS)})", field="--prefill_kernel"
+        )
+    if choice != "auto" and device_type != "cuda":
+        raise UserError(f"{choice} needs a CUDA device (on a {device_type} give auto)", field="--prefill_kernel")
+
+
+def prefill_kernel_for(choice: str, model) -> str:
+    """The attention kernel prompts are prefilled with, for ``choice`` (``PREFILL_KERNELS``): ``cudnn``
+    or ``flash`` as asked (a CUDA card only), ``auto`` cuDNN where :func:`cudnn_agrees` on the model's
+    head shape and FlashAttention elsewhere on a CUDA card; on a CPU ``sdpa`` (SDPA's own choice)."""
+    param = next(model.parameters())
+    check_prefill_kernel(choice, param.device.type)
+    if param.device.type != "cuda":
+        return "sdpa"
+    dtype = param.dtype if param.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+    if choice == "auto":
+        return "cudnn" if cudnn_agrees(param.device, *_attention_shape(model), dtype) else "flash"
+    return choice
+
+
+def prefill_attention(kernel: str):
+    """The SDPA kernel priority a prefill runs under: ``cudnn`` first (FlashAttention behind it for any
+    input cuDNN refuses), ``flash`` without cuDNN, or SDPA's own order (``sdpa``)."""
+    rest = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    if kernel == "cudnn":
+        return sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, *rest], set_priority=True)
+    if kernel == "flash":
+        return sdpa_kernel([SDPBackend.FLASH_ATTENTION, *rest], set_priority=True)
+    return contextlib.nullcontext()
 
 
 GROUPED_SDPA = "anchor_lightning_grouped_sdpa"  # the attention implementation generation registers
@@ -284,20 +376,32 @@ def generate_batch(
     all_done: Callable[[bool], bool] | None = None,
     check_every: int = 8,
     prefill_tokens: int = PREFILL_TOKENS,
+    prefill_kernel: str = "sdpa",
 ) -> list[list[int]]:
     """Greedy continuations of ``prompts`` (decoded together), each cut before its first stop token.
     ``capacity`` (default: the longest prompt) is the prompt region of the cache, and ``all_done``
     (given a bool: whether this batch is done) lets ranks that share the model decode in step. Whether
     every prompt has stopped is read every ``check_every`` steps (each read waits for the device).
     Prompts are prefilled together, padded on the right, up to ``prefill_tokens`` slots a forward pass
-    (one at a time when they are longer)."""
+    (one at a time when they are longer), with ``prefill_kernel`` (:func:`prefill_kernel_for`)."""
     with grouped_decode_attention(model):
         return _generate(
-            model, prompts, max_new_tokens, stop_ids, capacity, stats, all_done, check_every, prefill_tokens
+            model,
+            prompts,
+            max_new_tokens,
+            stop_ids,
+            capacity,
+            stats,
+            all_done,
+            check_every,
+            prefill_tokens,
+            prefill_kernel,
         )
 
 
-def _generate(model, prompts, max_new_tokens, stop_ids, capacity, stats, all_done, check_every, prefill_tokens):
+def _generate(
+    model, prompts, max_new_tokens, stop_ids, capacity, stats, all_done, check_every, prefill_tokens, prefill_kernel
+):
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     region = max(capacity or 0, max(len(p) for p in prompts))
@@ -323,7 +427,8 @@ def _generate(model, prompts, max_new_tokens, stop_ids, capacity, stats, all_don
             ids[k, : len(p)] = torch.as_tensor(list(p))
         last = torch.tensor([len(p) - 1 for p in group])
         keep = torch.unique(last)
-        out = model(input_ids=ids.to(device), use_cache=True, logits_to_keep=keep.to(device), **{keyword: cache})
+        with prefill_attention(prefill_kernel):
+            out = model(input_ids=ids.to(device), use_cache=True, logits_to_keep=keep.to(device), **{keyword: cache})
         where = torch.searchsorted(keep, last).to(device)
         first.append(out.logits[torch.arange(len(group), device=device), where].argmax(-1))
     for layer in cache.layers:
@@ -362,6 +467,7 @@ def _generate(model, prompts, max_new_tokens, stop_ids, capacity, stats, all_don
         stats.prefill_seconds += middle - began
         stats.decode_tokens += sum(len(o) for o in outputs)
         stats.decode_seconds += end - middle
+        stats.prefill_kernel = prefill_kernel
         if step.graph is not None:
             stats.graph_batches += 1
         else:

@@ -16,6 +16,9 @@ RECIPES = ROOT / "recipes" / "smollm2-135m"
 MODES = ("anchor", "full", "intra_doc", "intra_doc_reset")
 # setting -> (row length, default suites): long-32k is the first miniature's per-mode recipes on long documents
 SETTINGS = {"long-32k": (32768, ["needles"]), "mix-32k": (32768, ["ruler"]), "mix-64k": (65536, ["ruler"])}
+# RULER's prefill attention per setting: every model of a comparison is scored with one kernel. long-32k's
+# first RULER scores (docs/miniature/ruler-long-32k) ran FlashAttention-2, before cuDNN became auto's choice.
+PREFILL_KERNEL = {"long-32k": "flash"}
 RULER_DRY = ["--lengths", "1024", "--samples", "1", "--tasks", "niah_single_1", "fwe", "--device", "cpu"]
 RULER_DRY += ["--dtype", "float32", "--workers", "1"]
 # the recipes' RULER callback at toy size (the dry run's CPU)
@@ -213,6 +216,8 @@ class Plan:
                 "offline",
             ]
             argv += ["--out", str(out / "ruler"), "--no_progress", *rope]
+            if not self.dry_run:  # the dry run's CPU has SDPA's own kernels only
+                argv += ["--prefill_kernel", PREFILL_KERNEL.get(self.setting, "auto")]
             argv += RULER_DRY if self.dry_run else ["--lengths", *self.ruler_lengths()]
             argv += [] if self.dry_run else ["--samples", str(self.ruler_samples)]
             steps.append((f"ruler-{name}", argv))

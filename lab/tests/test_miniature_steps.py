@@ -58,3 +58,13 @@ def test_runs_on_one_machine_share_the_rows_and_the_ruler_samples(tmp_path):
     assert f"--data.cache_dir={tmp_path / 'work' / 'rows'}" in alone.fit("anchor")
     assert f"--data.cache_dir={tmp_path / 'shared' / 'rows'}" in shared.fit("full")
     assert shared.cache_root == tmp_path / "shared" and alone.cache_root == tmp_path / "work"
+
+
+def test_every_model_of_a_setting_is_scored_with_one_prefill_kernel(tmp_path):
+    """long-32k keeps FlashAttention-2, which scored its first models; the mixes take auto (cuDNN where
+    it agrees); the dry run's CPU gives none."""
+    kernel = lambda argv: argv[argv.index("--prefill_kernel") + 1]  # noqa: E731
+    long = plan(tmp_path, "long-32k", suites_asked=("ruler",))
+    assert {kernel(long.evaluations(m)[0][1]) for m in ("anchor", "full", "base-theta")} == {"flash"}
+    assert kernel(plan(tmp_path, "mix-64k").evaluations("full")[0][1]) == "auto"
+    assert "--prefill_kernel" not in plan(tmp_path, "mix-32k", dry_run=True).evaluations("anchor")[0][1]

@@ -207,8 +207,9 @@ def test_evaluate_suite_ruler_writes_results_and_compares_two(tmp_path, capsys, 
     assert set(result["scores"]["2048"]["tasks"]) == {"niah_single_1", "niah_multikey_3", "fwe"}
     assert len(result["samples"]) == 6 and {"prediction", "score", "outputs"} <= set(result["samples"][0])
     assert result["generation"]["prefill_tokens"] > 0 and result["data"]["tokenizer"]
+    assert result["settings"]["prefill_kernel"] == "auto" and result["generation"]["prefill_kernel"] == "sdpa"
     out = capsys.readouterr().out
-    assert "2048 tokens: average" in out and "prefill" in out
+    assert "2048 tokens: average" in out and "prefill attention: sdpa" in out
     assert "RULER: model loaded in" in out and "RULER fwe at 2048: 2 samples in batches of" in out  # a log's progress
     main(["evaluate", "--suite", "ruler", *common, *tasks, "--tokenizer_specials", "--out", str(tmp_path / "b")])
     main(
@@ -234,6 +235,7 @@ def test_evaluate_suite_ruler_writes_results_and_compares_two(tmp_path, capsys, 
         (["--tasks", "bogus"], "unknown RULER task or set 'bogus'"),
         (["--qa_data", "squad"], "is not NAME=PATH"),
         (["--batch_size", "0"], "argument --batch_size/--batch-size: 0 is below 1"),
+        (["--prefill_kernel", "cudnn"], "'--prefill_kernel': cudnn needs a CUDA device"),
     ],
 )
 def test_evaluate_suite_ruler_bad_input_is_one_line(tmp_path, capsys, argv, message):

@@ -49,3 +49,35 @@ def test_graph_decode_equals_eager_decode_in_bf16():
         generation._DecodeStep.run = original
     assert ours == again
     assert graphed.graph_batches == 1 and eager.graph_batches == 0
+
+
+def test_the_cudnn_prefill_runs_cudnn_and_gives_flash_attentions_logits_and_tokens():
+    """RULER's prefill with cuDNN first (prefill_kernel auto on Hopper): the kernels that run are
+    cuDNN's and not FlashAttention-2's, the logits are FlashAttention's within bf16 noise, and the
+    greedy continuations of a model with SmolLM2's heads (9 over 3, head dim 64) are the same."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from anchor_lightning.eval.generation import cudnn_agrees, prefill_attention, prefill_kernel_for
+
+    torch.manual_seed(0)
+    config = tiny_config(
+        "llama", hidden_size=576, num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192
+    )
+    model = LlamaForCausalLM(config).cuda().to(torch.bfloat16).eval()
+    agrees = cudnn_agrees(torch.device("cuda", torch.cuda.current_device()), 9, 3, 64, torch.bfloat16)
+    assert prefill_kernel_for("auto", model) == ("cudnn" if agrees else "flash")
+    ids = torch.randint(3, 97, (1, 5000), generator=torch.Generator().manual_seed(7)).cuda()
+    logits, kernels = {}, {}
+    for kernel in ("cudnn", "flash"):
+        with profile(activities=[ProfilerActivity.CUDA]) as prof, torch.no_grad(), prefill_attention(kernel):
+            logits[kernel] = model(input_ids=ids).logits.float()
+        kernels[kernel] = " ".join(e.name for e in prof.events() if e.device_type.name == "CUDA")
+    assert "flash_fwd" in kernels["flash"] and "flash_fwd" not in kernels["cudnn"]
+    assert "cudnn" in kernels["cudnn"].lower() or "sdpa" in kernels["cudnn"].lower(), kernels["cudnn"][:2000]
+    gap = (logits["cudnn"] - logits["flash"]).abs().max() / logits["flash"].abs().max()
+    assert gap < 0.02, gap
+    g = torch.Generator().manual_seed(11)
+    prompts = [torch.randint(3, 97, (n,), generator=g).tolist() for n in (3000, 77, 1024)]
+    flash = generate_batch(model, prompts, 16, {2}, prefill_kernel="flash")
+    cudnn = generate_batch(model, prompts, 16, {2}, prefill_kernel="cudnn")
+    assert flash == cudnn

@@ -54,7 +54,8 @@ class RulerSettings:
     generation budget), samples per task and length, RULER's seed, version and template (``base``: the
     task text alone; ``chat``: wrapped in the tokenizer's chat template), the QA files by data set, and
     the prompt's first token (None: the model's BOS; ``tokenizer_specials``: exactly what
-    ``tokenizer(prompt)`` adds, as RULER feeds it)."""
+    ``tokenizer(prompt)`` adds, as RULER feeds it), and the attention kernel of the prefill on a GPU
+    (``anchor_lightning/eval/generation.py``'s ``prefill_kernel_for``)."""
 
     tasks: list[str] = field(default_factory=lambda: ["offline"])
     lengths: list[int] = field(default_factory=lambda: [4096])
@@ -65,6 +66,7 @@ class RulerSettings:
     qa_data: dict[str, str] = field(default_factory=dict)
     first_token: int | None = None
     tokenizer_specials: bool = False
+    prefill_kernel: str = "auto"
 
     def task_names(self) -> list[str]:
         return resolve_tasks(self.tasks)
@@ -75,6 +77,13 @@ class RulerSettings:
         if self.version not in VERSIONS:
             raise UserError(
                 f"unknown RULER version {self.version!r} (choose from {', '.join(VERSIONS)})", field="--ruler_version"
+            )
+        from anchor_lightning.eval.generation import PREFILL_KERNELS
+
+        if self.prefill_kernel not in PREFILL_KERNELS:
+            raise UserError(
+                f"unknown prefill kernel {self.prefill_kernel!r} (choose from {', '.join(PREFILL_KERNELS)})",
+                field="--prefill_kernel",
             )
         if self.template not in ("base", "chat"):
             raise UserError(f"unknown template {self.template!r} (choose base or chat)", field="--template")
@@ -270,6 +279,7 @@ def generate_predictions(
         free_memory,
         generate_batch,
         plan_batch,
+        prefill_kernel_for,
         stop_token_ids,
     )
 
@@ -278,6 +288,7 @@ def generate_predictions(
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     stops = stop_token_ids(model, tokenizer)
+    kernel = prefill_kernel_for(settings.prefill_kernel, model)
     first = settings.first_token if settings.first_token is not None else model_first_token(model, tokenizer)
     total = sum(len(v) for v in samples.values())
     records: list[dict] = []
@@ -305,6 +316,7 @@ def generate_predictions(
                 capacity=longest,
                 stats=stats,
                 all_done=shard.all_done,
+                prefill_kernel=kernel,
             )
             for k, out in zip(chunk, outputs):
                 if k >= len(mine):
