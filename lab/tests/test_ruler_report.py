@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import lzma
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,10 @@ def test_a_single_result_file_joins_as_the_named_model_and_each_card_is_named(tm
     theta = json.loads((RAW / "base-smollm2-h100-len-4096.json").read_text())
     theta["device"], theta["rope_parameters"] = "NVIDIA H200", {"rope_theta": 2236068.0}
     (tmp_path / "theta.json").write_text(json.dumps(theta))
+    anchor_4k = folder / "anchor" / "ruler-4096" / "ruler.json"
+    anchor_4k.with_suffix(".json.xz").write_bytes(lzma.compress(anchor_4k.read_bytes()))  # as docs/ keeps them
+    anchor_4k.unlink()
+    assert sorted(ruler_report.gather([folder]).ruler["anchor"]["scores"]) == ["16384", "32768", "4096", "8192"]
     out = tmp_path / "table.md"
     ruler_report.main([str(folder), "--result", f"base-theta={tmp_path / 'theta.json'}", "--out", str(out)])
     text = out.read_text()
