@@ -51,13 +51,18 @@ def test_graph_decode_equals_eager_decode_in_bf16():
     assert graphed.graph_batches == 1 and eager.graph_batches == 0
 
 
-def test_the_cudnn_prefill_runs_cudnn_and_gives_flash_attentions_logits_and_tokens():
-    """RULER's prefill with cuDNN first (prefill_kernel auto on Hopper): the kernels that run are
-    cuDNN's and not FlashAttention-2's, the logits are FlashAttention's within bf16 noise, and the
-    greedy continuations of a model with SmolLM2's heads (9 over 3, head dim 64) are the same."""
+def test_the_cudnn_prefill_runs_cudnn_and_gives_flash_attentions_logits():
+    """RULER's prefill with cuDNN first (prefill_kernel auto on Hopper), on a model with SmolLM2's
+    heads (9 over 3, head dim 64): the kernels that run are cuDNN's and not FlashAttention-2's, in a
+    plain forward pass and inside generate_batch, and the logits are FlashAttention's within bf16 noise.
+    (Greedy tokens of a random model are not compared: its top two logits can lie closer than that
+    noise.)"""
     from torch.profiler import ProfilerActivity, profile
 
     from anchor_lightning.eval.generation import cudnn_agrees, prefill_attention, prefill_kernel_for
+
+    def cuda_kernels(prof) -> str:
+        return " ".join(e.name for e in prof.events() if e.device_type.name == "CUDA")
 
     torch.manual_seed(0)
     config = tiny_config(
@@ -71,13 +76,12 @@ def test_the_cudnn_prefill_runs_cudnn_and_gives_flash_attentions_logits_and_toke
     for kernel in ("cudnn", "flash"):
         with profile(activities=[ProfilerActivity.CUDA]) as prof, torch.no_grad(), prefill_attention(kernel):
             logits[kernel] = model(input_ids=ids).logits.float()
-        kernels[kernel] = " ".join(e.name for e in prof.events() if e.device_type.name == "CUDA")
+        kernels[kernel] = cuda_kernels(prof)
     assert "flash_fwd" in kernels["flash"] and "flash_fwd" not in kernels["cudnn"]
     assert "cudnn" in kernels["cudnn"].lower() or "sdpa" in kernels["cudnn"].lower(), kernels["cudnn"][:2000]
     gap = (logits["cudnn"] - logits["flash"]).abs().max() / logits["flash"].abs().max()
     assert gap < 0.02, gap
-    g = torch.Generator().manual_seed(11)
-    prompts = [torch.randint(3, 97, (n,), generator=g).tolist() for n in (3000, 77, 1024)]
-    flash = generate_batch(model, prompts, 16, {2}, prefill_kernel="flash")
-    cudnn = generate_batch(model, prompts, 16, {2}, prefill_kernel="cudnn")
-    assert flash == cudnn
+    prompts = [ids[0, :n].tolist() for n in (3000, 77, 1024)]
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        outputs = generate_batch(model, prompts, 8, set(), prefill_kernel="cudnn")
+    assert [len(o) for o in outputs] == [8, 8, 8] and "flash_fwd" not in cuda_kernels(prof)
