@@ -68,3 +68,10 @@ def test_every_model_of_a_setting_is_scored_with_one_prefill_kernel(tmp_path):
     assert {kernel(long.evaluations(m)[0][1]) for m in ("anchor", "full", "base-theta")} == {"flash"}
     assert kernel(plan(tmp_path, "mix-64k").evaluations("full")[0][1]) == "auto"
     assert "--prefill_kernel" not in plan(tmp_path, "mix-32k", dry_run=True).evaluations("anchor")[0][1]
+
+
+def test_the_64k_miniature_trains_without_the_in_training_ruler_to_fit_one_session(tmp_path):
+    argv = plan(tmp_path, "mix-64k").fit("full")
+    assert argv[-2:] == ["--trainer.callbacks.every_n_steps=0", "--trainer.callbacks.at_end=false"]
+    assert not any("every_n_steps" in a for a in plan(tmp_path, "mix-32k").fit("full"))  # 32K keeps it
+    assert "--trainer.callbacks.every_n_steps=1" in plan(tmp_path, "mix-64k", dry_run=True).fit("anchor")
