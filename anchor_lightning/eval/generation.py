@@ -70,13 +70,22 @@ def _text_config(config):
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
-def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
-    """Bytes of keys and values one token holds in the cache, over all layers."""
+def attention_shape(config) -> tuple[int, int, int]:
+    """Query heads, key/value heads and head dimension of a model config."""
     c = _text_config(config)
     heads = c.num_attention_heads
-    kv_heads = getattr(c, "num_key_value_heads", None) or heads
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
-    return c.num_hidden_layers * 2 * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
+    return (
+        heads,
+        getattr(c, "num_key_value_heads", None) or heads,
+        getattr(c, "head_dim", None) or c.hidden_size // heads,
+    )
+
+
+def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
+    """Bytes of keys and values one token holds in the cache, over all layers."""
+    _, kv_heads, head_dim = attention_shape(config)
+    layers = _text_config(config).num_hidden_layers
+    return layers * 2 * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
 
 
 def prefill_bytes(config, tokens: int, dtype: torch.dtype) -> int:
@@ -165,16 +174,6 @@ class PreallocatedLayer(DynamicLayer):
 PREFILL_KERNELS = ("auto", "flash", "cudnn")
 
 
-def _attention_shape(model) -> tuple[int, int, int]:
-    c = _text_config(model.config)
-    heads = c.num_attention_heads
-    return (
-        heads,
-        getattr(c, "num_key_value_heads", None) or heads,
-        getattr(c, "head_dim", None) or c.hidden_size // heads,
-    )
-
-
 @functools.cache
 def cudnn_agrees(device: torch.device, heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype) -> bool:
     """Whether cuDNN's causal attention gives FlashAttention's output (within 2% of its largest value,
@@ -210,13 +209,13 @@ def cudnn_agrees(device: torch.device, heads: int, kv_heads: int, head_dim: int,
     return True
 
 
-def check_prefill_kernel(choice: str, device_type: str) -> None:
-    """One line for a prefill kernel that is unknown or cannot run on ``device_type``."""
+def check_prefill_kernel(choice: str, device_type: str | None = None) -> None:
+    """One line for a prefill kernel that is unknown or (given ``device_type``) cannot run there."""
     if choice not in PREFILL_KERNELS:
         raise UserError(
             f"unknown prefill kernel {choice!r} (choose from {', '.join(PREFILL_KERNELS)})", field="--prefill_kernel"
         )
-    if choice != "auto" and device_type != "cuda":
+    if device_type is not None and choice != "auto" and device_type != "cuda":
         raise UserError(f"{choice} needs a CUDA device (on a {device_type} give auto)", field="--prefill_kernel")
 
 
@@ -230,7 +229,7 @@ def prefill_kernel_for(choice: str, model) -> str:
         return "sdpa"
     dtype = param.dtype if param.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
     if choice == "auto":
-        return "cudnn" if cudnn_agrees(param.device, *_attention_shape(model), dtype) else "flash"
+        return "cudnn" if cudnn_agrees(param.device, *attention_shape(model.config), dtype) else "flash"
     return choice
 
 

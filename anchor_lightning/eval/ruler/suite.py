@@ -78,13 +78,9 @@ class RulerSettings:
             raise UserError(
                 f"unknown RULER version {self.version!r} (choose from {', '.join(VERSIONS)})", field="--ruler_version"
             )
-        from anchor_lightning.eval.generation import PREFILL_KERNELS
+        from anchor_lightning.eval.generation import check_prefill_kernel
 
-        if self.prefill_kernel not in PREFILL_KERNELS:
-            raise UserError(
-                f"unknown prefill kernel {self.prefill_kernel!r} (choose from {', '.join(PREFILL_KERNELS)})",
-                field="--prefill_kernel",
-            )
+        check_prefill_kernel(self.prefill_kernel)
         if self.template not in ("base", "chat"):
             raise UserError(f"unknown template {self.template!r} (choose base or chat)", field="--template")
         if self.samples < 1:
