@@ -183,15 +183,19 @@ def difference_table(found: Gathered, reference: str = "anchor") -> list[str]:
 
 
 def training_table(found: Gathered) -> list[str]:
-    lines = ["| mode | steps | tokens | tokens/s (median) | wall time | peak GiB | val/loss |"]
-    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    """A row per trained mode, with the card it trained on: train.json's ``device`` or, from runs that did not
+    record it, the mode's RULER result's (run.py trains and evaluates a mode in one run, on one machine)."""
+    lines = ["| mode | steps | tokens | tokens/s (median) | wall time | peak GiB | val/loss | card |"]
+    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for mode in [m for m in ORDER if m in found.train]:
         t = found.train[mode]
+        card = t.get("device") or found.ruler.get(mode, {}).get("device", "?")
         rate = f"{t['tokens_per_sec_median']:,.0f}" if t.get("tokens_per_sec_median") else "-"
         peak = f"{t['peak_gib']:.1f}" if t.get("peak_gib") else "-"
         loss = f"{t['val_loss']:.3f}" if t.get("val_loss") is not None else "-"
         lines.append(
-            f"| {mode} | {t['steps']} | {t['tokens'] / 1e6:.1f}M | {rate} | {t['wall_seconds']:.0f} s | {peak} | {loss} |"
+            f"| {mode} | {t['steps']} | {t['tokens'] / 1e6:.1f}M | {rate} | {t['wall_seconds']:.0f} s | {peak} | {loss} "
+            f"| {card} |"
         )
     return lines
 

@@ -222,7 +222,8 @@ class Runner:
 
 
 def write_train_summary(work: Path, run_name: str, mode: str, parts: list[dict]) -> None:
-    """WORK/results/MODE/train.json: the logged curves (TensorBoard), tokens/s, seconds per step and wall time."""
+    """WORK/results/MODE/train.json: the logged curves (TensorBoard), tokens/s, seconds per step, wall time and the
+    card."""
     from anchor_lightning.loggers import read_scalars
 
     scalars = read_scalars(work / "runs" / run_name)
@@ -241,11 +242,19 @@ def write_train_summary(work: Path, run_name: str, mode: str, parts: list[dict])
         "wall_seconds": sum(p["seconds"] for p in parts),
         "peak_gib": max((v for _, v, _ in scalars.get("memory/peak_gib", [])), default=None),
         "val_loss": scalars.get("val/loss", [(0, None, 0)])[-1][1],
+        "device": device_name(),
         "curves": {tag: [(s, v) for s, v, _ in values] for tag, values in scalars.items()},
     }
     out = work / "results" / mode
     out.mkdir(parents=True, exist_ok=True)
     (out / "train.json").write_text(json.dumps(summary, indent=1))
+
+
+def device_name() -> str:
+    """The card this process runs on (the CPU's name without one)."""
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
 
 
 def environment(dry_run: bool) -> dict:
@@ -259,7 +268,7 @@ def environment(dry_run: bool) -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
+        "device": device_name(),
         "dry_run": dry_run,
     }
     for name in ("lightning", "liger-kernel", "gguf"):

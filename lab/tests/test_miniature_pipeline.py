@@ -429,3 +429,12 @@ def test_pieces_that_do_not_join_to_the_carried_checksum_are_refused(tmp_path):
     result = gpu_call(tmp_path, "one", "anchor", watch=1)
     assert result.returncode == 5 and "GGUF checksum mismatch" in result.stdout
     assert not (tmp_path / "model.gguf").exists()
+
+
+def test_the_training_summary_names_the_card(tmp_path):
+    from lab.miniature import run
+
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    run.write_train_summary(tmp_path, "r", "anchor", [{"seconds": 12.5}])
+    summary = json.loads((tmp_path / "results" / "anchor" / "train.json").read_text())
+    assert summary["device"] == run.device_name() != "" and summary["wall_seconds"] == 12.5

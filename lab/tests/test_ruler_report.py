@@ -88,3 +88,16 @@ def test_a_result_that_is_not_a_file_stops_with_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         ruler_report.main([str(results(tmp_path)), "--result", f"full={tmp_path / 'missing.json'}"])
     assert "give MODEL=PATH of an existing ruler.json" in capsys.readouterr().err
+
+
+def test_each_trained_mode_names_the_card_it_trained_on(tmp_path):
+    folder = results(tmp_path)
+    cost = {"mode": "anchor", "steps": 100, "tokens": 13094407.0, "tokens_per_sec_median": 124644.0}
+    cost |= {"wall_seconds": 158.0, "peak_gib": 44.5, "val_loss": 1.842}
+    (folder / "anchor" / "train.json").write_text(json.dumps(cost))  # no device: the card of its RULER run
+    (folder / "full").mkdir()
+    (folder / "full" / "train.json").write_text(json.dumps(cost | {"mode": "full", "device": "NVIDIA H200"}))
+    rows = ruler_report.training_table(ruler_report.gather([folder]))
+    assert rows[0].endswith("| val/loss | card |")
+    assert rows[2] == "| full | 100 | 13.1M | 124,644 | 158 s | 44.5 | 1.842 | NVIDIA H200 |"
+    assert rows[3] == "| anchor | 100 | 13.1M | 124,644 | 158 s | 44.5 | 1.842 | NVIDIA H100 80GB HBM3 |"
