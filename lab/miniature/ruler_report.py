@@ -3,6 +3,7 @@ then rendered as Markdown (two steps: ``gather`` reads, ``render`` writes text; 
 knows about files).
 
     python lab/miniature/ruler_report.py RESULTS [RESULTS ...] [--result MODEL=RULER_JSON ...] [--out FILE]
+        [--figure PNG]
 
 RESULTS: run.py's ``WORK/results`` folders (or unpacked ``miniature-results.tar.gz``), each holding
 ``MODEL/ruler*/ruler.json`` (or ``ruler.json.xz``) and, for trained modes, ``MODEL/train.json``; ``--result`` adds one
@@ -11,7 +12,7 @@ several runs (a length each) are merged. Each model's card is named under the ta
 every task by model; the paired difference anchor minus each other model on the same samples, per
 length and pooled over the lengths beyond the base model's 8K, with its interval and sign test
 (``anchor_lightning.eval.ruler.suite.compare``'s rule); training cost per mode; the paper's numbers
-for its own setting beside them.
+for its own setting beside them. ``--figure`` draws the averages by length and the paired differences.
 """
 
 from __future__ import annotations
@@ -230,6 +231,53 @@ def render(found: Gathered) -> str:
     return "\n".join(parts) + "\n"
 
 
+def figure(found: Gathered, path: Path, reference: str = "anchor") -> Path:
+    """Two panels from the same numbers as the tables: each model's RULER average by length with its 95%
+    interval, and ``reference`` minus each trained model on the same samples with its interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lengths = lengths_of(found)
+    table = differences(found, reference) if reference in found.ruler else {}
+    trained = [m for m in table if m not in UNTRAINED]
+    fig, axes = plt.subplots(1, 2 if trained else 1, figsize=(12 if trained else 6.5, 4.2), squeeze=False)
+    left = axes[0][0]
+    for model in models_of(found):
+        points = [(n, found.ruler[model]["scores"].get(str(n), {}).get("average")) for n in lengths]
+        points = [(n, a) for n, a in points if a]
+        xs, ys = [n for n, _ in points], [a["score"] for _, a in points]
+        spread = [[a["score"] - a["low"] for _, a in points], [a["high"] - a["score"] for _, a in points]]
+        left.errorbar(xs, ys, yerr=spread, marker="o", capsize=3, label=label(found, model))
+    left.axvline(TRAINED_LENGTH, color="grey", linestyle=":", linewidth=1)
+    left.set(xscale="log", xlabel="length (tokens)", ylabel="RULER average (0-100)", ylim=(0, None))
+    left.set_xticks(lengths, [f"{n // 1024}K" for n in lengths])
+    left.set_xticks([], minor=True)
+    left.legend(fontsize=8)
+    left.set_title(found.ruler[models_of(found)[0]].get("average_name", "RULER"), fontsize=10)
+    if trained:
+        right = axes[0][1]
+        for i, model in enumerate(trained):
+            by = table[model]
+            xs = [n * (1 + 0.04 * (i - (len(trained) - 1) / 2)) for n in lengths if str(n) in by]
+            ds = [by[str(n)] for n in lengths if str(n) in by]
+            ys = [100 * d["difference"] for d in ds]
+            spread = [[100 * (d["difference"] - d["difference_low"]) for d in ds]]
+            spread.append([100 * (d["difference_high"] - d["difference"]) for d in ds])
+            right.errorbar(xs, ys, yerr=spread, marker="o", capsize=3, label=f"{reference} minus {model}")
+        right.axhline(0, color="black", linewidth=0.8)
+        right.axvline(TRAINED_LENGTH, color="grey", linestyle=":", linewidth=1)
+        right.set(xscale="log", xlabel="length (tokens)", ylabel="points, same samples (95% interval)")
+        right.set_xticks(lengths, [f"{n // 1024}K" for n in lengths])
+        right.set_xticks([], minor=True)
+        right.legend(fontsize=8)
+        right.set_title(f"{reference} minus each trained mode", fontsize=10)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path, nargs="+", help="run.py's WORK/results folders")
@@ -237,6 +285,7 @@ def main(argv: list[str] | None = None) -> str:
         "--result", nargs="+", default=[], metavar="MODEL=RULER_JSON", help="one ruler.json as MODEL's results"
     )
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown here (default: print it)")
+    parser.add_argument("--figure", type=Path, default=None, help="draw the averages and differences into this PNG")
     args = parser.parse_args(argv)
     files = []
     for pair in args.result:
@@ -248,6 +297,8 @@ def main(argv: list[str] | None = None) -> str:
     if not found.ruler:
         parser.error("no MODEL/ruler/ruler.json under the folders given")
     text = render(found)
+    if args.figure is not None:
+        figure(found, args.figure)
     if args.out is None:
         print(text, end="")
     else:

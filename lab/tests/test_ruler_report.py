@@ -101,3 +101,15 @@ def test_each_trained_mode_names_the_card_it_trained_on(tmp_path):
     assert rows[0].endswith("| val/loss | card |")
     assert rows[2] == "| full | 100 | 13.1M | 124,644 | 158 s | 44.5 | 1.842 | NVIDIA H200 |"
     assert rows[3] == "| anchor | 100 | 13.1M | 124,644 | 158 s | 44.5 | 1.842 | NVIDIA H100 80GB HBM3 |"
+
+
+def test_the_figure_is_drawn_from_the_same_results(tmp_path):
+    folder = results(tmp_path)
+    png = tmp_path / "ruler.png"
+    ruler_report.main([str(folder), "--out", str(tmp_path / "t.md"), "--figure", str(png)])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    only_base = tmp_path / "only"
+    (only_base / "base").mkdir(parents=True)
+    (folder / "base").rename(only_base / "base")  # no anchor: one panel, no differences
+    ruler_report.figure(ruler_report.gather([only_base]), tmp_path / "one.png")
+    assert (tmp_path / "one.png").stat().st_size > 10_000
