@@ -38,6 +38,14 @@
 # or as any later call on the same warm machine (nothing carried). It
 # runs run.py in its own folder ($WORK-anchor), so `one full` after it starts a new run; `one base` and
 # `one base-theta` evaluate the pretrained model; `watch anchor` watches the run of `one anchor`.
+#
+# A trained mode outlives its session through lab/miniature/keep.py (its exported model in bfloat16 and
+# its run state, about 270 MB): after the export, calls `keep MODE 0`, `keep MODE 1`, ... (nothing
+# carried, each within 30 s of the last) send it out, 4 pieces of 15 MiB a call; here
+# `python lab/miniature/keep.py collect MODE <each call's files_at>` checks the pieces and groups them
+# into .carry/kept/MODE/1 ... n, 3 a call; in a later session each call carrying one of those folders
+# runs `stage`, which restores the run once every piece is there, and `one MODE [run.py arguments]`
+# then continues it: trained and exported, it evaluates (no GGUF or data needed).
 set -uo pipefail
 START=$SECONDS
 WORK=$(realpath -m "${WORK:-/tmp/miniature}")  # absolute: the run works in its copy of the code
@@ -50,6 +58,7 @@ CARRY=${CARRY:-.carry}
 MINIDATA=${MINIDATA:-$CARRY/minidata}  # the carried data (the short-document mix: .carry/minimix, DATA=/tmp/minimix)
 PIECES=${PIECES:-/tmp}
 OUT=${OUT:?OUT: the folder whose files come back}
+PYTHON=${PYTHON:-python3}  # the one with torch (keep.py converts weights)
 RUN_PY=${RUN_PY:-lab/miniature/run.py}  # relative to the run's copy of the code; tests put a stand-in here
 export PYTHONUNBUFFERED=1
 HERE=$(dirname "$0")
@@ -66,6 +75,13 @@ stage() {  # copy into the machine what this call carries: the GGUF's pieces, th
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "$WHEELS"/*.whl || exit 1
     echo "installed the wheels of $WHEELS"
   fi
+  for d in "$CARRY"/kept/*/*/; do  # a mode kept from an earlier session (keep.py): its pieces, then its run
+    [ -d "$d" ] || continue
+    local mode
+    mode=$(basename "$(dirname "$d")")
+    mkdir -p "$PIECES/kept-$mode" && cp "$d"* "$PIECES/kept-$mode/" || exit 5
+    "$PYTHON" "$HERE/keep.py" restore --pieces "$PIECES/kept-$mode" --work "$WORK-$mode" || exit 5
+  done
   if [ ! -f "$DATA/manifest.json" ] && [ -d "$MINIDATA" ]; then
     mkdir -p "$DATA.tmp" && for f in "$MINIDATA"/*.xz; do
       xz -dc "$f" > "$DATA.tmp/$(basename "$f" .xz)" || exit 6
@@ -74,8 +90,9 @@ stage() {  # copy into the machine what this call carries: the GGUF's pieces, th
   fi
 }
 
-setup() {  # stage, then check that the machine has everything a run needs
+setup() {  # setup WORK: stage, then check that the machine has everything WORK's run needs
   stage
+  [ ! -f "$1/kept.json" ] || return 0  # a restored run: trained and exported, it evaluates its own model
   if [ ! -f "$GGUF" ]; then
     if [ ! -f "$PIECES/smollm2.part.00" ] || [ ! -f "$PIECES/smollm2.part.01" ] || [ ! -f "$PIECES/smollm2.sha256" ]; then
       echo "a bare machine: stage both pieces of the GGUF first (calls carrying .carry/smollm2/1 and .carry/smollm2/2)"; exit 4
@@ -93,7 +110,7 @@ start_run() {  # start_run WORK [run.py arguments]: start run.py in WORK, or wat
     echo "the run was started on this machine before: watching it"
     exec bash "$HERE/../gpu/background.sh" watch "$work"
   fi
-  setup || exit
+  setup "$work" || exit
   export WATCH=$((${WATCH:-570} - (SECONDS - START)))  # the call's watching includes the set-up
   exec bash "$HERE/../gpu/background.sh" start "$work" -- \
     python3 "$RUN_PY" --gguf "$GGUF" --data "$DATA" --work "$work" --cache "$CACHE" --out "$work/out" "$@"
@@ -118,12 +135,16 @@ case "${1:-start}" in
       *) echo "usage: gpu_call.sh one anchor|full|intra_doc|intra_doc_reset|base|base-theta [run.py arguments]"; exit 2 ;;
     esac
     ;;
+  keep)  # keep MODE K: part K (0, 1, ...) of MODE's exported model and run state into $OUT (keep.py)
+    [ -n "${2:-}" ] && [ -n "${3:-}" ] || { echo "usage: gpu_call.sh keep MODE PART"; exit 2; }
+    "$PYTHON" "$HERE/keep.py" send --work "$WORK-$2" --part "$3" --out "$OUT"
+    ;;
   watch)
     [ -z "${2:-}" ] || WORK=$WORK-$2  # watch MODEL: the run of `one MODEL`
     [ -f "$WORK/run.pid" ] || { echo "no run on this machine (a bare machine?): stage and start again"; exit 4; }
     exec bash "$HERE/../gpu/background.sh" watch "$WORK"
     ;;
   *)
-    echo "usage: gpu_call.sh stage | start [run.py arguments] | one MODEL [run.py arguments] | watch [MODEL]"; exit 2
+    echo "usage: gpu_call.sh stage | start [run.py arguments] | one MODEL [run.py arguments] | watch [MODEL] | keep MODE PART"; exit 2
     ;;
 esac

@@ -11,6 +11,7 @@ import lzma
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -171,6 +172,7 @@ def gpu_call(tmp_path: Path, *argv: str, watch: int) -> subprocess.CompletedProc
         RUN_PY="stand_in.py",
     )
     env["WATCH"] = str(watch)
+    env["PYTHON"] = sys.executable  # keep.py's, with torch
     result = subprocess.run(
         ["bash", str(ROOT / "lab" / "miniature" / "gpu_call.sh"), *argv],
         cwd=ROOT,

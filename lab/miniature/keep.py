@@ -1,0 +1,222 @@
+"""A trained mode kept across GPU sessions: its exported model and run state, out in pieces and back in.
+
+A GPU call returns at most 64 MiB (8 files of 16 MiB) and carries at most 64 MiB in, the working tree
+included, while an exported SmolLM2-135M is 540 MB in float32. So a mode trained in one session is
+evaluated in a later one by sending it out over a few calls and carrying it back in over a few more:
+
+    on the GPU machine, after the run exported MODE (gpu_call.sh keep MODE K, K = 0, 1, ...):
+        python lab/miniature/keep.py send --work /tmp/miniature-MODE --part K --out $OUT
+    here, with the folders those calls' files came back to:
+        python lab/miniature/keep.py collect MODE /work/.device/12 /work/.device/13 ... [--carry .carry]
+    then each call carries one .carry/kept/MODE/<n> folder (gpu_call.sh stage restores the run once
+    every piece is there) and ``gpu_call.sh one MODE ...`` continues the run: its state says trained and
+    exported, so it evaluates.
+
+What is kept: the run's ``state.json``, ``logs/``, ``results/`` (train.json, whatever evaluations
+finished) and ``exported/`` with every floating weight in bfloat16, half the bytes. RULER and every
+``evaluate`` of the pipeline load the model in bfloat16, and a float32 tensor cast to bfloat16 rounds
+the same whether the cast happens before or after the transfer, so the kept model is evaluated bit for
+bit as the original would be; a float32 evaluation of it would not be. ``kept.json`` in the restored
+folder says so.
+
+The tar is built once on the machine (``WORK.keep/``) and each part sent from it, so parts from
+different calls join; ``manifest.json`` (sent with part 0) holds the pieces' names and the whole tar's
+sha256, checked here by ``collect`` and there by ``restore``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import tarfile
+from pathlib import Path
+
+PIECE_BYTES = 15 * 1024 * 1024  # a returned file is at most 16 MiB
+SEND_PER_CALL = 4  # 4 x 15 MiB + the manifest: within a call's 64 MiB back
+CARRY_PER_CALL = 3  # 3 x 15 MiB beside a working tree of about 7 MB: within a call's 64 MiB in
+KEPT = ("state.json", "logs", "results", "exported")
+
+
+class KeepError(Exception):
+    """One line for the user: what is missing or wrong."""
+
+
+def to_bfloat16(folder: Path) -> None:
+    """Every floating tensor of the safetensors files in ``folder`` in bfloat16 (and the index's size)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    total = 0
+    for path in sorted(folder.glob("*.safetensors")):
+        tensors = load_file(path)
+        tensors = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in tensors.items()}
+        total += sum(v.numel() * v.element_size() for v in tensors.values())
+        save_file(tensors, path, metadata={"format": "pt"})
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        data = json.loads(index.read_text())
+        data.setdefault("metadata", {})["total_size"] = total
+        index.write_text(json.dumps(data, indent=2))
+
+
+def build(work: Path, piece_bytes: int = PIECE_BYTES) -> dict:
+    """``WORK.keep/``: the kept folders as one tar in pieces, and its manifest (built once: later calls reuse it)."""
+    scratch = work.with_name(work.name + ".keep")
+    manifest = scratch / "manifest.json"
+    if manifest.is_file():
+        return json.loads(manifest.read_text())
+    state = work / "state.json"
+    if not state.is_file() or not any((work / "exported").glob("*/config.json")):
+        raise KeepError(f"{work}: no exported model yet (keep a mode after its export step)")
+    staging = scratch.with_name(scratch.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "tree").mkdir(parents=True)
+    for name in KEPT:
+        source = work / name
+        if source.is_dir():
+            shutil.copytree(source, staging / "tree" / name)
+        elif source.is_file():
+            shutil.copy2(source, staging / "tree" / name)
+    for model in sorted((staging / "tree" / "exported").iterdir()):
+        to_bfloat16(model)
+    modes = sorted(p.name for p in (staging / "tree" / "exported").iterdir())
+    note = {"modes": modes, "weights": "bfloat16 (evaluate in bfloat16: the same bits as the float32 export)"}
+    (staging / "tree" / "kept.json").write_text(json.dumps(note, indent=1))
+    tar_path = staging / "kept.tar"
+    with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted((staging / "tree").rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(staging / "tree")), recursive=False)
+    digest, pieces = hashlib.sha256(), []
+    with tar_path.open("rb") as whole:
+        while chunk := whole.read(piece_bytes):
+            digest.update(chunk)
+            name = f"kept.tar.{len(pieces):03d}"
+            (staging / name).write_bytes(chunk)
+            pieces.append(name)
+    tar_path.unlink()
+    shutil.rmtree(staging / "tree")
+    data = {"work": work.name, "modes": modes, "pieces": pieces, "sha256": digest.hexdigest()}
+    (staging / "manifest.json").write_text(json.dumps(data, indent=1))
+    staging.rename(scratch)
+    return data
+
+
+def send(work: Path, part: int, out: Path, per_call: int = SEND_PER_CALL, piece_bytes: int = PIECE_BYTES) -> str:
+    """Copy part ``part`` (``per_call`` pieces; the manifest with part 0) into ``out``."""
+    manifest = build(work, piece_bytes)
+    scratch = work.with_name(work.name + ".keep")
+    parts = -(-len(manifest["pieces"]) // per_call)
+    if not 0 <= part < parts:
+        raise KeepError(f"part {part}: the kept run has parts 0 to {parts - 1}")
+    out.mkdir(parents=True, exist_ok=True)
+    names = manifest["pieces"][part * per_call : (part + 1) * per_call]
+    for name in names + (["manifest.json"] if part == 0 else []):
+        shutil.copy2(scratch / name, out / name)
+    more = f"; next: keep {part + 1}" if part + 1 < parts else "; that was the last"
+    return f"sent part {part} of 0-{parts - 1} ({', '.join(names)}){more}"
+
+
+def joined_digest(folder: Path, pieces: list[str]) -> str:
+    digest = hashlib.sha256()
+    for name in pieces:
+        with (folder / name).open("rb") as piece:
+            while chunk := piece.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def collect(mode: str, folders: list[Path], carry: Path, per_call: int = CARRY_PER_CALL) -> str:
+    """Here: the pieces from the calls' folders, checked against the manifest, into
+    ``carry/kept/MODE/1 ... n`` (``per_call`` pieces a folder, the manifest in the first)."""
+    found: dict[str, Path] = {}
+    for folder in folders:
+        for path in folder.glob("kept.tar.*"):
+            found[path.name] = path
+        if (folder / "manifest.json").is_file():
+            found["manifest.json"] = folder / "manifest.json"
+    if "manifest.json" not in found:
+        raise KeepError("no manifest.json among the folders: add the folder of part 0's call")
+    manifest = json.loads(found["manifest.json"].read_text())
+    missing = [name for name in manifest["pieces"] if name not in found]
+    if missing:
+        raise KeepError(f"pieces missing: {', '.join(missing)} (send the parts that hold them)")
+    target = carry / "kept" / mode
+    shutil.rmtree(target, ignore_errors=True)
+    groups = [manifest["pieces"][i : i + per_call] for i in range(0, len(manifest["pieces"]), per_call)]
+    for n, group in enumerate(groups, 1):
+        (target / str(n)).mkdir(parents=True)
+        for name in group:
+            shutil.copy2(found[name], target / str(n) / name)
+    shutil.copy2(found["manifest.json"], target / "1" / "manifest.json")
+    every = [target / str(n) / name for n, group in enumerate(groups, 1) for name in group]
+    digest = hashlib.sha256()
+    for path in every:
+        digest.update(path.read_bytes())
+    if digest.hexdigest() != manifest["sha256"]:
+        shutil.rmtree(target)
+        raise KeepError("the pieces do not join to the manifest's sha256: fetch them again")
+    return f"{len(every)} pieces checked, in {len(groups)} carries: {', '.join(str(target / str(n)) for n in range(1, len(groups) + 1))}"
+
+
+def restore(pieces: Path, work: Path) -> str:
+    """There: once every piece is in ``pieces``, join them, check the sha256 and unpack into ``work``."""
+    if (work / "kept.json").is_file():
+        return f"{work}: restored already"
+    if work.exists():
+        raise KeepError(f"{work} holds a run already: restore only onto a machine without one")
+    manifest_path = pieces / "manifest.json"
+    if not manifest_path.is_file():
+        return f"{pieces}: waiting for the manifest (it travels with the first carry)"
+    manifest = json.loads(manifest_path.read_text())
+    have = [name for name in manifest["pieces"] if (pieces / name).is_file()]
+    if len(have) < len(manifest["pieces"]):
+        return f"{pieces}: {len(have)} of {len(manifest['pieces'])} pieces; carry the rest"
+    if joined_digest(pieces, manifest["pieces"]) != manifest["sha256"]:
+        raise KeepError(f"{pieces}: the pieces do not join to the manifest's sha256")
+    staging = work.with_name(work.name + ".restore")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    joined = staging.with_suffix(".tar")
+    with joined.open("wb") as out:
+        for name in manifest["pieces"]:
+            out.write((pieces / name).read_bytes())
+    with tarfile.open(joined) as tar:
+        tar.extractall(staging, filter="data")
+    joined.unlink()
+    staging.rename(work)
+    return f"restored {', '.join(manifest['modes'])} into {work}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    p = verbs.add_parser("send", help="on the GPU machine: part K of a run's kept pieces into OUT")
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--part", type=int, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p = verbs.add_parser("collect", help="here: the returned pieces, checked, into carry folders")
+    p.add_argument("mode")
+    p.add_argument("folders", type=Path, nargs="+", help="the folders the send calls' files came back to")
+    p.add_argument("--carry", type=Path, default=Path(".carry"))
+    p = verbs.add_parser("restore", help="on the GPU machine: the carried pieces back into a run folder")
+    p.add_argument("--pieces", type=Path, required=True)
+    p.add_argument("--work", type=Path, required=True)
+    args = parser.parse_args(argv)
+    try:
+        if args.verb == "send":
+            print(send(args.work, args.part, args.out))
+        elif args.verb == "collect":
+            print(collect(args.mode, args.folders, args.carry))
+        else:
+            print(restore(args.pieces, args.work))
+    except KeepError as error:
+        print(f"keep.py {args.verb}: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""lab/miniature/keep.py: a trained mode's exported model and run state sent out in pieces, collected
+and checked here, carried back in and restored, evaluated in bfloat16 bit for bit as the original; and
+gpu_call.sh's stage restoring it so that `one MODE` continues the run without the GGUF or the data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from lab.miniature import keep
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def trained_run(work: Path) -> Path:
+    """A run folder as run.py leaves it after training and exporting `anchor` (float32 export)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4
+    )
+    LlamaForCausalLM(config).save_pretrained(work / "exported" / "anchor")
+    (work / "state.json").write_text(json.dumps({"done": ["train-anchor", "export-anchor"]}))
+    (work / "logs").mkdir()
+    (work / "logs" / "train-anchor.log").write_text("trained\n")
+    (work / "results" / "anchor").mkdir(parents=True)
+    (work / "results" / "anchor" / "train.json").write_text('{"steps": 100}')
+    (work / "checkpoints").mkdir()
+    (work / "checkpoints" / "last.ckpt").write_bytes(b"x" * 1000)  # not kept: the export is
+    return work
+
+
+def send_all(work: Path, tmp_path: Path, piece_bytes: int = 40_000) -> list[Path]:
+    """Every part, each into the folder of its own call."""
+    folders, part = [], 0
+    while True:
+        folder = tmp_path / f"call-{part}"
+        said = keep.send(work, part, folder, per_call=2, piece_bytes=piece_bytes)
+        folders.append(folder)
+        if "that was the last" in said:
+            return folders
+        part += 1
+
+
+def test_a_kept_mode_comes_back_and_is_evaluated_bit_for_bit_in_bfloat16(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    work = trained_run(tmp_path / "miniature-anchor")
+    folders = send_all(work, tmp_path)
+    assert len(folders) >= 2 and (folders[0] / "manifest.json").is_file()
+    assert all(f.stat().st_size <= 40_000 for folder in folders for f in folder.glob("kept.tar.*"))
+    with pytest.raises(keep.KeepError, match="parts 0 to"):
+        keep.send(work, len(folders), tmp_path / "beyond")
+    said = keep.collect("anchor", folders, tmp_path / "carry", per_call=3)
+    carried = sorted((tmp_path / "carry" / "kept" / "anchor").iterdir())
+    assert said.startswith(f"{len(list((tmp_path / 'carry').rglob('kept.tar.*')))} pieces checked")
+    # carried back over several calls: the run is restored once the last piece is there
+    there = tmp_path / "pieces"
+    there.mkdir()
+    restored = tmp_path / "fresh" / "miniature-anchor"
+    for n, folder in enumerate(carried):
+        for f in folder.iterdir():
+            (there / f.name).write_bytes(f.read_bytes())
+        said = keep.restore(there, restored)
+        assert ("restored anchor" in said) == (n == len(carried) - 1), said
+    assert keep.restore(there, restored).endswith("restored already")
+    assert json.loads((restored / "state.json").read_text()) == {"done": ["train-anchor", "export-anchor"]}
+    assert (restored / "results" / "anchor" / "train.json").read_text() == '{"steps": 100}'
+    assert not (restored / "checkpoints").exists() and (restored / "kept.json").is_file()
+    original = AutoModelForCausalLM.from_pretrained(work / "exported" / "anchor", dtype=torch.bfloat16)
+    kept = AutoModelForCausalLM.from_pretrained(restored / "exported" / "anchor", dtype=torch.bfloat16)
+    a, b = original.state_dict(), kept.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    weights = restored / "exported" / "anchor" / "model.safetensors"
+    assert weights.stat().st_size < 0.6 * (work / "exported" / "anchor" / "model.safetensors").stat().st_size
+
+
+def test_a_broken_or_missing_piece_is_refused_in_one_line(tmp_path):
+    work = trained_run(tmp_path / "miniature-full")
+    folders = send_all(work, tmp_path)
+    (tmp_path / "only-manifest").mkdir()
+    (tmp_path / "only-manifest" / "manifest.json").write_bytes((folders[0] / "manifest.json").read_bytes())
+    with pytest.raises(keep.KeepError, match="pieces missing: kept.tar.000, kept.tar.001 "):
+        keep.collect("full", folders[1:] + [tmp_path / "only-manifest"], tmp_path / "carry")
+    piece = next(folders[0].glob("kept.tar.*"))
+    piece.write_bytes(b"!" + piece.read_bytes()[1:])
+    with pytest.raises(keep.KeepError, match="do not join to the manifest's sha256"):
+        keep.collect("full", folders, tmp_path / "carry")
+    assert not (tmp_path / "carry" / "kept" / "full").exists()
+    assert keep.main(["collect", "full", str(tmp_path / "nothing")]) == 2
+    with pytest.raises(keep.KeepError, match="no exported model yet"):
+        keep.build(tmp_path / "empty")
+
+
+@pytest.mark.slow  # gpu_call.sh's background run, with its waits
+def test_gpu_call_stage_restores_a_kept_mode_and_one_continues_it_without_the_gguf(tmp_path):
+    from lab.tests.test_miniature_pipeline import STAND_IN, gpu_call
+
+    work = trained_run(tmp_path / "elsewhere" / "work-anchor")
+    (tmp_path / "stand_in.py").write_text(STAND_IN)
+    keep.collect("anchor", send_all(work, tmp_path), tmp_path / "carry", per_call=100)
+    (tmp_path / "pieces").mkdir()
+    staged = gpu_call(tmp_path, "stage", watch=1)
+    assert staged.returncode == 0 and "restored anchor into" in staged.stdout, staged.stdout + staged.stderr
+    assert (tmp_path / "work-anchor" / "kept.json").is_file()
+    run = gpu_call(tmp_path, "one", "anchor", "--suites", "ruler", watch=1)  # no GGUF, no data here
+    assert run.returncode == 10 and "started in the background" in run.stdout, run.stdout + run.stderr
+    assert gpu_call(tmp_path, "keep", "anchor", watch=1).returncode == 2
+    sent = gpu_call(tmp_path, "keep", "anchor", "0", watch=1)
+    assert sent.returncode == 0 and "sent part 0" in sent.stdout and (sent.out / "manifest.json").is_file()
+    subprocess.run(["pkill", "-f", str(tmp_path / "work-anchor")], check=False)
