@@ -36,7 +36,9 @@
 #                                            bash lab/miniature/gpu_call.sh one anchor [run.py arguments]
 # (e.g. `one anchor --suites ruler`) once the GGUF's pieces are staged, as the call that carries the data
 # or as any later call on the same warm machine (nothing carried). It
-# runs run.py in its own folder ($WORK-anchor), so `one full` after it starts a new run; `one base` and
+# runs run.py in its own folder ($WORK-anchor), so `one full` after it starts a new run (the same model
+# with other arguments, e.g. `--seed 1` or another `--setting`, on the same machine: its own WORK=..., in
+# every call of that run; `one` refuses to take another run's folder); `one base` and
 # `one base-theta` evaluate the pretrained model; `watch anchor` watches the run of `one anchor`.
 #
 # A trained mode outlives its session through lab/miniature/keep.py (its exported model in bfloat16 and
@@ -103,14 +105,20 @@ setup() {  # setup WORK: stage, then check that the machine has everything WORK'
   [ -f "$DATA/manifest.json" ] || { echo "no data: carry $MINIDATA in this call or an earlier one"; exit 6; }
 }
 
+ASKED=""  # the run.py arguments this call asked for: a run already there with others is not taken for it
 start_run() {  # start_run WORK [run.py arguments]: start run.py in WORK, or watch the run already there
   local work=$1
   shift
   if [ -f "$work/run.pid" ]; then
+    if [ -n "$ASKED" ] && [ -f "$work/run.args" ] && [ "$(cat "$work/run.args")" != "$ASKED" ]; then
+      echo "$work holds a run started with other arguments ($(cat "$work/run.args")): give this one its own WORK=..."
+      exit 2
+    fi
     echo "the run was started on this machine before: watching it"
     exec bash "$HERE/../gpu/background.sh" watch "$work"
   fi
   setup "$work" || exit
+  mkdir -p "$work" && echo "$ASKED" > "$work/run.args"
   export WATCH=$((${WATCH:-570} - (SECONDS - START)))  # the call's watching includes the set-up
   exec bash "$HERE/../gpu/background.sh" start "$work" -- \
     python3 "$RUN_PY" --gguf "$GGUF" --data "$DATA" --work "$work" --cache "$CACHE" --out "$work/out" "$@"
@@ -124,11 +132,13 @@ case "${1:-start}" in
     ;;
   start)
     shift || true
+    ASKED="$*"
     start_run "$WORK" "$@"
     ;;
   one)
     model=${2:-}
     shift 2 || true
+    ASKED="$*"
     case "$model" in
       anchor|full|intra_doc|intra_doc_reset) start_run "$WORK-$model" --modes "$model" --models "$model" --parallel 1 "$@" ;;
       base|base-theta) start_run "$WORK-$model" --modes --models "$model" --parallel 1 "$@" ;;

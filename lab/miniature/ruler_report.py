@@ -101,8 +101,14 @@ def label(found: Gathered, model: str) -> str:
     return f"base, RoPE {theta:,.0f}" + (" (untrained)" if model == "base-theta" else "") if theta else model
 
 
+def in_order(names) -> list[str]:
+    """The modes' order of the paper's table (seeds after their first), then anything else by name."""
+    rank = {m: i for i, m in enumerate(ORDER)}
+    return sorted(names, key=lambda m: (rank.get(m.rsplit("-seed", 1)[0], len(ORDER)), m))
+
+
 def models_of(found: Gathered) -> list[str]:
-    return [m for m in ORDER if m in found.ruler] + sorted(set(found.ruler) - set(ORDER))
+    return in_order(found.ruler)
 
 
 def lengths_of(found: Gathered) -> list[int]:
@@ -141,35 +147,53 @@ def task_tables(found: Gathered) -> list[str]:
     return lines
 
 
-def differences(found: Gathered, reference: str = "anchor") -> dict[str, dict[str, dict]]:
-    """reference minus each other model, on the samples both scored: per length and ``beyond`` (every
-    length past the trained one, pooled), as ``paired_difference`` (scores 0-1)."""
+def paired(found: Gathered, a: str, b: str) -> dict[str, dict]:
+    """a minus b on the samples both scored: per length and ``beyond`` (every length past the trained
+    one, pooled), as ``paired_difference`` (scores 0-1)."""
     key = lambda s: (s["task"], s["length"], s["index"])  # noqa: E731
-    ours = {key(s): s["score"] for s in found.ruler[reference]["samples"]}
-    out: dict[str, dict[str, dict]] = {}
-    for model in models_of(found):
-        if model == reference:
-            continue
-        theirs = {key(s): s["score"] for s in found.ruler[model]["samples"]}
-        shared = sorted(set(ours) & set(theirs), key=lambda k: (k[1], k[0], k[2]))
-        groups = {str(n): [k for k in shared if k[1] == n] for n in sorted({k[1] for k in shared})}
-        groups["beyond"] = [k for k in shared if k[1] > TRAINED_LENGTH]
-        out[model] = {
-            name: paired_difference([ours[k] for k in keys], [theirs[k] for k in keys])
-            for name, keys in groups.items()
-            if keys
-        }
-    return out
+    ours = {key(s): s["score"] for s in found.ruler[a]["samples"]}
+    theirs = {key(s): s["score"] for s in found.ruler[b]["samples"]}
+    shared = sorted(set(ours) & set(theirs), key=lambda k: (k[1], k[0], k[2]))
+    groups = {str(n): [k for k in shared if k[1] == n] for n in sorted({k[1] for k in shared})}
+    groups["beyond"] = [k for k in shared if k[1] > TRAINED_LENGTH]
+    return {
+        name: paired_difference([ours[k] for k in keys], [theirs[k] for k in keys])
+        for name, keys in groups.items()
+        if keys
+    }
+
+
+def differences(found: Gathered, reference: str = "anchor") -> dict[str, dict[str, dict]]:
+    """reference minus each other model (``paired``)."""
+    return {model: paired(found, reference, model) for model in models_of(found) if model != reference}
+
+
+def seed_pairs(found: Gathered) -> list[tuple[str, str]]:
+    """(MODE, MODE-seedK) for every second row order whose first was evaluated too: the seed spread."""
+    return [
+        (model.rsplit("-seed", 1)[0], model)
+        for model in models_of(found)
+        if "-seed" in model and model.rsplit("-seed", 1)[0] in found.ruler
+    ]
 
 
 def difference_table(found: Gathered, reference: str = "anchor") -> list[str]:
     if reference not in found.ruler:
         return [f"({reference} not evaluated: no paired differences)"]
-    table = differences(found, reference)
+    rows = {f"{reference} minus {label(found, m)}": d for m, d in differences(found, reference).items()}
+    return difference_rows(found, rows)
+
+
+def seed_table(found: Gathered) -> list[str]:
+    """Each mode minus its second row order: how far two trainings of one recipe land apart."""
+    return difference_rows(found, {f"{a} minus {b}": paired(found, a, b) for a, b in seed_pairs(found)})
+
+
+def difference_rows(found: Gathered, table: dict[str, dict[str, dict]]) -> list[str]:
     columns = [str(n) for n in lengths_of(found)] + ["beyond"]
     heads = [f"{int(c) // 1024}K" if c != "beyond" else f"beyond {TRAINED_LENGTH // 1024}K" for c in columns]
-    lines = [f"| {reference} minus | " + " | ".join(heads) + " |", "| --- |" + " ---: |" * len(columns)]
-    for model, by in table.items():
+    lines = ["| difference | " + " | ".join(heads) + " |", "| --- |" + " ---: |" * len(columns)]
+    for name, by in table.items():
         row = []
         for c in columns:
             d = by.get(c)
@@ -179,7 +203,7 @@ def difference_table(found: Gathered, reference: str = "anchor") -> list[str]:
                 else f"{100 * d['difference']:+.2f} [{100 * d['difference_low']:+.1f}, "
                 f"{100 * d['difference_high']:+.1f}] p={d['p_value']:.2g}"
             )
-        lines.append(f"| {label(found, model)} | " + " | ".join(row) + " |")
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
     return lines
 
 
@@ -188,7 +212,7 @@ def training_table(found: Gathered) -> list[str]:
     record it, the mode's RULER result's (run.py trains and evaluates a mode in one run, on one machine)."""
     lines = ["| mode | steps | tokens | tokens/s (median) | wall time | peak GiB | val/loss | card |"]
     lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-    for mode in [m for m in ORDER if m in found.train]:
+    for mode in in_order(found.train):
         t = found.train[mode]
         card = t.get("device") or found.ruler.get(mode, {}).get("device", "?")
         rate = f"{t['tokens_per_sec_median']:,.0f}" if t.get("tokens_per_sec_median") else "-"
@@ -222,6 +246,11 @@ def render(found: Gathered) -> str:
         "",
         *difference_table(found),
         "",
+        *(
+            ["Seed to seed (one recipe, another row order; points, [95% interval], sign test):", "", *seed_table(found), ""]
+            if seed_pairs(found)
+            else []
+        ),
         "Per task:",
         *task_tables(found),
     ]

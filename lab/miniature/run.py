@@ -127,7 +127,7 @@ class Runner:
         if stopped:
             self.say(f"{step} saved last.ckpt at the deadline; run again to resume")
             return False
-        write_train_summary(self.work, self.plan.run_name(mode), mode, parts)
+        write_train_summary(self.work, self.plan.run_name(mode), mode, parts, self.plan.results(mode))
         self.finish(step, "train", sum(p["seconds"] for p in parts), parts=len(parts))
         return True
 
@@ -221,7 +221,7 @@ class Runner:
         return complete
 
 
-def write_train_summary(work: Path, run_name: str, mode: str, parts: list[dict]) -> None:
+def write_train_summary(work: Path, run_name: str, mode: str, parts: list[dict], out: Path | None = None) -> None:
     """WORK/results/MODE/train.json: the logged curves (TensorBoard), tokens/s, seconds per step, wall time and the
     card."""
     from anchor_lightning.loggers import read_scalars
@@ -245,7 +245,7 @@ def write_train_summary(work: Path, run_name: str, mode: str, parts: list[dict])
         "device": device_name(),
         "curves": {tag: [(s, v) for s, v, _ in values] for tag, values in scalars.items()},
     }
-    out = work / "results" / mode
+    out = out or work / "results" / mode
     out.mkdir(parents=True, exist_ok=True)
     (out / "train.json").write_text(json.dumps(summary, indent=1))
 

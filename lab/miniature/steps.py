@@ -161,6 +161,11 @@ class Plan:
     def exported(self, mode: str) -> Path:
         return self.work / "exported" / mode
 
+    def results(self, name: str) -> Path:
+        """Where a model's results go: ``results/NAME``, or ``results/NAME-seedK`` for a trained mode of
+        another row order, so that reports over several runs keep the seeds apart."""
+        return self.work / "results" / (f"{name}-seed{self.seed}" if self.seed and name in MODES else name)
+
     def suites(self) -> list[str]:
         return list(self.suites_asked or SETTINGS[self.setting][1])
 
@@ -205,7 +210,7 @@ class Plan:
         """The evaluations of one model, in order, as (log name, argv): RULER and/or this package's needles
         and perplexity (``evaluate``) then ``diagnose``, as the suites ask."""
         model, theta = self.models()[name]
-        out = self.work / "results" / name
+        out = self.results(name)
         rope = ["--rope_theta", theta] if theta else []
         steps = []
         if "ruler" in self.suites():

@@ -227,6 +227,8 @@ def test_gpu_call_one_runs_each_model_in_its_own_folder_so_a_second_call_starts_
     assert watched.returncode == 3 and "step 2 of the stand-in, args --modes --models base" in watched.stdout
     again = gpu_call(tmp_path, "one", "anchor", watch=30)  # the same model again only watches its run
     assert again.returncode == 3 and "the run was started on this machine before" in again.stdout
+    other = gpu_call(tmp_path, "one", "anchor", "--seed", "1", watch=1)  # another run: not this folder's
+    assert other.returncode == 2 and "holds a run started with other arguments ()" in other.stdout, other.stdout
     assert gpu_call(tmp_path, "one", "bogus", watch=1).returncode == 2
     assert gpu_call(tmp_path, "one", watch=1).returncode == 2
 

@@ -75,3 +75,12 @@ def test_the_64k_miniature_trains_without_the_in_training_ruler_to_fit_one_sessi
     assert argv[-2:] == ["--trainer.callbacks.every_n_steps=0", "--trainer.callbacks.at_end=false"]
     assert not any("every_n_steps" in a for a in plan(tmp_path, "mix-32k").fit("full"))  # 32K keeps it
     assert "--trainer.callbacks.every_n_steps=1" in plan(tmp_path, "mix-64k", dry_run=True).fit("anchor")
+
+
+def test_a_second_row_order_keeps_its_results_apart_by_name(tmp_path):
+    first, second = plan(tmp_path, "mix-32k"), plan(tmp_path, "mix-32k", seed=1)
+    assert first.results("anchor") == tmp_path / "work" / "results" / "anchor"
+    assert second.results("anchor") == tmp_path / "work" / "results" / "anchor-seed1"
+    assert second.results("base") == tmp_path / "work" / "results" / "base"  # untrained: no row order
+    (_, ruler), = second.evaluations("full")  # fmt: skip
+    assert ruler[ruler.index("--out") + 1] == str(tmp_path / "work" / "results" / "full-seed1" / "ruler")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import lzma
+import shutil
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,7 @@ def test_the_paired_differences_count_the_changed_samples(tmp_path):
     assert base["4096"]["higher_b"] == 3 and base["8192"]["difference"] == 0
     assert base["beyond"]["samples"] == 2200 and base["beyond"]["higher_a"] == 10
     text = ruler_report.render(found)
-    assert "| base, RoPE 100,000 | -0.27 [" in text and "| anchor |" in text
+    assert "| anchor minus base, RoPE 100,000 | -0.27 [" in text and "| anchor |" in text
     assert "SlimPajama-128K at 64K | 70.56 | 70.87 | 73.34 | 77.69 |" in text
 
 
@@ -113,3 +114,16 @@ def test_the_figure_is_drawn_from_the_same_results(tmp_path):
     (folder / "base").rename(only_base / "base")  # no anchor: one panel, no differences
     ruler_report.figure(ruler_report.gather([only_base]), tmp_path / "one.png")
     assert (tmp_path / "one.png").stat().st_size > 10_000
+
+
+def test_a_second_seed_is_its_own_row_and_its_spread_is_reported(tmp_path):
+    folder = results(tmp_path)
+    (folder / "anchor").rename(folder / "anchor-seed1")
+    shutil.copytree(folder / "base", folder / "anchor")  # seed 0: the base model's scores
+    found = ruler_report.gather([folder])
+    assert ruler_report.models_of(found) == ["base", "anchor", "anchor-seed1"]
+    assert ruler_report.seed_pairs(found) == [("anchor", "anchor-seed1")]
+    text = ruler_report.render(found)
+    assert "Seed to seed (one recipe, another row order" in text
+    # seed 0 minus seed 1: 10 samples at 16K lower, 3 at 4K higher
+    assert "| anchor minus anchor-seed1 | +0.27 [" in text and "| anchor-seed1 |" in text
