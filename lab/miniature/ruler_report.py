@@ -247,7 +247,12 @@ def render(found: Gathered) -> str:
         *difference_table(found),
         "",
         *(
-            ["Seed to seed (one recipe, another row order; points, [95% interval], sign test):", "", *seed_table(found), ""]
+            [
+                "Seed to seed (one recipe, another row order; points, [95% interval], sign test):",
+                "",
+                *seed_table(found),
+                "",
+            ]
             if seed_pairs(found)
             else []
         ),
