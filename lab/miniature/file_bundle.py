@@ -1,0 +1,76 @@
+"""File a GPU call's result bundle into docs/: each model's raw RULER result, training summary, card and log.
+
+    python lab/miniature/file_bundle.py FILES_AT DEST [--replace]
+
+FILES_AT is the folder a ``gpu_call.sh`` call's files came back to (``miniature-results.tar.gz`` and
+``run.log``); DEST a docs folder such as ``docs/miniature/ruler-long-32k``. For each model in the
+bundle's ``results/`` it writes ``DEST/MODEL/``: ``ruler/ruler.json.xz`` (every sample's prediction,
+xz-compressed: a 14th of the size, since each GPU call carries the whole tracked tree), ``train.json``
+for a trained mode, the run's ``environment.json`` (versions and card) and ``run.log``.
+``ruler_report.py DEST`` then reads them. A model already filed in DEST is refused in one line unless
+``--replace`` (a retraining replaces its first result only when asked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import lzma
+import shutil
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+
+class FileError(Exception):
+    """One line for the user."""
+
+
+def file_bundle(files_at: Path, dest: Path, replace: bool = False) -> list[str]:
+    """The models filed, in name order."""
+    bundle = files_at / "miniature-results.tar.gz"
+    if not bundle.is_file():
+        raise FileError(f"{files_at}: no miniature-results.tar.gz (the folder a gpu_call.sh call's files came to)")
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(bundle) as tar:
+            tar.extractall(tmp, filter="data")
+        results = Path(tmp) / "results"
+        models = sorted(p.name for p in results.iterdir() if p.is_dir() and (p / "ruler" / "ruler.json").is_file())
+        if not models:
+            raise FileError(f"{bundle}: no MODEL/ruler/ruler.json in its results (did the evaluation finish?)")
+        there = [m for m in models if (dest / m).exists()]
+        if there and not replace:
+            raise FileError(f"{dest}: {', '.join(there)} filed already (--replace to file this run instead)")
+        for model in models:
+            target = dest / model
+            shutil.rmtree(target, ignore_errors=True)
+            (target / "ruler").mkdir(parents=True)
+            raw = (results / model / "ruler" / "ruler.json").read_bytes()
+            (target / "ruler" / "ruler.json.xz").write_bytes(lzma.compress(raw, preset=9))
+            for name, source in (
+                ("train.json", results / model / "train.json"),
+                ("environment.json", results / "environment.json"),
+                ("run.log", files_at / "run.log"),
+            ):
+                if source.is_file():
+                    (target / name).write_bytes(source.read_bytes())
+    return models
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("files_at", type=Path, help="the folder a gpu_call.sh call's files came back to")
+    parser.add_argument("dest", type=Path, help="the docs folder, e.g. docs/miniature/ruler-long-32k")
+    parser.add_argument("--replace", action="store_true", help="file over a model filed already")
+    args = parser.parse_args(argv)
+    try:
+        models = file_bundle(args.files_at, args.dest, args.replace)
+    except FileError as error:
+        print(f"file_bundle.py: {error}", file=sys.stderr)
+        return 2
+    print(f"filed {', '.join(models)} into {args.dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
