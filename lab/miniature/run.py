@@ -10,7 +10,9 @@ documents, this package's needle tasks and perplexity); ``mix-32k`` and ``mix-64
 ``prepare_mix.py``, RULER during training and after). ``--suites`` chooses the evaluations (``needles``:
 ``evaluate`` and ``diagnose``; ``ruler``: ``evaluate --suite ruler``, every offline task at 4K ... the
 setting's length, ``--ruler-samples`` per task and length); ``--seed`` the row order (a second seed: its
-own ``--work``).
+own ``--work``); ``--variant NAME --fit-arg=OVERRIDE ...`` a named change to the recipes (e.g. FP8:
+``--variant fp8 --fit-arg=--model.float8=tensorwise --fit-arg=--model.float8_layers=all``), whose
+trained modes' results are ``MODE-NAME``, paired by ``ruler_report.py`` with the recipe's own.
 
 Every step is one command of this package (``fit``, ``export``, ``evaluate``, ``diagnose``), run as a
 subprocess with its log in ``WORK/logs``; finished steps are recorded in ``WORK/state.json``, so the
@@ -324,12 +326,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="packed rows and RULER samples, shared by the runs of one machine (default: --work)",
     )
     parser.add_argument("--seed", type=int, default=0, help="the row order (data.seed); a second seed: its own --work")
+    parser.add_argument(
+        "--variant",
+        default=None,
+        help="a name for a change to the recipes (e.g. fp8): its trained modes' results are MODE-VARIANT",
+    )
+    parser.add_argument(
+        "--fit-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="an override appended to every fit, repeatable (e.g. --fit-arg=--model.float8=tensorwise); "
+        "needs --variant, so that its results are not taken for the recipe's",
+    )
     parser.add_argument("--dry-run", action="store_true", help="every step on the CPU at toy sizes")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.fit_arg and not args.variant:
+        parser.error("--fit-arg changes the recipe: name the change with --variant (its results: MODE-VARIANT)")
+    if args.variant and not args.variant.replace("_", "").isalnum():
+        parser.error(f"--variant {args.variant!r}: letters, digits and _ only (it names results folders)")
     runner = Runner(args)
     try:
         complete = runner.run()

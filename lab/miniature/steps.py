@@ -115,6 +115,8 @@ class Plan:
     ruler_samples: int = 100
     dry_run: bool = False
     cache: Path | None = None  # rows and RULER samples, shared by runs on one machine (default: WORK)
+    variant: str | None = None  # a named change to the recipes (e.g. fp8): results/MODE-VARIANT
+    fit_args: tuple[str, ...] = ()  # the variant's overrides, appended to every fit
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Plan:
@@ -129,6 +131,8 @@ class Plan:
             args.ruler_samples,
             args.dry_run,
             args.cache.resolve() if getattr(args, "cache", None) else None,
+            getattr(args, "variant", None),
+            tuple(getattr(args, "fit_arg", None) or ()),
         )
 
     @property
@@ -162,9 +166,13 @@ class Plan:
         return self.work / "exported" / mode
 
     def results(self, name: str) -> Path:
-        """Where a model's results go: ``results/NAME``, or ``results/NAME-seedK`` for a trained mode of
-        another row order, so that reports over several runs keep the seeds apart."""
-        return self.work / "results" / (f"{name}-seed{self.seed}" if self.seed and name in MODES else name)
+        """Where a model's results go: ``results/NAME``, or for a trained mode of another row order or a
+        variant of the recipe ``results/NAME-seedK``, ``results/NAME-VARIANT`` (both:
+        ``NAME-seedK-VARIANT``), so that reports over several runs keep them apart."""
+        if name not in MODES:
+            return self.work / "results" / name
+        suffix = (f"-seed{self.seed}" if self.seed else "") + (f"-{self.variant}" if self.variant else "")
+        return self.work / "results" / f"{name}{suffix}"
 
     def suites(self) -> list[str]:
         return list(self.suites_asked or SETTINGS[self.setting][1])
@@ -200,6 +208,7 @@ class Plan:
             *([f"--model.mode={mode}"] if self.mixed else []),
             *(DRY_FIT if self.dry_run else []),
             *(CALLBACK_DRY if self.dry_run and self.mixed else FIT_EXTRA.get(self.setting, [])),
+            *self.fit_args,
         ]
         return argv + (["--ckpt_path=last"] if self.checkpoint(mode).is_file() else [])
 

@@ -442,3 +442,25 @@ def test_the_training_summary_names_the_card(tmp_path):
     run.write_train_summary(tmp_path, "r", "anchor", [{"seconds": 12.5}])
     summary = json.loads((tmp_path / "results" / "anchor" / "train.json").read_text())
     assert summary["device"] == run.device_name() != "" and summary["wall_seconds"] == 12.5
+
+
+def test_a_change_to_the_recipe_must_be_named(module, capsys):
+    with pytest.raises(SystemExit):
+        module.main(["--gguf", "m.gguf", "--work", "w", "--fit-arg=--model.float8=tensorwise"])
+    assert "name the change with --variant" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        module.main(["--gguf", "m.gguf", "--work", "w", "--variant", "fp-8", "--fit-arg=--model.float8=rowwise"])
+    assert "letters, digits and _ only" in capsys.readouterr().err
+    args = module.build_parser().parse_args(
+        [
+            "--gguf",
+            "m.gguf",
+            "--work",
+            "w",
+            "--variant",
+            "fp8",
+            "--fit-arg=--model.float8=tensorwise",
+            "--fit-arg=--model.float8_layers=all",
+        ]
+    )
+    assert module.Plan.from_args(args).fit_args == ("--model.float8=tensorwise", "--model.float8_layers=all")

@@ -84,3 +84,12 @@ def test_a_second_row_order_keeps_its_results_apart_by_name(tmp_path):
     assert second.results("base") == tmp_path / "work" / "results" / "base"  # untrained: no row order
     (_, ruler), = second.evaluations("full")  # fmt: skip
     assert ruler[ruler.index("--out") + 1] == str(tmp_path / "work" / "results" / "full-seed1" / "ruler")
+
+
+def test_a_variant_appends_its_overrides_to_every_fit_and_names_its_results(tmp_path):
+    fp8 = plan(tmp_path, "long-32k", variant="fp8", fit_args=("--model.float8=tensorwise", "--model.float8_layers=all"))
+    assert fp8.fit("anchor")[-2:] == ["--model.float8=tensorwise", "--model.float8_layers=all"]
+    assert fp8.results("anchor") == tmp_path / "work" / "results" / "anchor-fp8"
+    assert plan(tmp_path, "mix-32k", seed=1, variant="fp8").results("full").name == "full-seed1-fp8"
+    assert fp8.results("base").name == "base"  # the pretrained model is no variant
+    assert "--model.float8=tensorwise" not in plan(tmp_path, "long-32k").fit("anchor")
