@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script
 
+from anchor_lightning.errors import UserError  # noqa: E402
+from anchor_lightning.eval.ruler.suite import check_same_samples  # noqa: E402
 from anchor_lightning.eval.stats import paired_difference  # noqa: E402
 
 ORDER = ("base", "base-theta", "full", "intra_doc", "intra_doc_reset", "anchor")
@@ -150,6 +152,7 @@ def task_tables(found: Gathered) -> list[str]:
 def paired(found: Gathered, a: str, b: str) -> dict[str, dict]:
     """a minus b on the samples both scored: per length and ``beyond`` (every length past the trained
     one, pooled), as ``paired_difference`` (scores 0-1)."""
+    check_same_samples(found.ruler[a]["samples"], found.ruler[b]["samples"], field=f"{a} minus {b}")
     key = lambda s: (s["task"], s["length"], s["index"])  # noqa: E731
     ours = {key(s): s["score"] for s in found.ruler[a]["samples"]}
     theirs = {key(s): s["score"] for s in found.ruler[b]["samples"]}
@@ -330,9 +333,12 @@ def main(argv: list[str] | None = None) -> str:
     found = gather(args.results, files)
     if not found.ruler:
         parser.error("no MODEL/ruler/ruler.json under the folders given")
-    text = render(found)
-    if args.figure is not None:
-        figure(found, args.figure)
+    try:
+        text = render(found)
+        if args.figure is not None:
+            figure(found, args.figure)
+    except UserError as error:
+        parser.error(str(error))
     if args.out is None:
         print(text, end="")
     else:

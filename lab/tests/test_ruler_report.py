@@ -127,3 +127,15 @@ def test_a_second_seed_is_its_own_row_and_its_spread_is_reported(tmp_path):
     assert "Seed to seed (one recipe, another row order" in text
     # seed 0 minus seed 1: 10 samples at 16K lower, 3 at 4K higher
     assert "| anchor minus anchor-seed1 | +0.27 [" in text and "| anchor-seed1 |" in text
+
+
+def test_results_of_other_samples_are_refused_in_one_line(tmp_path, capsys):
+    folder = results(tmp_path)
+    path = folder / "anchor" / "ruler-8192" / "ruler.json"
+    data = json.loads(path.read_text())
+    data["samples"][0]["outputs"] = ["not the same needle"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(SystemExit):
+        ruler_report.main([str(folder)])
+    err = capsys.readouterr().err
+    assert "field 'anchor minus base'" in err and "(1 differ, the first" in err and "cannot be paired" in err

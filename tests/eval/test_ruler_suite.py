@@ -131,6 +131,21 @@ def test_paired_comparison_uses_the_same_samples():
         suite.compare(a, {"samples": _records({("vt", 8192): [1]})})
 
 
+def test_results_built_from_other_samples_are_not_paired():
+    a = {"samples": _records({("vt", 4096): [1, 1, 0, 1]})}
+    other_answer = {"samples": _records({("vt", 4096): [0, 1, 0, 1]})}
+    other_answer["samples"][2]["outputs"] = ["y"]  # another seed drew another answer for #2
+    with pytest.raises(UserError, match=r"different samples under the same names \(1 differ, the first vt at 4096 #2"):
+        suite.compare(a, other_answer)
+    longer = {"samples": _records({("vt", 4096): [0, 1, 0, 1]})}
+    for record in longer["samples"]:
+        record["ruler_length"] = 4000  # another tokenizer sized the haystacks
+    with pytest.raises(UserError, match="4 differ"):
+        suite.compare(a, longer)
+    prompted = {"samples": [dict(r, prompt_tokens=r.get("prompt_tokens", 0) + 1) for r in a["samples"]]}
+    assert suite.compare(a, prompted)["samples"] == 4  # another first token: the same samples, prompted otherwise
+
+
 def test_every_missing_piece_is_one_line_saying_what_to_install(monkeypatch, tmp_path):
     with pytest.raises(UserError, match=r"qa_1, qa_2 need the squad and hotpotqa dev files.*--qa_data"):
         suite.RulerSettings(tasks=["all"]).check()

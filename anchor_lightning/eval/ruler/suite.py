@@ -437,9 +437,33 @@ def heat_map(result: dict, path: Path) -> Path:
     return path
 
 
+def check_same_samples(a: list[dict], b: list[dict], field: str = "--compare") -> None:
+    """Refuse to pair two results whose samples of one (task, length, index) are not the same sample:
+    other answers or another length by RULER's own count (another seed, RULER version, tokenizer or
+    resource), where a paired difference would compare unrelated prompts. How each model was prompted
+    (its first token, the tokenizer's specials) may differ: that is what a comparison may be about."""
+    key = lambda r: (r["task"], r["length"], r["index"])  # noqa: E731
+    theirs = {key(r): r for r in b}
+    differ = [
+        key(r)
+        for r in a
+        if key(r) in theirs
+        and (r.get("outputs"), r.get("ruler_length"))
+        != (theirs[key(r)].get("outputs"), theirs[key(r)].get("ruler_length"))
+    ]
+    if differ:
+        task, length, index = differ[0]
+        raise UserError(
+            f"the two results hold different samples under the same names ({len(differ)} differ, the first "
+            f"{task} at {length} #{index}: other answers or length): they cannot be paired",
+            field=field,
+        )
+
+
 def compare(a: dict, b: dict) -> dict:
     """Two ``ruler.json`` results on the same samples: per length (and over all lengths) the mean over
     tasks of a - b with its 95% interval and a sign test over the samples, and per task and length."""
+    check_same_samples(a["samples"], b["samples"])
     key = lambda r: (r["task"], r["length"], r["index"])  # noqa: E731
     left, right = {key(r): r["score"] for r in a["samples"]}, {key(r): r["score"] for r in b["samples"]}
     shared = sorted(set(left) & set(right), key=lambda k: (k[1], k[0], k[2]))
