@@ -8,7 +8,8 @@ knows about files).
 RESULTS: run.py's ``WORK/results`` folders (or unpacked ``miniature-results.tar.gz``), each holding
 ``MODEL/ruler*/ruler.json`` (or ``ruler.json.xz``) and, for trained modes, ``MODEL/train.json``; ``--result`` adds one
 ``ruler.json`` as MODEL's (e.g. the base model's, measured once in docs/ruler/); a model's results from
-several runs (a length each) are merged. Each model's card is named under the table. The tables: RULER average by model and length with 95% intervals; per length,
+several runs (a length each) are merged, and two runs that predicted a shared sample differently are
+refused (two models under one name). Each model's card is named under the table. The tables: RULER average by model and length with 95% intervals; per length,
 every task by model; the paired difference anchor minus each other model on the same samples, per
 length and pooled over the lengths beyond the base model's 8K, with its interval and sign test
 (``anchor_lightning.eval.ruler.suite.compare``'s rule); training cost per mode; the paper's numbers
@@ -59,7 +60,7 @@ def gather(folders: list[Path], files: Sequence[tuple[str, Path]] = ()) -> Gathe
         (path.parent.parent.name, path) for folder in folders for path in sorted(folder.glob("*/ruler*/ruler.json*"))
     ]
     for model, path in pairs + list(files):
-        merge(found.ruler.setdefault(model, {}), read_json(path))
+        merge(found.ruler.setdefault(model, {}), read_json(path), f"{model} ({path})")
         found.sources[model] = str(path)
     for folder in folders:
         for path in sorted(folder.glob("*/train.json")):
@@ -81,15 +82,26 @@ def read_json(path: Path) -> dict:
     return json.loads(lzma.decompress(path.read_bytes()) if path.suffix == ".xz" else path.read_text())
 
 
-def merge(into: dict, result: dict) -> None:
+def merge(into: dict, result: dict, name: str = "the model") -> None:
     """One model's results from several runs (a length a run, or a call each): the scores by length
-    and the samples, a later run's sample replacing an earlier one of the same task, length and index."""
+    and the samples. A sample measured twice must have the same prediction both times (one model, greedy
+    decoding); otherwise two models were filed under one name, which is refused in one line."""
     if not into:
         into.update(result, scores=dict(result["scores"]), samples=list(result["samples"]))
         return
-    into["scores"].update(result["scores"])
     key = lambda s: (s["task"], s["length"], s["index"])  # noqa: E731
     samples = {key(s): s for s in into["samples"]}
+    clash = [
+        key(s) for s in result["samples"] if key(s) in samples and samples[key(s)]["prediction"] != s["prediction"]
+    ]
+    if clash:
+        task, length, index = clash[0]
+        raise UserError(
+            f"{len(clash)} samples predicted otherwise than by an earlier result of the same name (the first "
+            f"{task} at {length} #{index}): two runs filed as one model; name them apart",
+            field=name,
+        )
+    into["scores"].update(result["scores"])
     samples.update({key(s): s for s in result["samples"]})
     into["samples"] = list(samples.values())
 
@@ -330,7 +342,10 @@ def main(argv: list[str] | None = None) -> str:
         if not sep or not model or not Path(path).is_file():
             parser.error(f"--result {pair!r}: give MODEL=PATH of an existing ruler.json")
         files.append((model, Path(path)))
-    found = gather(args.results, files)
+    try:
+        found = gather(args.results, files)
+    except UserError as error:
+        parser.error(str(error))
     if not found.ruler:
         parser.error("no MODEL/ruler/ruler.json under the folders given")
     try:

@@ -139,3 +139,18 @@ def test_results_of_other_samples_are_refused_in_one_line(tmp_path, capsys):
         ruler_report.main([str(folder)])
     err = capsys.readouterr().err
     assert "field 'anchor minus base'" in err and "(1 differ, the first" in err and "cannot be paired" in err
+
+
+def test_two_runs_filed_under_one_name_are_refused_and_a_repeat_is_not(tmp_path, capsys):
+    folder = results(tmp_path)
+    again = tmp_path / "again"
+    shutil.copytree(folder / "anchor", again / "anchor")
+    assert len(ruler_report.gather([folder, again]).ruler["anchor"]["samples"]) == 4 * 1100  # the same run twice
+    path = again / "anchor" / "ruler-4096" / "ruler.json"
+    data = json.loads(path.read_text())
+    data["samples"][5]["prediction"] = "another model's words"
+    path.write_text(json.dumps(data))
+    with pytest.raises(SystemExit):
+        ruler_report.main([str(folder), str(again)])
+    err = capsys.readouterr().err
+    assert "field 'anchor (" in err and "1 samples predicted otherwise" in err and "name them apart" in err
