@@ -109,11 +109,13 @@ ASKED=""  # the run.py arguments this call asked for: a run already there with o
 start_run() {  # start_run WORK [run.py arguments]: start run.py in WORK, or watch the run already there
   local work=$1
   shift
+  # a run there (going, finished, or restored by keep.py) continues only with its own arguments; with
+  # none, a going or finished run is watched
+  if [ -f "$work/run.args" ] && [ "$(cat "$work/run.args")" != "$ASKED" ] && { [ -n "$ASKED" ] || [ ! -f "$work/run.pid" ]; }; then
+    echo "$work holds a run started with other arguments ($(cat "$work/run.args")): pass those to continue it, or give another run its own WORK=..."
+    exit 2
+  fi
   if [ -f "$work/run.pid" ]; then
-    if [ -n "$ASKED" ] && [ -f "$work/run.args" ] && [ "$(cat "$work/run.args")" != "$ASKED" ]; then
-      echo "$work holds a run started with other arguments ($(cat "$work/run.args")): give this one its own WORK=..."
-      exit 2
-    fi
     echo "the run was started on this machine before: watching it"
     exec bash "$HERE/../gpu/background.sh" watch "$work"
   fi

@@ -12,7 +12,8 @@ evaluated in a later one by sending it out over a few calls and carrying it back
     every piece is there) and ``gpu_call.sh one MODE ...`` continues the run: its state says trained and
     exported, so it evaluates.
 
-What is kept: the run's ``state.json``, ``logs/``, ``results/`` (train.json, whatever evaluations
+What is kept: the run's ``state.json``, the arguments it was started with (``run.args``: ``one``
+continues it only with the same), ``logs/``, ``results/`` (train.json, whatever evaluations
 finished) and ``exported/`` with every floating weight in bfloat16, half the bytes. RULER and every
 ``evaluate`` of the pipeline load the model in bfloat16, and a float32 tensor cast to bfloat16 rounds
 the same whether the cast happens before or after the transfer, so the kept model is evaluated bit for
@@ -37,7 +38,7 @@ from pathlib import Path
 PIECE_BYTES = 15 * 1024 * 1024  # a returned file is at most 16 MiB
 SEND_PER_CALL = 4  # 4 x 15 MiB + the manifest: within a call's 64 MiB back
 CARRY_PER_CALL = 3  # 3 x 15 MiB beside a working tree of about 7 MB: within a call's 64 MiB in
-KEPT = ("state.json", "logs", "results", "exported")
+KEPT = ("state.json", "run.args", "logs", "results", "exported")  # run.args: gpu_call.sh's, to continue alike
 
 
 class KeepError(Exception):

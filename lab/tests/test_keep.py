@@ -26,6 +26,7 @@ def trained_run(work: Path) -> Path:
     )
     LlamaForCausalLM(config).save_pretrained(work / "exported" / "anchor")
     (work / "state.json").write_text(json.dumps({"done": ["train-anchor", "export-anchor"]}))
+    (work / "run.args").write_text("--suites ruler\n")  # gpu_call.sh's record of what the run was started with
     (work / "logs").mkdir()
     (work / "logs" / "train-anchor.log").write_text("trained\n")
     (work / "results" / "anchor").mkdir(parents=True)
@@ -108,6 +109,8 @@ def test_gpu_call_stage_restores_a_kept_mode_and_one_continues_it_without_the_gg
     staged = gpu_call(tmp_path, "stage", watch=1)
     assert staged.returncode == 0 and "restored anchor into" in staged.stdout, staged.stdout + staged.stderr
     assert (tmp_path / "work-anchor" / "kept.json").is_file()
+    other = gpu_call(tmp_path, "one", "anchor", watch=1)  # not as it was started: said, nothing runs
+    assert other.returncode == 2 and "other arguments (--suites ruler): pass those" in other.stdout, other.stdout
     run = gpu_call(tmp_path, "one", "anchor", "--suites", "ruler", watch=1)  # no GGUF, no data here
     assert run.returncode == 10 and "started in the background" in run.stdout, run.stdout + run.stderr
     assert gpu_call(tmp_path, "keep", "anchor", watch=1).returncode == 2
