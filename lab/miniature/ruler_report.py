@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script
 
 from anchor_lightning.errors import UserError  # noqa: E402
-from anchor_lightning.eval.ruler.suite import check_same_samples  # noqa: E402
+from anchor_lightning.eval.ruler.suite import check_same_samples, samples_that_differ  # noqa: E402
 from anchor_lightning.eval.stats import paired_difference  # noqa: E402
 
 ORDER = ("base", "base-theta", "full", "intra_doc", "intra_doc_reset", "anchor")
@@ -89,19 +89,16 @@ def merge(into: dict, result: dict, name: str = "the model") -> None:
     if not into:
         into.update(result, scores=dict(result["scores"]), samples=list(result["samples"]))
         return
-    key = lambda s: (s["task"], s["length"], s["index"])  # noqa: E731
-    samples = {key(s): s for s in into["samples"]}
-    clash = [
-        key(s) for s in result["samples"] if key(s) in samples and samples[key(s)]["prediction"] != s["prediction"]
-    ]
+    clash = samples_that_differ(result["samples"], into["samples"], ("prediction",))
     if clash:
-        task, length, index = clash[0]
         raise UserError(
             f"{len(clash)} samples predicted otherwise than by an earlier result of the same name (the first "
-            f"{task} at {length} #{index}): two runs filed as one model; name them apart",
+            f"{clash[0]}): two runs filed as one model; name them apart",
             field=name,
         )
     into["scores"].update(result["scores"])
+    key = lambda s: (s["task"], s["length"], s["index"])  # noqa: E731
+    samples = {key(s): s for s in into["samples"]}
     samples.update({key(s): s for s in result["samples"]})
     into["samples"] = list(samples.values())
 

@@ -437,25 +437,28 @@ def heat_map(result: dict, path: Path) -> Path:
     return path
 
 
+def samples_that_differ(a: list[dict], b: list[dict], fields: tuple[str, ...]) -> list[str]:
+    """The samples both results hold (by task, length and index) whose ``fields`` differ, named
+    ``TASK at LENGTH #INDEX``."""
+    key = lambda r: (r["task"], r["length"], r["index"])  # noqa: E731
+    theirs = {key(r): r for r in b}
+    return [
+        f"{r['task']} at {r['length']} #{r['index']}"
+        for r in a
+        if key(r) in theirs and [r.get(f) for f in fields] != [theirs[key(r)].get(f) for f in fields]
+    ]
+
+
 def check_same_samples(a: list[dict], b: list[dict], field: str = "--compare") -> None:
     """Refuse to pair two results whose samples of one (task, length, index) are not the same sample:
     other answers or another length by RULER's own count (another seed, RULER version, tokenizer or
     resource), where a paired difference would compare unrelated prompts. How each model was prompted
     (its first token, the tokenizer's specials) may differ: that is what a comparison may be about."""
-    key = lambda r: (r["task"], r["length"], r["index"])  # noqa: E731
-    theirs = {key(r): r for r in b}
-    differ = [
-        key(r)
-        for r in a
-        if key(r) in theirs
-        and (r.get("outputs"), r.get("ruler_length"))
-        != (theirs[key(r)].get("outputs"), theirs[key(r)].get("ruler_length"))
-    ]
+    differ = samples_that_differ(a, b, ("outputs", "ruler_length"))
     if differ:
-        task, length, index = differ[0]
         raise UserError(
             f"the two results hold different samples under the same names ({len(differ)} differ, the first "
-            f"{task} at {length} #{index}: other answers or length): they cannot be paired",
+            f"{differ[0]}: other answers or length): they cannot be paired",
             field=field,
         )
 
