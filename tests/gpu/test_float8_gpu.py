@@ -52,5 +52,7 @@ def test_fp8_steps_follow_the_bf16_losses(recipe):
     assert none == 0 and converted == 8 * 7  # every projection of the 8 decoder layers
     print(recipe, "bf16", [round(x, 4) for x in reference], "fp8", [round(x, 4) for x in fp8])
     assert reference[-1] < reference[0] and fp8[-1] < fp8[0]  # both learn
-    assert all(abs(a - b) / b < 0.01 for a, b in zip(fp8, reference)), (fp8, reference)
+    if not all(abs(a - b) / b < 0.01 for a, b in zip(fp8, reference)):
+        again, _ = _steps(None)  # bf16 run to run (nondeterministic kernels), to read the failure by
+        pytest.fail(f"FP8 {fp8} against bf16 {reference}; bf16 again {again}")
     assert fp8 != reference  # the matmuls ran in FP8
