@@ -70,14 +70,19 @@ def build(work: Path, piece_bytes: int = PIECE_BYTES) -> dict:
     if manifest.is_file():
         return json.loads(manifest.read_text())
     state = work / "state.json"
-    if not state.is_file() or not any((work / "exported").glob("*/config.json")):
+    done = json.loads(state.read_text()).get("done", {}) if state.is_file() else {}
+    exported = [p.name for p in sorted((work / "exported").glob("*")) if f"export-{p.name}" in done]
+    if not exported:
         raise KeepError(f"{work}: no exported model yet (keep a mode after its export step)")
     staging = scratch.with_name(scratch.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "tree").mkdir(parents=True)
     for name in KEPT:
         source = work / name
-        if source.is_dir():
+        if name == "exported":
+            for mode in exported:  # only finished exports
+                shutil.copytree(source / mode, staging / "tree" / name / mode)
+        elif source.is_dir():
             shutil.copytree(source, staging / "tree" / name)
         elif source.is_file():
             shutil.copy2(source, staging / "tree" / name)

@@ -25,7 +25,7 @@ def trained_run(work: Path) -> Path:
         vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4
     )
     LlamaForCausalLM(config).save_pretrained(work / "exported" / "anchor")
-    (work / "state.json").write_text(json.dumps({"done": ["train-anchor", "export-anchor"]}))
+    (work / "state.json").write_text(json.dumps({"done": {"train-anchor": {}, "export-anchor": {}}}))
     (work / "run.args").write_text("--suites ruler\n")  # gpu_call.sh's record of what the run was started with
     (work / "logs").mkdir()
     (work / "logs" / "train-anchor.log").write_text("trained\n")
@@ -70,7 +70,7 @@ def test_a_kept_mode_comes_back_and_is_evaluated_bit_for_bit_in_bfloat16(tmp_pat
         said = keep.restore(there, restored)
         assert ("restored anchor" in said) == (n == len(carried) - 1), said
     assert keep.restore(there, restored).endswith("restored already")
-    assert json.loads((restored / "state.json").read_text()) == {"done": ["train-anchor", "export-anchor"]}
+    assert json.loads((restored / "state.json").read_text()) == {"done": {"train-anchor": {}, "export-anchor": {}}}
     assert (restored / "results" / "anchor" / "train.json").read_text() == '{"steps": 100}'
     assert not (restored / "checkpoints").exists() and (restored / "kept.json").is_file()
     original = AutoModelForCausalLM.from_pretrained(work / "exported" / "anchor", dtype=torch.bfloat16)
@@ -96,6 +96,10 @@ def test_a_broken_or_missing_piece_is_refused_in_one_line(tmp_path):
     assert keep.main(["collect", "full", str(tmp_path / "nothing")]) == 2
     with pytest.raises(keep.KeepError, match="no exported model yet"):
         keep.build(tmp_path / "empty")
+    midway = trained_run(tmp_path / "midway")  # the export's files there, its step not recorded done yet
+    (midway / "state.json").write_text(json.dumps({"done": {"train-anchor": {}}}))
+    with pytest.raises(keep.KeepError, match="no exported model yet"):
+        keep.build(midway)
 
 
 @pytest.mark.slow  # gpu_call.sh's background run, with its waits
