@@ -21,26 +21,27 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # run as a script
 
-class FileError(Exception):
-    """One line for the user."""
+from anchor_lightning.errors import UserError  # noqa: E402
 
 
 def file_bundle(files_at: Path, dest: Path, replace: bool = False) -> list[str]:
     """The models filed, in name order."""
     bundle = files_at / "miniature-results.tar.gz"
     if not bundle.is_file():
-        raise FileError(f"{files_at}: no miniature-results.tar.gz (the folder a gpu_call.sh call's files came to)")
+        raise UserError(f"{files_at}: no miniature-results.tar.gz (the folder a gpu_call.sh call's files came to)")
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(bundle) as tar:
             tar.extractall(tmp, filter="data")
         results = Path(tmp) / "results"
         models = sorted(p.name for p in results.iterdir() if p.is_dir() and (p / "ruler" / "ruler.json").is_file())
         if not models:
-            raise FileError(f"{bundle}: no MODEL/ruler/ruler.json in its results (did the evaluation finish?)")
+            raise UserError(f"{bundle}: no MODEL/ruler/ruler.json in its results (did the evaluation finish?)")
         there = [m for m in models if (dest / m).exists()]
         if there and not replace:
-            raise FileError(f"{dest}: {', '.join(there)} filed already (--replace to file this run instead)")
+            raise UserError(f"{dest}: {', '.join(there)} filed already (--replace to file this run instead)")
         for model in models:
             target = dest / model
             shutil.rmtree(target, ignore_errors=True)
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         models = file_bundle(args.files_at, args.dest, args.replace)
-    except FileError as error:
+    except UserError as error:
         print(f"file_bundle.py: {error}", file=sys.stderr)
         return 2
     print(f"filed {', '.join(models)} into {args.dest}")

@@ -35,14 +35,15 @@ import sys
 import tarfile
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # run as a script
+
+from anchor_lightning.errors import UserError  # noqa: E402
+
 PIECE_BYTES = 15 * 1024 * 1024  # a returned file is at most 16 MiB
 SEND_PER_CALL = 4  # 4 x 15 MiB + the manifest: within a call's 64 MiB back
 CARRY_PER_CALL = 3  # 3 x 15 MiB beside a working tree of about 7 MB: within a call's 64 MiB in
 KEPT = ("state.json", "run.args", "logs", "results", "exported")  # run.args: gpu_call.sh's, to continue alike
-
-
-class KeepError(Exception):
-    """One line for the user: what is missing or wrong."""
 
 
 def to_bfloat16(folder: Path) -> None:
@@ -73,7 +74,7 @@ def build(work: Path, piece_bytes: int = PIECE_BYTES) -> dict:
     done = json.loads(state.read_text()).get("done", {}) if state.is_file() else {}
     exported = [p.name for p in sorted((work / "exported").glob("*")) if f"export-{p.name}" in done]
     if not exported:
-        raise KeepError(f"{work}: no exported model yet (keep a mode after its export step)")
+        raise UserError(f"{work}: no exported model yet (keep a mode after its export step)")
     staging = scratch.with_name(scratch.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "tree").mkdir(parents=True)
@@ -86,10 +87,9 @@ def build(work: Path, piece_bytes: int = PIECE_BYTES) -> dict:
             shutil.copytree(source, staging / "tree" / name)
         elif source.is_file():
             shutil.copy2(source, staging / "tree" / name)
-    for model in sorted((staging / "tree" / "exported").iterdir()):
-        to_bfloat16(model)
-    modes = sorted(p.name for p in (staging / "tree" / "exported").iterdir())
-    note = {"modes": modes, "weights": "bfloat16 (evaluate in bfloat16: the same bits as the float32 export)"}
+    for mode in exported:
+        to_bfloat16(staging / "tree" / "exported" / mode)
+    note = {"modes": exported, "weights": "bfloat16 (evaluate in bfloat16: the same bits as the float32 export)"}
     (staging / "tree" / "kept.json").write_text(json.dumps(note, indent=1))
     tar_path = staging / "kept.tar"
     with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
@@ -104,7 +104,7 @@ def build(work: Path, piece_bytes: int = PIECE_BYTES) -> dict:
             pieces.append(name)
     tar_path.unlink()
     shutil.rmtree(staging / "tree")
-    data = {"work": work.name, "modes": modes, "pieces": pieces, "sha256": digest.hexdigest()}
+    data = {"work": work.name, "modes": exported, "pieces": pieces, "sha256": digest.hexdigest()}
     (staging / "manifest.json").write_text(json.dumps(data, indent=1))
     staging.rename(scratch)
     return data
@@ -116,7 +116,7 @@ def send(work: Path, part: int, out: Path, per_call: int = SEND_PER_CALL, piece_
     scratch = work.with_name(work.name + ".keep")
     parts = -(-len(manifest["pieces"]) // per_call)
     if not 0 <= part < parts:
-        raise KeepError(f"part {part}: the kept run has parts 0 to {parts - 1}")
+        raise UserError(f"part {part}: the kept run has parts 0 to {parts - 1}")
     out.mkdir(parents=True, exist_ok=True)
     names = manifest["pieces"][part * per_call : (part + 1) * per_call]
     for name in names + (["manifest.json"] if part == 0 else []):
@@ -125,10 +125,11 @@ def send(work: Path, part: int, out: Path, per_call: int = SEND_PER_CALL, piece_
     return f"sent part {part} of 0-{parts - 1} ({', '.join(names)}){more}"
 
 
-def joined_digest(folder: Path, pieces: list[str]) -> str:
+def joined_digest(paths: list[Path]) -> str:
+    """The sha256 of the files joined in order (the whole tar's, for its pieces)."""
     digest = hashlib.sha256()
-    for name in pieces:
-        with (folder / name).open("rb") as piece:
+    for path in paths:
+        with path.open("rb") as piece:
             while chunk := piece.read(1 << 20):
                 digest.update(chunk)
     return digest.hexdigest()
@@ -144,11 +145,11 @@ def collect(mode: str, folders: list[Path], carry: Path, per_call: int = CARRY_P
         if (folder / "manifest.json").is_file():
             found["manifest.json"] = folder / "manifest.json"
     if "manifest.json" not in found:
-        raise KeepError("no manifest.json among the folders: add the folder of part 0's call")
+        raise UserError("no manifest.json among the folders: add the folder of part 0's call")
     manifest = json.loads(found["manifest.json"].read_text())
     missing = [name for name in manifest["pieces"] if name not in found]
     if missing:
-        raise KeepError(f"pieces missing: {', '.join(missing)} (send the parts that hold them)")
+        raise UserError(f"pieces missing: {', '.join(missing)} (send the parts that hold them)")
     target = carry / "kept" / mode
     shutil.rmtree(target, ignore_errors=True)
     groups = [manifest["pieces"][i : i + per_call] for i in range(0, len(manifest["pieces"]), per_call)]
@@ -158,12 +159,9 @@ def collect(mode: str, folders: list[Path], carry: Path, per_call: int = CARRY_P
             shutil.copy2(found[name], target / str(n) / name)
     shutil.copy2(found["manifest.json"], target / "1" / "manifest.json")
     every = [target / str(n) / name for n, group in enumerate(groups, 1) for name in group]
-    digest = hashlib.sha256()
-    for path in every:
-        digest.update(path.read_bytes())
-    if digest.hexdigest() != manifest["sha256"]:
+    if joined_digest(every) != manifest["sha256"]:
         shutil.rmtree(target)
-        raise KeepError("the pieces do not join to the manifest's sha256: fetch them again")
+        raise UserError("the pieces do not join to the manifest's sha256: fetch them again")
     return f"{len(every)} pieces checked, in {len(groups)} carries: {', '.join(str(target / str(n)) for n in range(1, len(groups) + 1))}"
 
 
@@ -172,7 +170,7 @@ def restore(pieces: Path, work: Path) -> str:
     if (work / "kept.json").is_file():
         return f"{work}: restored already"
     if work.exists():
-        raise KeepError(f"{work} holds a run already: restore only onto a machine without one")
+        raise UserError(f"{work} holds a run already: restore only onto a machine without one")
     manifest_path = pieces / "manifest.json"
     if not manifest_path.is_file():
         return f"{pieces}: waiting for the manifest (it travels with the first carry)"
@@ -180,8 +178,8 @@ def restore(pieces: Path, work: Path) -> str:
     have = [name for name in manifest["pieces"] if (pieces / name).is_file()]
     if len(have) < len(manifest["pieces"]):
         return f"{pieces}: {len(have)} of {len(manifest['pieces'])} pieces; carry the rest"
-    if joined_digest(pieces, manifest["pieces"]) != manifest["sha256"]:
-        raise KeepError(f"{pieces}: the pieces do not join to the manifest's sha256")
+    if joined_digest([pieces / name for name in manifest["pieces"]]) != manifest["sha256"]:
+        raise UserError(f"{pieces}: the pieces do not join to the manifest's sha256")
     staging = work.with_name(work.name + ".restore")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -218,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             print(collect(args.mode, args.folders, args.carry))
         else:
             print(restore(args.pieces, args.work))
-    except KeepError as error:
+    except UserError as error:
         print(f"keep.py {args.verb}: {error}", file=sys.stderr)
         return 2
     return 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from anchor_lightning.errors import UserError
 from lab.miniature import file_bundle, ruler_report
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +43,7 @@ def test_a_bundle_is_filed_for_the_report_and_not_filed_twice(tmp_path):
     found = ruler_report.gather([dest])
     assert "full" in found.ruler and found.train["full"]["steps"] == 100
     again = call_files(tmp_path, device="NVIDIA H200")
-    with pytest.raises(file_bundle.FileError, match="full filed already"):
+    with pytest.raises(UserError, match="full filed already"):
         file_bundle.file_bundle(again, dest)
     assert file_bundle.main([str(again), str(dest), "--replace"]) == 0
     assert json.loads((dest / "full" / "environment.json").read_text()) == {"device": "NVIDIA H200"}

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from anchor_lightning.errors import UserError
 from lab.miniature import keep
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +56,7 @@ def test_a_kept_mode_comes_back_and_is_evaluated_bit_for_bit_in_bfloat16(tmp_pat
     folders = send_all(work, tmp_path)
     assert len(folders) >= 2 and (folders[0] / "manifest.json").is_file()
     assert all(f.stat().st_size <= 40_000 for folder in folders for f in folder.glob("kept.tar.*"))
-    with pytest.raises(keep.KeepError, match="parts 0 to"):
+    with pytest.raises(UserError, match="parts 0 to"):
         keep.send(work, len(folders), tmp_path / "beyond")
     said = keep.collect("anchor", folders, tmp_path / "carry", per_call=3)
     carried = sorted((tmp_path / "carry" / "kept" / "anchor").iterdir())
@@ -86,19 +87,19 @@ def test_a_broken_or_missing_piece_is_refused_in_one_line(tmp_path):
     folders = send_all(work, tmp_path)
     (tmp_path / "only-manifest").mkdir()
     (tmp_path / "only-manifest" / "manifest.json").write_bytes((folders[0] / "manifest.json").read_bytes())
-    with pytest.raises(keep.KeepError, match="pieces missing: kept.tar.000, kept.tar.001 "):
+    with pytest.raises(UserError, match="pieces missing: kept.tar.000, kept.tar.001 "):
         keep.collect("full", folders[1:] + [tmp_path / "only-manifest"], tmp_path / "carry")
     piece = next(folders[0].glob("kept.tar.*"))
     piece.write_bytes(b"!" + piece.read_bytes()[1:])
-    with pytest.raises(keep.KeepError, match="do not join to the manifest's sha256"):
+    with pytest.raises(UserError, match="do not join to the manifest's sha256"):
         keep.collect("full", folders, tmp_path / "carry")
     assert not (tmp_path / "carry" / "kept" / "full").exists()
     assert keep.main(["collect", "full", str(tmp_path / "nothing")]) == 2
-    with pytest.raises(keep.KeepError, match="no exported model yet"):
+    with pytest.raises(UserError, match="no exported model yet"):
         keep.build(tmp_path / "empty")
     midway = trained_run(tmp_path / "midway")  # the export's files there, its step not recorded done yet
     (midway / "state.json").write_text(json.dumps({"done": {"train-anchor": {}}}))
-    with pytest.raises(keep.KeepError, match="no exported model yet"):
+    with pytest.raises(UserError, match="no exported model yet"):
         keep.build(midway)
 
 
