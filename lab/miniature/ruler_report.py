@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import lzma
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -112,10 +113,16 @@ def label(found: Gathered, model: str) -> str:
     return f"base, RoPE {theta:,.0f}" + (" (untrained)" if model == "base-theta" else "") if theta else model
 
 
+def first_seed(model: str) -> str:
+    """The run a second row order repeats: ``MODE-seedK[-VARIANT]`` -> ``MODE[-VARIANT]`` (the names
+    lab/miniature/steps.py gives results); any other name is its own."""
+    return re.sub(r"-seed\d+(?=-|$)", "", model)
+
+
 def in_order(names) -> list[str]:
     """The modes' order of the paper's table (seeds after their first), then anything else by name."""
     rank = {m: i for i, m in enumerate(ORDER)}
-    return sorted(names, key=lambda m: (rank.get(m.rsplit("-seed", 1)[0], len(ORDER)), m))
+    return sorted(names, key=lambda m: (rank.get(first_seed(m).split("-")[0], len(ORDER)), m))
 
 
 def models_of(found: Gathered) -> list[str]:
@@ -181,11 +188,12 @@ def differences(found: Gathered, reference: str = "anchor") -> dict[str, dict[st
 
 
 def seed_pairs(found: Gathered) -> list[tuple[str, str]]:
-    """(MODE, MODE-seedK) for every second row order whose first was evaluated too: the seed spread."""
+    """(MODE[-VARIANT], MODE-seedK[-VARIANT]) for every second row order whose first was evaluated
+    too: the seed spread."""
     return [
-        (model.rsplit("-seed", 1)[0], model)
+        (first_seed(model), model)
         for model in models_of(found)
-        if "-seed" in model and model.rsplit("-seed", 1)[0] in found.ruler
+        if first_seed(model) != model and first_seed(model) in found.ruler
     ]
 
 

@@ -129,6 +129,17 @@ def test_a_second_seed_is_its_own_row_and_its_spread_is_reported(tmp_path):
     assert "| anchor minus anchor-seed1 | +0.27 [" in text and "| anchor-seed1 |" in text
 
 
+def test_a_second_seed_of_a_variant_pairs_with_the_variant():
+    assert ruler_report.first_seed("anchor-seed1-fp8") == "anchor-fp8"
+    assert ruler_report.first_seed("intra_doc_reset-seed12") == "intra_doc_reset"
+    assert ruler_report.first_seed("base-theta") == "base-theta"
+    assert ruler_report.first_seed("anchor-seedless") == "anchor-seedless"
+    found = ruler_report.Gathered()
+    found.ruler.update({m: {} for m in ("anchor-seed1-fp8", "anchor", "anchor-fp8", "anchor-seed1", "full")})
+    assert ruler_report.models_of(found) == ["full", "anchor", "anchor-fp8", "anchor-seed1", "anchor-seed1-fp8"]
+    assert ruler_report.seed_pairs(found) == [("anchor", "anchor-seed1"), ("anchor-fp8", "anchor-seed1-fp8")]
+
+
 def test_results_of_other_samples_are_refused_in_one_line(tmp_path, capsys):
     folder = results(tmp_path)
     path = folder / "anchor" / "ruler-8192" / "ruler.json"
