@@ -215,12 +215,18 @@ class PackedDataModule(L.LightningDataModule):
         return trainer.world_size, trainer.global_rank, trainer.accumulate_grad_batches
 
     def _loader(self, rows: row_cache.PackedRows, sampler) -> DataLoader:
+        """Rows in worker processes, not pinned: a batch is a few MB of token ids, and the pinning
+        thread calls ``torch.set_num_threads(1)``, which the CUDA autograd thread then starts with.
+        Its thread count then differs from the main thread's, a state every compiled region guards
+        on, so the regions recompiled when activation checkpointing recomputed them in the backward
+        pass; past the recompile limit one ran eagerly there after running compiled in the forward,
+        and the checkpoint stopped with "a different number of tensors was saved" (FP8 layers)."""
         return DataLoader(
             RowDataset(rows),
             batch_sampler=sampler,
             collate_fn=Collator(self.mode, self.layout),
             num_workers=self.num_workers,
-            pin_memory=self.trainer is not None and self.trainer.strategy.root_device.type == "cuda",
+            pin_memory=False,
             persistent_workers=self.num_workers > 0,
         )
 

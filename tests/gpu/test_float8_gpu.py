@@ -56,3 +56,38 @@ def test_fp8_steps_follow_the_bf16_losses(recipe):
         again, _ = _steps(None)  # bf16 run to run (nondeterministic kernels), to read the failure by
         pytest.fail(f"FP8 {fp8} against bf16 {reference}; bf16 again {again}")
     assert fp8 != reference  # the matmuls ran in FP8
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9), reason="needs an FP8 GPU"
+)
+def test_fit_trains_compiled_fp8_layers_under_checkpointing_with_loader_workers(tmp_path):
+    """fit as a user runs it: rows from two loader workers, activation checkpointing, every projection
+    in compiled FP8 (five compiled shapes), a validation between steps. The recomputation in CUDA's
+    autograd thread must find the forward's compiled graphs: with pinned loaders it recompiled each
+    there (another thread count), went past the recompile limit, ran one eagerly, and the checkpoint
+    stopped with "a different number of tensors was saved" (datamodule._loader)."""
+    from anchor_lightning.commands import main
+    from tests.gpu.test_backends_gpu import ROOT
+    from tests.test_cli import scalars
+
+    out = tmp_path / "logs"
+    main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "recipes/debug/tiny-gpu.yaml"),
+            "--model.float8=tensorwise",
+            "--model.float8_layers=all",
+            "--model.activation_checkpointing=true",
+            "--trainer.max_steps=20",
+            "--trainer.val_check_interval=10",
+            "--trainer.limit_val_batches=2",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.logger.init_args.save_dir={out}",
+            f"--data.cache_dir={tmp_path / 'cache'}",
+        ]
+    )
+    losses = [loss for _, loss in scalars(out)["train/loss"]]
+    print("fit, FP8 tensorwise, every projection, checkpointing: train/loss", [round(x, 4) for x in losses])
+    assert len(losses) == 4 and losses[-1] < losses[0] < 6.0
