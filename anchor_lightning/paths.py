@@ -1,6 +1,7 @@
 """Files and directories: output directories checked before any work is done (a read-only or
 impossible location stops the run with one line naming it), directories written atomically (the
-packed-row cache, GGUF conversions), and file digests (cache keys)."""
+packed-row cache, GGUF conversions), files and figures written whole or not at all, and file digests
+(cache keys)."""
 
 from __future__ import annotations
 
@@ -121,6 +122,15 @@ def atomic_write(target: str | os.PathLike, data: str | bytes) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return target
+
+
+def write_figure(fig, target: str | os.PathLike, **savefig: object) -> Path:
+    """A matplotlib figure saved as a PNG through :func:`atomic_write` (whole or not at all)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", **savefig)
+    return atomic_write(target, buffer.getvalue())
 
 
 @contextlib.contextmanager

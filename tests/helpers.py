@@ -162,3 +162,25 @@ def script_env(tmp_path, out, **folders: str) -> dict:
     and every other machine path it reads (``NAME="folder"``) inside ``tmp_path``, so it touches
     neither /tmp's real set-up nor the working tree."""
     return {**os.environ, "OUT": str(out), **{name: str(tmp_path / folder) for name, folder in folders.items()}}
+
+
+def record_whole_writes(monkeypatch, *modules) -> list[str]:
+    """The names of the files written through ``paths.atomic_write`` or ``paths.write_figure`` (whole or
+    not at all) by ``modules``, which import those functions by name: the list fills as they run."""
+    from anchor_lightning import paths
+
+    written: list[str] = []
+
+    def write(target, data):
+        written.append(os.path.basename(target))
+        return paths.atomic_write(target, data)
+
+    def figure(fig, target, **savefig):
+        written.append(os.path.basename(target))
+        return paths.write_figure(fig, target, **savefig)
+
+    for module in modules:
+        for name, spy in (("atomic_write", write), ("write_figure", figure)):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, spy)
+    return written

@@ -28,7 +28,7 @@ from anchor_lightning.diagnostics.plots import plot_sweep
 from anchor_lightning.diagnostics.sweep import PAPER_OFFSETS, SweepSettings, run_sweep, summary
 from anchor_lightning.errors import UserError
 from anchor_lightning.model.inference import load_inference_model
-from anchor_lightning.paths import writable_directory
+from anchor_lightning.paths import atomic_write, writable_directory
 
 
 def default_lengths(trained: int | None, device: str) -> list[int]:
@@ -87,7 +87,7 @@ def run(argv: list[str]) -> dict:
     results = run_sweep(model_for, documents, first_token, settings, progress=not args.no_progress)
     results["model"] = {"source": args.model, "rope_parameters": dict(master.config.rope_parameters or {})}
     results["data"] = args.data
-    (out / "rope_deviation.json").write_text(json.dumps(results, indent=1))
+    atomic_write(out / "rope_deviation.json", json.dumps(results, indent=1))
     figures = plot_sweep(results, out)
     print(summary(results))
     print(f"wrote {out / 'rope_deviation.json'} and {', '.join(str(p) for p in figures)}")

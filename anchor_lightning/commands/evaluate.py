@@ -43,7 +43,7 @@ from anchor_lightning.eval.ruler.tasks import DEFAULT_VERSION, TASK_SETS, VERSIO
 from anchor_lightning.eval.scoring import HFScorer
 from anchor_lightning.eval.suite import Corpora, NeedleSettings, default_lengths, evaluate, summary_lines
 from anchor_lightning.model.inference import load_inference_model
-from anchor_lightning.paths import writable_directory
+from anchor_lightning.paths import atomic_write, writable_directory
 
 
 def parser() -> VerbParser:
@@ -177,7 +177,7 @@ def run(argv: list[str]) -> dict:
         rope_parameters=dict(model.config.rope_parameters or {}),
         first_token=first_token,
     )
-    (out / "long_context.json").write_text(json.dumps(results, indent=1))
+    atomic_write(out / "long_context.json", json.dumps(results, indent=1))
     figure = heat_map(results["niah"], out / "niah_heatmap.png")
     print("\n".join(summary_lines(results)))
     print(f"wrote {out / 'long_context.json'} and {figure}")

@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from anchor_lightning.paths import write_figure  # noqa: E402
+
 COLORS = {"bfloat16": "tab:red", "float32": "tab:blue"}
 
 
@@ -82,6 +84,6 @@ def plot_sweep(results: dict, out: Path) -> list[Path]:
 def save_figure(fig, path: Path) -> Path:
     """Write ``fig`` as a PNG (tight layout, 120 dpi) and close it."""
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_figure(fig, path, dpi=120)
     plt.close(fig)
     return path

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from anchor_lightning.eval.niah import Trial
 from anchor_lightning.eval.scoring import Scorer
 from anchor_lightning.eval.stats import wilson_interval
+from anchor_lightning.paths import write_figure
 
 
 def run_trials(
@@ -111,6 +112,6 @@ def heat_map(summary: dict, path: Path) -> Path:
         for (i, j), value in np.ndenumerate(np.asarray(result["grid"])):
             ax.text(j, i, f"{value:.0%}", ha="center", va="center", fontsize=8)
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="accuracy")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    write_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path

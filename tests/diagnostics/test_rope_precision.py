@@ -109,8 +109,12 @@ def test_d_logit_and_content_split():
     assert record.d == pytest.approx(float(record.per_token[0]) + record.d_content, rel=1e-9)
 
 
-def test_diagnose_command_writes_json_and_plots(tmp_path, capsys):
-    from anchor_lightning.commands import main
+def test_diagnose_command_writes_json_and_plots(tmp_path, capsys, monkeypatch):
+    from anchor_lightning.commands import diagnose, main
+    from anchor_lightning.diagnostics import plots
+    from tests.helpers import record_whole_writes
+
+    whole = record_whole_writes(monkeypatch, diagnose, plots)
 
     main(
         [
@@ -139,5 +143,6 @@ def test_diagnose_command_writes_json_and_plots(tmp_path, capsys):
     assert results["offset_sweep"]["bfloat16"]["D"][1] < 1e-12, "a = b: no deviation at all"
     for name in ("offset_sweep.png", "length_sweep.png", "per_token.png"):
         assert (tmp_path / name).stat().st_size > 10_000
+    assert sorted(whole) == sorted(p.name for p in tmp_path.iterdir())  # each whole or not at all
     out = capsys.readouterr().out
     assert "D bf16 / fp32" in out and "anchor rule: first token's K/V differ by at most 0" in out

@@ -137,8 +137,12 @@ def test_perplexity_by_position_is_token_weighted_per_bucket():
     assert buckets[2]["ppl"] == pytest.approx(4.0) and buckets[2]["tokens"] == 188
 
 
-def test_evaluate_command_writes_json_and_heat_map(tmp_path, capsys):
-    from anchor_lightning.commands import main
+def test_evaluate_command_writes_json_and_heat_map(tmp_path, capsys, monkeypatch):
+    from anchor_lightning.commands import evaluate, main
+    from anchor_lightning.eval import report
+    from tests.helpers import record_whole_writes
+
+    whole = record_whole_writes(monkeypatch, evaluate, report)
 
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(tiny_config("llama", vocab_size=258)).save_pretrained(tmp_path / "model")
@@ -169,6 +173,7 @@ def test_evaluate_command_writes_json_and_heat_map(tmp_path, capsys):
     assert set(results["niah"]) == set(TASKS) and results["niah"]["single"]["trials"] == 4
     assert results["perplexity_by_position"][0]["start"] == 0
     assert (tmp_path / "eval" / "niah_heatmap.png").is_file()
+    assert sorted(whole) == sorted(p.name for p in (tmp_path / "eval").iterdir())  # each whole or not at all
     assert "chance 25%" in capsys.readouterr().out
 
 

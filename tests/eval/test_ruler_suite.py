@@ -211,12 +211,17 @@ def _tiny_export(folder: Path) -> Path:
 
 def test_evaluate_suite_ruler_writes_results_and_compares_two(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ANCHOR_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    from anchor_lightning.eval.ruler import suite
+    from tests.helpers import record_whole_writes
+
+    whole = record_whole_writes(monkeypatch, suite)
     model = _tiny_export(tmp_path / "model")
     common = ["--model", str(model), "--lengths", "2048", "--samples", "2", "--dtype", "float32", "--workers", "1"]
     tasks = ["--tasks", "niah_single_1", "niah_multikey_3", "fwe", "--no_progress"]
     main(["evaluate", "--suite", "ruler", *common, *tasks, "--out", str(tmp_path / "a")])
     result = json.loads((tmp_path / "a" / "ruler.json").read_text())
     assert (tmp_path / "a" / "ruler_heatmap.png").is_file()
+    assert {p.name for p in (tmp_path / "a").iterdir()} <= set(whole)  # each whole or not at all
     assert result["version"] == "2024" and result["ruler_commit"].startswith("e40fae1")
     assert result["average_name"].endswith("no QA)") and result["first_token"] == 256
     assert set(result["scores"]["2048"]["tasks"]) == {"niah_single_1", "niah_multikey_3", "fwe"}

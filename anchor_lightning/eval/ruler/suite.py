@@ -43,7 +43,7 @@ from anchor_lightning.eval.ruler.tasks import (
     task_spec,
 )
 from anchor_lightning.eval.stats import mean_interval, paired_difference
-from anchor_lightning.paths import atomic_write, cache_dir
+from anchor_lightning.paths import atomic_write, cache_dir, write_figure
 
 SENTINEL = "\x00task\x00"
 
@@ -432,7 +432,7 @@ def heat_map(result: dict, path: Path) -> Path:
             ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=8)
     ax.set(xlabel="length (tokens)", title=result["average_name"])
     fig.colorbar(image, ax=ax, shrink=0.8, label="score")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    write_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
