@@ -245,6 +245,43 @@ def training_table(found: Gathered) -> list[str]:
     return lines
 
 
+def during_training(found: Gathered) -> dict[str, dict]:
+    """Per trained mode whose train.json holds the RULER callback's curves (``ruler/avg/LENGTH``, logged
+    by callbacks/ruler.py): the length, the steps evaluated, each evaluation's average, the mean of the
+    last five as logged (the paper's protocol) and the tasks."""
+    table = {}
+    for mode in in_order(found.train):
+        curves = found.train[mode].get("curves", {})
+        averages = sorted(k for k in curves if k.startswith("ruler/avg/"))
+        if not averages:
+            continue
+        length = averages[-1].rsplit("/", 1)[1]
+        points = curves[f"ruler/avg/{length}"]
+        last5 = curves.get(f"ruler/avg_last5/{length}", [])
+        tasks = sorted(k.split("/")[1] for k in curves if k.endswith(f"/{length}") and k.count("/") == 2)
+        tasks = [t for t in tasks if t not in ("avg", "avg_last5")]
+        table[mode] = {
+            "length": int(length),
+            "steps": [int(step) for step, _ in points],  # the optimizer steps done, as the callback logs them
+            "scores": [score for _, score in points],
+            "mean_last5": last5[-1][1] if last5 else None,
+            "tasks": tasks,
+        }
+    return table
+
+
+def during_training_table(found: Gathered) -> list[str]:
+    lines = ["| mode | length | steps evaluated | each evaluation | mean of the last 5 | tasks |"]
+    lines.append("| --- | ---: | --- | --- | ---: | --- |")
+    for mode, row in during_training(found).items():
+        mean = f"{row['mean_last5']:.2f}" if row["mean_last5"] is not None else "-"
+        lines.append(
+            f"| {mode} | {row['length'] // 1024}K | {', '.join(map(str, row['steps']))} | "
+            f"{' / '.join(f'{s:.1f}' for s in row['scores'])} | {mean} | {', '.join(f'`{t}`' for t in row['tasks'])} |"
+        )
+    return lines
+
+
 def paper_table() -> list[str]:
     lines = ["| the paper (LLaMA-2-7B) | full | intra_doc | intra_doc_reset | anchor |", "| --- |" + " ---: |" * 4]
     lines += [f"| {name} | " + " | ".join(f"{v:.2f}" for v in values) + " |" for name, values in PAPER.items()]
@@ -281,6 +318,14 @@ def render(found: Gathered) -> str:
     ]
     if found.train:
         parts += ["", "Training:", "", *training_table(found)]
+    if during_training(found):
+        parts += [
+            "",
+            "RULER during training (the recipe's callback, a subset of tasks and samples at the trained length, "
+            "every 10 steps over the last 50: the paper's protocol):",
+            "",
+            *during_training_table(found),
+        ]
     parts += ["", "For scale, the paper's own setting:", "", *paper_table()]
     return "\n".join(parts) + "\n"
 

@@ -165,3 +165,32 @@ def test_two_runs_filed_under_one_name_are_refused_and_a_repeat_is_not(tmp_path,
         ruler_report.main([str(folder), str(again)])
     err = capsys.readouterr().err
     assert "field 'anchor (" in err and "1 samples predicted otherwise" in err and "name them apart" in err
+
+
+def test_the_callbacks_evaluations_during_training_are_tabled_with_their_mean_of_five(tmp_path):
+    folder = results(tmp_path)
+    curves = {  # as callbacks/ruler.py logs them (the mix-32k anchor run's, 2026-12-07)
+        "ruler/avg/32768": [[60, 16.65], [70, 14.05], [80, 15.85], [90, 15.65], [100, 14.65]],
+        "ruler/avg_last5/32768": [[60, 16.65], [70, 15.35], [80, 15.52], [90, 15.55], [100, 15.37]],
+        "ruler/vt/32768": [[60, 17.6], [100, 13.6]],
+        "ruler/niah_single_2/32768": [[60, 20.0], [100, 20.0]],
+        "ruler/seconds": [[60, 48.6]],
+        "train/loss": [[4, 2.1]],
+    }
+    cost = {"mode": "anchor", "steps": 100, "tokens": 13078698.0, "wall_seconds": 254.1, "curves": curves}
+    (folder / "anchor" / "train.json").write_text(json.dumps(cost))
+    found = ruler_report.gather([folder])
+    assert ruler_report.during_training(found)["anchor"] == {
+        "length": 32768,
+        "steps": [60, 70, 80, 90, 100],
+        "scores": [16.65, 14.05, 15.85, 15.65, 14.65],
+        "mean_last5": 15.37,
+        "tasks": ["niah_single_2", "vt"],
+    }
+    rows = ruler_report.during_training_table(found)
+    assert rows[2] == (
+        "| anchor | 32K | 60, 70, 80, 90, 100 | 16.6 / 14.1 / 15.8 / 15.7 / 14.7 | 15.37 | `niah_single_2`, `vt` |"
+    )
+    assert "RULER during training" in ruler_report.render(found)
+    (folder / "anchor" / "train.json").write_text(json.dumps(cost | {"curves": {"train/loss": [[4, 2.1]]}}))
+    assert "RULER during training" not in ruler_report.render(ruler_report.gather([folder]))
