@@ -191,7 +191,7 @@ def test_gpu_call_runs_in_the_background_across_calls_and_brings_the_bundle_back
     (tmp_path / "model.gguf").write_bytes(b"GGUF")
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "manifest.json").write_text("{}")
-    first = gpu_call(tmp_path, "start", "--models", "anchor", watch=1)
+    first = gpu_call(tmp_path, "start", "--models", "anchor", watch=4)  # room for step 0 under load
     assert first.returncode == 10, first.stdout + first.stderr  # still running when the call returned
     assert "started in the background" in first.stdout
     assert "step 0 of the stand-in, args --models anchor" in first.stdout
@@ -216,10 +216,10 @@ def test_gpu_call_one_runs_each_model_in_its_own_folder_so_a_second_call_starts_
     (tmp_path / "model.gguf").write_bytes(b"GGUF")
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "manifest.json").write_text("{}")
-    anchor = gpu_call(tmp_path, "one", "anchor", watch=1)
+    anchor = gpu_call(tmp_path, "one", "anchor", watch=4)  # room for step 0 under load
     assert anchor.returncode == 10, anchor.stdout + anchor.stderr
     assert "step 0 of the stand-in, args --modes anchor --models anchor --parallel 1" in anchor.stdout
-    base = gpu_call(tmp_path, "one", "base", watch=1)  # the anchor run still going: a new run beside it
+    base = gpu_call(tmp_path, "one", "base", watch=4)  # a new run beside the anchor one
     assert base.returncode == 10 and "started in the background" in base.stdout, base.stdout + base.stderr
     assert "args --modes --models base --parallel 1" in base.stdout
     assert (tmp_path / "work-anchor" / "run.pid").is_file() and (tmp_path / "work-base" / "run.pid").is_file()
