@@ -41,12 +41,14 @@ def cache_dir(kind: str) -> Path:
     return Path(base) / "anchor_lightning" / kind
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's bytes, read in 4 MiB blocks."""
+def file_sha256(*paths: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, or of several files' joined in order (a file's pieces), read in
+    4 MiB blocks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 

@@ -25,7 +25,6 @@ log, the run's log and the installed versions; it prints the banner line that na
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import subprocess
@@ -33,6 +32,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # run as a script
+
+from anchor_lightning.paths import file_sha256  # noqa: E402
+
 FOLDER = Path(".gpuinstall")
 PIECES = Path("/tmp/gpuinstall-pieces")
 WHEELHOUSE = Path("/tmp/wheelhouse")
@@ -65,15 +68,6 @@ WHEELS = [
 PLATFORM = ["--python-version", "3.12", "--implementation", "cp", "--only-binary=:all:", "--no-deps"]
 for tag in ("manylinux_2_28_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "any"):
     PLATFORM += ["--platform", tag]
-
-
-def digest(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for path in paths:
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
 
 
 def plan(sizes: dict[str, int], piece_bytes: int = PIECE_BYTES, carry_bytes: int = CARRY_BYTES) -> list[list[tuple]]:
@@ -111,7 +105,7 @@ def pack(download: Path, folder: Path, piece_bytes: int = PIECE_BYTES, carry_byt
     carries = plan({name: p.stat().st_size for name, p in wheels.items()}, piece_bytes, carry_bytes)
     for old in folder.glob("[0-9]*"):
         shutil.rmtree(old)
-    manifest: dict[str, dict] = {name: {"sha256": digest([p]), "pieces": []} for name, p in wheels.items()}
+    manifest: dict[str, dict] = {name: {"sha256": file_sha256(p), "pieces": []} for name, p in wheels.items()}
     made = []
     for n, carry in enumerate(carries, start=1):
         target = folder / str(n)
@@ -151,7 +145,7 @@ def join(pieces: Path = PIECES, wheelhouse: Path = WHEELHOUSE) -> list[Path]:
     joined = []
     for name, entry in manifest.items():
         parts = [pieces / p for p in entry["pieces"]]
-        if digest(parts) != entry["sha256"]:
+        if file_sha256(*parts) != entry["sha256"]:
             raise SystemExit(f"{name}: its pieces do not join to PyPI's sha256")
         with (wheelhouse / name).open("wb") as out:
             for part in parts:

@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script
 
 from anchor_lightning.errors import UserError  # noqa: E402
+from anchor_lightning.paths import file_sha256  # noqa: E402
 
 PIECE_BYTES = 15 * 1024 * 1024  # a returned file is at most 16 MiB
 SEND_PER_CALL = 4  # 4 x 15 MiB + the manifest: within a call's 64 MiB back
@@ -125,16 +126,6 @@ def send(work: Path, part: int, out: Path, per_call: int = SEND_PER_CALL, piece_
     return f"sent part {part} of 0-{parts - 1} ({', '.join(names)}){more}"
 
 
-def joined_digest(paths: list[Path]) -> str:
-    """The sha256 of the files joined in order (the whole tar's, for its pieces)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with path.open("rb") as piece:
-            while chunk := piece.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
 def collect(mode: str, folders: list[Path], carry: Path, per_call: int = CARRY_PER_CALL) -> str:
     """Here: the pieces from the calls' folders, checked against the manifest, into
     ``carry/kept/MODE/1 ... n`` (``per_call`` pieces a folder, the manifest in the first)."""
@@ -159,7 +150,7 @@ def collect(mode: str, folders: list[Path], carry: Path, per_call: int = CARRY_P
             shutil.copy2(found[name], target / str(n) / name)
     shutil.copy2(found["manifest.json"], target / "1" / "manifest.json")
     every = [target / str(n) / name for n, group in enumerate(groups, 1) for name in group]
-    if joined_digest(every) != manifest["sha256"]:
+    if file_sha256(*every) != manifest["sha256"]:
         shutil.rmtree(target)
         raise UserError("the pieces do not join to the manifest's sha256: fetch them again")
     return f"{len(every)} pieces checked, in {len(groups)} carries: {', '.join(str(target / str(n)) for n in range(1, len(groups) + 1))}"
@@ -178,7 +169,7 @@ def restore(pieces: Path, work: Path) -> str:
     have = [name for name in manifest["pieces"] if (pieces / name).is_file()]
     if len(have) < len(manifest["pieces"]):
         return f"{pieces}: {len(have)} of {len(manifest['pieces'])} pieces; carry the rest"
-    if joined_digest([pieces / name for name in manifest["pieces"]]) != manifest["sha256"]:
+    if file_sha256(*[pieces / name for name in manifest["pieces"]]) != manifest["sha256"]:
         raise UserError(f"{pieces}: the pieces do not join to the manifest's sha256")
     staging = work.with_name(work.name + ".restore")
     shutil.rmtree(staging, ignore_errors=True)
