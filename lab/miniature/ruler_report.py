@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))  # run as a script
 from anchor_lightning.errors import UserError  # noqa: E402
 from anchor_lightning.eval.ruler.suite import check_same_samples, samples_that_differ  # noqa: E402
 from anchor_lightning.eval.stats import paired_difference  # noqa: E402
+from anchor_lightning.paths import atomic_write, write_figure  # noqa: E402
 
 ORDER = ("base", "base-theta", "full", "intra_doc", "intra_doc_reset", "anchor")
 UNTRAINED = ("base", "base-theta")  # the pretrained model, labelled by the RoPE base its results record
@@ -372,7 +373,7 @@ def figure(found: Gathered, path: Path, reference: str = "anchor") -> Path:
         right.set_xticks([], minor=True)
         right.legend(fontsize=8)
         right.set_title(f"{reference} minus each trained mode", fontsize=10)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    write_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -407,7 +408,7 @@ def main(argv: list[str] | None = None) -> str:
     if args.out is None:
         print(text, end="")
     else:
-        args.out.write_text(text)
+        atomic_write(args.out, text)
     return text
 
 
