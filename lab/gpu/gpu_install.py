@@ -34,7 +34,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script
 
+from anchor_lightning.errors import UserError  # noqa: E402
 from anchor_lightning.paths import file_sha256  # noqa: E402
+from lab import pieces as cut_pieces  # noqa: E402
 
 FOLDER = Path(".gpuinstall")
 PIECES = Path("/tmp/gpuinstall-pieces")
@@ -105,22 +107,13 @@ def pack(download: Path, folder: Path, piece_bytes: int = PIECE_BYTES, carry_byt
     carries = plan({name: p.stat().st_size for name, p in wheels.items()}, piece_bytes, carry_bytes)
     for old in folder.glob("[0-9]*"):
         shutil.rmtree(old)
-    manifest: dict[str, dict] = {name: {"sha256": file_sha256(p), "pieces": []} for name, p in wheels.items()}
-    made = []
-    for n, carry in enumerate(carries, start=1):
-        target = folder / str(n)
-        target.mkdir(parents=True)
-        for name, index, start, length in carry:
-            piece = f"{name}.{index:02d}"
-            with wheels[name].open("rb") as f:
-                f.seek(start)
-                (target / piece).write_bytes(f.read(length))
-            manifest[name]["pieces"].append(piece)
-        made.append(target)
-    for entry in manifest.values():
-        entry["pieces"].sort()
+    home = {(name, index): folder / str(n) for n, carry in enumerate(carries, 1) for name, index, _, _ in carry}
+    manifest: dict[str, dict] = {}
+    for name, path in wheels.items():
+        pieces = cut_pieces.cut(path, piece_bytes, lambda i, name=name: home[name, i] / f"{name}.{i:02d}")
+        manifest[name] = {"sha256": file_sha256(path), "pieces": [p.name for p in pieces]}
     (folder / "1" / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    return made
+    return [folder / str(n) for n in range(1, len(carries) + 1)]
 
 
 def stage(folder: Path = FOLDER, pieces: Path = PIECES) -> str:
@@ -141,17 +134,13 @@ def join(pieces: Path = PIECES, wheelhouse: Path = WHEELHOUSE) -> list[Path]:
     missing = [p for entry in manifest.values() for p in entry["pieces"] if not (pieces / p).is_file()]
     if missing:
         raise SystemExit(f"{len(missing)} pieces not staged yet (first: {missing[0]}): carry the other folders")
-    wheelhouse.mkdir(parents=True, exist_ok=True)
-    joined = []
-    for name, entry in manifest.items():
-        parts = [pieces / p for p in entry["pieces"]]
-        if file_sha256(*parts) != entry["sha256"]:
-            raise SystemExit(f"{name}: its pieces do not join to PyPI's sha256")
-        with (wheelhouse / name).open("wb") as out:
-            for part in parts:
-                out.write(part.read_bytes())
-        joined.append(wheelhouse / name)
-    return joined
+    try:
+        return [
+            cut_pieces.join([pieces / p for p in e["pieces"]], wheelhouse / name, e["sha256"])
+            for name, e in manifest.items()
+        ]
+    except UserError as error:
+        raise SystemExit(f"{error} (PyPI's)") from None
 
 
 def layer_over_this_environment(venv: Path) -> None:

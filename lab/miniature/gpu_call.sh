@@ -99,8 +99,8 @@ setup() {  # setup WORK: stage, then check that the machine has everything WORK'
     if [ ! -f "$PIECES/smollm2.part.00" ] || [ ! -f "$PIECES/smollm2.part.01" ] || [ ! -f "$PIECES/smollm2.sha256" ]; then
       echo "a bare machine: stage both pieces of the GGUF first (calls carrying .carry/smollm2/1 and .carry/smollm2/2)"; exit 4
     fi
-    cat "$PIECES"/smollm2.part.* > "$GGUF.tmp" && mv "$GGUF.tmp" "$GGUF"
-    [ "$(sha256sum "$GGUF" | cut -c1-64)" = "$(cat "$PIECES/smollm2.sha256")" ] || { echo "GGUF checksum mismatch"; rm -f "$GGUF"; exit 5; }
+    "$PYTHON" "$HERE/../pieces.py" join --sha256 "$(cat "$PIECES/smollm2.sha256")" --into "$GGUF" "$PIECES"/smollm2.part.* \
+      || { echo "GGUF checksum mismatch"; exit 5; }
   fi
   [ -f "$DATA/manifest.json" ] || { echo "no data: carry $MINIDATA in this call or an earlier one"; exit 6; }
 }

@@ -28,7 +28,6 @@ sha256, checked here by ``collect`` and there by ``restore``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -40,6 +39,7 @@ sys.path.insert(0, str(ROOT))  # run as a script
 
 from anchor_lightning.errors import UserError  # noqa: E402
 from anchor_lightning.paths import file_sha256  # noqa: E402
+from lab import pieces as cut_pieces  # noqa: E402
 
 PIECE_BYTES = 15 * 1024 * 1024  # a returned file is at most 16 MiB
 SEND_PER_CALL = 4  # 4 x 15 MiB + the manifest: within a call's 64 MiB back
@@ -96,16 +96,11 @@ def build(work: Path, piece_bytes: int = PIECE_BYTES) -> dict:
     with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
         for path in sorted((staging / "tree").rglob("*")):
             tar.add(path, arcname=str(path.relative_to(staging / "tree")), recursive=False)
-    digest, pieces = hashlib.sha256(), []
-    with tar_path.open("rb") as whole:
-        while chunk := whole.read(piece_bytes):
-            digest.update(chunk)
-            name = f"kept.tar.{len(pieces):03d}"
-            (staging / name).write_bytes(chunk)
-            pieces.append(name)
+    sha256 = file_sha256(tar_path)
+    pieces = [p.name for p in cut_pieces.cut(tar_path, piece_bytes, lambda i: staging / f"kept.tar.{i:03d}")]
     tar_path.unlink()
     shutil.rmtree(staging / "tree")
-    data = {"work": work.name, "modes": exported, "pieces": pieces, "sha256": digest.hexdigest()}
+    data = {"work": work.name, "modes": exported, "pieces": pieces, "sha256": sha256}
     (staging / "manifest.json").write_text(json.dumps(data, indent=1))
     staging.rename(scratch)
     return data
@@ -169,15 +164,12 @@ def restore(pieces: Path, work: Path) -> str:
     have = [name for name in manifest["pieces"] if (pieces / name).is_file()]
     if len(have) < len(manifest["pieces"]):
         return f"{pieces}: {len(have)} of {len(manifest['pieces'])} pieces; carry the rest"
-    if file_sha256(*[pieces / name for name in manifest["pieces"]]) != manifest["sha256"]:
-        raise UserError(f"{pieces}: the pieces do not join to the manifest's sha256")
     staging = work.with_name(work.name + ".restore")
     shutil.rmtree(staging, ignore_errors=True)
+    joined = cut_pieces.join(
+        [pieces / name for name in manifest["pieces"]], staging.with_suffix(".tar"), manifest["sha256"]
+    )
     staging.mkdir(parents=True)
-    joined = staging.with_suffix(".tar")
-    with joined.open("wb") as out:
-        for name in manifest["pieces"]:
-            out.write((pieces / name).read_bytes())
     with tarfile.open(joined) as tar:
         tar.extractall(staging, filter="data")
     joined.unlink()

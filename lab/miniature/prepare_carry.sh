@@ -23,8 +23,8 @@ size=$(stat -c %s "$GGUF")
 
 rm -rf "$CARRY/smollm2" "$CARRY/minidata"
 mkdir -p "$CARRY/smollm2/1" "$CARRY/smollm2/2" "$CARRY/minidata"
-head -c "$PIECE_BYTES" "$GGUF" > "$CARRY/smollm2/1/smollm2.part.00"
-tail -c +$((PIECE_BYTES + 1)) "$GGUF" > "$CARRY/smollm2/2/smollm2.part.01"
+python3 "$(dirname "$0")/../pieces.py" cut "$GGUF" --piece-bytes "$PIECE_BYTES" \
+  "$CARRY/smollm2/1/smollm2.part.00" "$CARRY/smollm2/2/smollm2.part.01"
 sha256sum "$GGUF" | cut -c1-64 > "$CARRY/smollm2/2/sha256"
 
 for f in "$DATA"/*.jsonl; do
