@@ -85,9 +85,28 @@ def convert_to_float8(lm: nn.Module, recipe: str, layers: str = "auto", compiled
     if names:
         convert_to_float8_training(lm, module_filter_fn=chosen, config=Float8LinearConfig.from_recipe_name(recipe))
     if compiled:
+        make_room_for_graphs(GRAPHS_PER_SHAPE * len({lm.get_submodule(name).weight.shape for name in names}))
         for name in names:
             lm.get_submodule(name).compile()
     return names
+
+
+# Every converted layer runs one function (Float8Linear.forward), so torch.compile counts the graphs of
+# all of them against one recompile limit (8 by default): one per weight shape and per state a run
+# calls the layers in. fit calls them with and without gradients (training, validation), under
+# autocast with and without its cache (Lightning's forward, the RULER callback), on fp32 and bf16
+# inputs (after a norm, after attention), at a fixed and then a dynamic length (generation): up to
+# 16 per shape. Past the limit a layer silently runs eagerly, at half the speed of bf16
+# (float8_compile's reason to be), and under activation checkpointing the recomputation may save
+# other tensors than the forward did.
+GRAPHS_PER_SHAPE = 16
+
+
+def make_room_for_graphs(graphs: int) -> None:
+    """Raise torch.compile's recompile limit to ``graphs`` where it is lower (never lower it)."""
+    import torch._dynamo.config
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, graphs)
 
 
 def device_capability(device_type: str) -> tuple[int, int] | None:

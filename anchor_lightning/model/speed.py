@@ -17,7 +17,7 @@ from anchor_lightning.attention.varlen_kernels import VARLEN_KERNEL_ENV, choose_
 from anchor_lightning.errors import UserError, require_at_least
 from anchor_lightning.messages import say
 from anchor_lightning.model.build import enable_activation_checkpointing
-from anchor_lightning.model.float8 import check_float8, convert_to_float8, device_capability
+from anchor_lightning.model.float8 import GRAPHS_PER_SHAPE, check_float8, convert_to_float8, device_capability
 from anchor_lightning.model.kernel_report import attention_kernel, describe, missing, missing_warning
 from anchor_lightning.model.kernels import KERNELS, apply_kernels, compile_decoder_layers, liger_available, tile_mlp
 from anchor_lightning.model.loss import LOSS_IMPLEMENTATIONS, resolve_implementation
@@ -100,6 +100,7 @@ def speed_up(lm: PreTrainedModel, settings: SpeedSettings, device_type: str) -> 
 def apply_speed(lm: PreTrainedModel, settings: SpeedSettings, device_type: str, backend: str, mode: str) -> Applied:
     """Apply ``settings`` to ``lm`` (built, before sharding) for a run on ``device_type``; say what runs."""
     settings.check_float8(device_type)
+    limit = torch._dynamo.config.recompile_limit
     try:
         kernels, converted = speed_up(lm, settings, device_type)
     except ValueError as err:
@@ -113,6 +114,11 @@ def apply_speed(lm: PreTrainedModel, settings: SpeedSettings, device_type: str, 
     attention = attention_kernel(backend, mode, device_type, applied.varlen_kernel)
     line = describe(attention, kernels, loss, settings.float8, len(converted), linears)
     rank_zero_only(say)(line + (f" ({VARLEN_KERNEL_ENV} chooses the varlen kernel)" if applied.varlen_kernel else ""))
+    if torch._dynamo.config.recompile_limit != limit:
+        rank_zero_only(say)(
+            f"torch.compile's recompile_limit raised from {limit} to {torch._dynamo.config.recompile_limit}:"
+            f" room for the compiled FP8 layers' graphs, {GRAPHS_PER_SHAPE} per weight shape (model/float8.py)"
+        )
     wanted = missing(
         device_type, device_capability(device_type), backend, mode, applied.varlen_kernel, liger_available()
     )

@@ -11,7 +11,13 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from anchor_lightning.errors import UserError
-from anchor_lightning.model.float8 import check_float8, convert_to_float8, decoder_linear, layer_filter
+from anchor_lightning.model.float8 import (
+    GRAPHS_PER_SHAPE,
+    check_float8,
+    convert_to_float8,
+    decoder_linear,
+    layer_filter,
+)
 from anchor_lightning.model.module import AnchorLM
 from tests.conftest import VOCAB, tiny_config
 
@@ -132,3 +138,57 @@ def test_compiled_fp8_layers_compute_what_the_eager_ones_do():
     assert torch.allclose(a, b, rtol=1e-3), (a, b)
     b.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in compiled.parameters() if p.requires_grad)
+
+
+def _run_like_fit(model: LlamaForCausalLM) -> None:
+    """The states fit calls FP8 layers in: training steps under activation checkpointing (Lightning's
+    autocast, its cache off), a validation (no gradients), the RULER callback's generation (autocast
+    with its cache, prompts of other lengths, one-token decoding steps), then training again."""
+    ids = torch.randint(0, VOCAB, (2, 64))
+    model.train()
+    for _ in range(2):
+        with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+            model(ids, labels=ids).loss.backward()
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+        model(ids, labels=ids)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for length in (40, 90):
+            model.generate(torch.randint(0, VOCAB, (1, length)), max_new_tokens=3, do_sample=False)
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+        model(ids, labels=ids).loss.backward()
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_compiled_fp8_layers_stay_compiled_through_training_validation_and_generation(compiled):
+    """Every converted layer runs one compiled function, whose graphs (one per weight shape and state)
+    count against one recompile limit: past it a layer silently runs eagerly. ``compiled`` conversion
+    makes room for them (GRAPHS_PER_SHAPE per shape, never lowering the limit); without that room the
+    default limit of 8 is hit by these four shapes. Compiled with the eager backend here: the graphs
+    and guards are dynamo's, without inductor's compile time."""
+    import torch._dynamo
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+
+    torch._dynamo.reset()  # graphs of earlier tests count against the same function's limit
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config("llama", hidden_size=64, intermediate_size=128))
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    with torch._dynamo.config.patch(recompile_limit=8, fail_on_recompile_limit_hit=True):
+        names = convert_to_float8(model, "tensorwise", "all", compiled=compiled)
+        shapes = {model.get_submodule(name).weight.shape for name in names}
+        assert len(shapes) == 4  # q/o, k/v, gate/up, down
+        assert torch._dynamo.config.recompile_limit == (GRAPHS_PER_SHAPE * 4 if compiled else 8)
+        for name in names:
+            model.get_submodule(name).compile(backend="eager")
+        try:
+            if compiled:
+                _run_like_fit(model)
+                smaller = LlamaForCausalLM(tiny_config("llama", num_key_value_heads=4))  # three shapes
+                convert_to_float8(smaller, "tensorwise", "all", compiled=True)
+                assert torch._dynamo.config.recompile_limit == GRAPHS_PER_SHAPE * 4  # never lowered
+            else:
+                with pytest.raises(FailOnRecompileLimitHit):
+                    _run_like_fit(model)
+        finally:
+            torch._dynamo.reset()
