@@ -290,9 +290,28 @@ def paper_table() -> list[str]:
 
 
 def render(found: Gathered) -> str:
-    any_result = next(iter(found.ruler.values()), {})
+    """The tables in the paper's layout; with training results only (no model evaluated yet), the
+    training and during-training tables."""
+    parts = ruler_parts(found) if found.ruler else []
+    if found.train:
+        parts += ["", "Training:", "", *training_table(found)]
+    if during_training(found):
+        parts += [
+            "",
+            "RULER during training (the recipe's callback, a subset of tasks and samples at the trained length, "
+            "every 10 steps over the last 50: the paper's protocol):",
+            "",
+            *during_training_table(found),
+        ]
+    parts += ["", "For scale, the paper's own setting:", "", *paper_table()]
+    return "\n".join(parts).lstrip("\n") + "\n"
+
+
+def ruler_parts(found: Gathered) -> list[str]:
+    """The evaluated models' averages, paired differences, seed spreads and per-task tables."""
+    any_result = next(iter(found.ruler.values()))
     settings = any_result.get("settings", {})
-    parts = [
+    return [
         f"RULER average (0-100, [95% interval]), {any_result.get('average_name', 'RULER')}, "
         f"{settings.get('samples', '?')} samples per task and length:",
         "",
@@ -317,18 +336,6 @@ def render(found: Gathered) -> str:
         "Per task:",
         *task_tables(found),
     ]
-    if found.train:
-        parts += ["", "Training:", "", *training_table(found)]
-    if during_training(found):
-        parts += [
-            "",
-            "RULER during training (the recipe's callback, a subset of tasks and samples at the trained length, "
-            "every 10 steps over the last 50: the paper's protocol):",
-            "",
-            *during_training_table(found),
-        ]
-    parts += ["", "For scale, the paper's own setting:", "", *paper_table()]
-    return "\n".join(parts) + "\n"
 
 
 def figure(found: Gathered, path: Path, reference: str = "anchor") -> Path:
@@ -397,8 +404,10 @@ def main(argv: list[str] | None = None) -> str:
         found = gather(args.results, files)
     except UserError as error:
         parser.error(str(error))
-    if not found.ruler:
-        parser.error("no MODEL/ruler/ruler.json under the folders given")
+    if not found.ruler and not found.train:
+        parser.error("no MODEL/ruler/ruler.json or MODEL/train.json under the folders given")
+    if args.figure is not None and not found.ruler:
+        parser.error("--figure draws RULER results: no MODEL/ruler/ruler.json under the folders given")
     try:
         text = render(found)
         if args.figure is not None:

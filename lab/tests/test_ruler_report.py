@@ -194,3 +194,25 @@ def test_the_callbacks_evaluations_during_training_are_tabled_with_their_mean_of
     assert "RULER during training" in ruler_report.render(found)
     (folder / "anchor" / "train.json").write_text(json.dumps(cost | {"curves": {"train/loss": [[4, 2.1]]}}))
     assert "RULER during training" not in ruler_report.render(ruler_report.gather([folder]))
+
+
+def test_training_results_alone_render_their_tables_and_nothing_else_is_refused(tmp_path, capsys):
+    """A mode trained but not yet evaluated (its train.json, no ruler.json) still gets its training and
+    during-training tables; a folder with neither, or a figure without RULER results, stops in one line."""
+    folder = tmp_path / "results"
+    (folder / "anchor").mkdir(parents=True)
+    curves = {"ruler/avg/32768": [[60, 16.65]], "ruler/avg_last5/32768": [[60, 16.65]], "ruler/vt/32768": [[60, 17.6]]}
+    cost = {"mode": "anchor", "steps": 100, "tokens": 13078698.0, "wall_seconds": 254.1, "curves": curves}
+    (folder / "anchor" / "train.json").write_text(json.dumps(cost | {"device": "NVIDIA H100 80GB HBM3"}))
+    text = ruler_report.main([str(folder)])
+    assert text.startswith("Training:\n")
+    assert "| anchor | 100 | 13.1M | - | 254 s | - | - | NVIDIA H100 80GB HBM3 |" in text
+    assert "| anchor | 32K | 60 | 16.6 | 16.65 | `vt` |" in text
+    assert "RULER average" not in text and "Paired differences" not in text
+    with pytest.raises(SystemExit):
+        ruler_report.main([str(folder), "--figure", str(tmp_path / "f.png")])
+    assert "--figure draws RULER results" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):
+        ruler_report.main([str(tmp_path / "empty")])
+    assert "no MODEL/ruler/ruler.json or MODEL/train.json" in capsys.readouterr().err
