@@ -18,6 +18,7 @@ from anchor_lightning.callbacks.parts import anchor_module, packed_data
 from anchor_lightning.eval.niah import TASKS
 from anchor_lightning.eval.scoring import HFScorer
 from anchor_lightning.eval.suite import Corpora, NeedleSettings, evaluate
+from anchor_lightning.model.kernels import without_new_graphs
 
 
 class LongContextEval(L.Callback):
@@ -53,7 +54,8 @@ class LongContextEval(L.Callback):
         model.set_attn_implementation("sdpa")
         model.eval()
         try:
-            with torch.autocast(pl_module.device.type, dtype=torch.bfloat16, enabled=pl_module.device.type == "cuda"):
+            cuda = pl_module.device.type == "cuda"
+            with without_new_graphs(), torch.autocast(pl_module.device.type, dtype=torch.bfloat16, enabled=cuda):
                 results = evaluate(
                     HFScorer(model),
                     Corpora(documents),

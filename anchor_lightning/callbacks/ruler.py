@@ -36,6 +36,7 @@ import torch
 
 from anchor_lightning.callbacks.parts import anchor_module, packed_data
 from anchor_lightning.messages import say
+from anchor_lightning.model.kernels import without_new_graphs
 from anchor_lightning.paths import cache_dir
 
 
@@ -168,7 +169,7 @@ class RulerEval(L.Callback):
         stats = GenerationStats()
         bf16 = device.type == "cuda" and "bf16" in str(trainer.precision)
         try:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            with without_new_graphs(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 records = suite.generate_predictions(
                     model,
                     self._tokenizer,

@@ -7,7 +7,8 @@
 * :func:`tile_mlp`: the MLP of each decoder layer runs over slices of the row, each recomputed in the
   backward pass, so the [T, intermediate] activations of a very long row never exist at once.
 * FP8 linear layers (``float8.py``), when ``model.float8`` names a recipe.
-* :func:`compile_decoder_layers`: each decoder layer compiled on its own (``model.compile_layers``).
+* :func:`compile_decoder_layers`: each decoder layer compiled on its own (``model.compile_layers``);
+  :func:`without_new_graphs` keeps evaluations inside training from compiling graphs of their own.
 * :func:`enable_activation_checkpointing` (in ``build.py``) and :func:`offloaded_activations`: recompute
   decoder layers in backward, optionally keeping the checkpointed layer inputs in pinned host memory.
 
@@ -105,3 +106,12 @@ def compile_decoder_layers(lm: PreTrainedModel) -> None:
     layers: nn.ModuleList = lm.base_model.layers  # type: ignore[assignment]  # every supported family
     for layer in layers:
         layer.compile()
+
+
+def without_new_graphs() -> contextlib.AbstractContextManager:
+    """Inside: compiled modules (FP8 layers, ``compile_layers``) run the graphs they have and run
+    eagerly where none fits, compiling nothing. For the evaluations inside training (the callbacks):
+    their states (no gradients, SDPA instead of the training kernel, generation's KV cache, one per
+    layer) would each compile graphs of their own, minutes of compile time that also use up the
+    recompile limit training's own graphs need."""
+    return torch.compiler.set_stance("eager_on_recompile")

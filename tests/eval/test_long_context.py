@@ -177,11 +177,16 @@ def test_evaluate_command_writes_json_and_heat_map(tmp_path, capsys, monkeypatch
     assert "chance 25%" in capsys.readouterr().out
 
 
-def test_callback_logs_needle_accuracy_and_perplexity_during_validation(tmp_path):
+def test_callback_logs_needle_accuracy_and_perplexity_during_validation(tmp_path, monkeypatch):
     import yaml
 
+    from anchor_lightning.callbacks import long_context
     from anchor_lightning.commands import main
+    from anchor_lightning.model.kernels import without_new_graphs
     from tests.test_cli import scalars
+
+    entered = []  # its evaluation compiles no graph of its own (model/kernels.py)
+    monkeypatch.setattr(long_context, "without_new_graphs", lambda: entered.append(1) or without_new_graphs())
 
     fragment = tmp_path / "eval.yaml"
     fragment.write_text(
@@ -221,6 +226,7 @@ def test_callback_logs_needle_accuracy_and_perplexity_during_validation(tmp_path
     for task in TASKS:
         assert 0.0 <= logged[f"eval/niah_{task}"][-1][1] <= 1.0
     assert any(tag.startswith("eval/ppl_0_") for tag in logged)
+    assert entered == [1]
 
 
 def test_wilson_interval_matches_known_values():

@@ -285,9 +285,15 @@ def test_callback_logs_ruler_scalars_and_the_mean_of_the_last_evaluations(tmp_pa
         },
     }
     fragment.write_text(yaml.safe_dump({"trainer": {"callbacks": [callback]}}))
+    from anchor_lightning.callbacks import ruler as ruler_callback
+    from anchor_lightning.model.kernels import without_new_graphs
+
+    entered = []  # each evaluation compiles no graph of its own (model/kernels.py)
+    monkeypatch.setattr(ruler_callback, "without_new_graphs", lambda: entered.append(1) or without_new_graphs())
     fit(tmp_path, "--config", str(fragment), "--trainer.max_steps=7", f"--data.cache_dir={tmp_path / 'data'}")
     logged = scalars(tmp_path / "runs")
     assert [s for s, _ in logged["ruler/avg/2048"]] == [4, 6, 7]  # every 2 steps from step 3, and at the end
+    assert len(entered) == 3
     for tag in ("ruler/niah_single_1/2048", "ruler/fwe/2048", "ruler/avg_last2/2048", "ruler/seconds"):
         assert tag in logged, tag
     averages = [v for _, v in logged["ruler/avg/2048"]]

@@ -156,3 +156,36 @@ def test_compiled_decoder_layers_compute_what_the_eager_ones_do():
     assert torch.allclose(losses[0], losses[1], rtol=1e-5)
     for a, b in zip(eager.parameters(), compiled.parameters()):
         assert torch.allclose(a.grad, b.grad, atol=1e-5)
+
+
+def test_an_evaluation_inside_training_compiles_no_graph_of_its_own():
+    """The callbacks evaluate inside ``without_new_graphs``: compiled layers run the graphs training made
+    and run eagerly elsewhere, so generation (no gradients, SDPA, a KV cache per layer) compiles nothing;
+    the same generation outside it compiles graphs of its own. Compiled with the eager backend: dynamo's
+    graphs and guards, without inductor's compile time."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+    from transformers import LlamaForCausalLM
+
+    from anchor_lightning.model.kernels import without_new_graphs
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config("llama"))
+    for layer in model.model.layers:
+        layer.compile(backend="eager")
+    ids = torch.randint(0, VOCAB, (2, 32))
+    try:
+        model(ids, labels=ids).loss.backward()
+        trained = counters["stats"]["unique_graphs"]
+        assert trained >= 1
+        prompt = torch.randint(0, VOCAB, (1, 20))
+        with without_new_graphs(), torch.no_grad():
+            inside = model.generate(prompt, max_new_tokens=4, do_sample=False)
+        assert counters["stats"]["unique_graphs"] == trained
+        with torch.no_grad():
+            outside = model.generate(prompt, max_new_tokens=4, do_sample=False)
+        assert counters["stats"]["unique_graphs"] > trained
+        assert torch.equal(inside, outside)  # eager or compiled, the same tokens
+    finally:
+        torch._dynamo.reset()
