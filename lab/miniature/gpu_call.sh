@@ -16,7 +16,7 @@
 #   .carry/smollm2/2/  the rest (smollm2.part.01) and the whole file's sha256
 #   .carry/minidata/   lab/miniature/prepare_data.py's split, each .jsonl compressed with xz, and manifest.json
 #                      (the short-document mix: .carry/minimix with MINIDATA=.carry/minimix DATA=/tmp/minimix)
-# (lab/miniature/prepare_carry.sh GGUF DATA makes all of them.)
+# (lab/miniature/prepare_carry.sh GGUF DATA makes all of them; NAME=minimix ... DATA-of-the-mix the mix.)
 # `stage` (or `piece`) copies into the machine whatever of these the call carries, so what does not fit
 # in one call travels over several, each within 30 s of the last:
 #   call 1 (carry .carry/smollm2/1):                    bash lab/miniature/gpu_call.sh stage

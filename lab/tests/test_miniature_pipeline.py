@@ -402,6 +402,10 @@ def test_prepare_carry_splits_the_gguf_in_two_checked_pieces_and_compresses_the_
     )
     assert (tmp_path / ".carry/minidata/manifest.json").read_text() == '{"parts": {}}'
     assert "call 1 (piece) carries .carry/smollm2/1" in result.stdout
+    env["NAME"] = "minimix"  # the short-document mix travels under its own name
+    assert prepare(str(gguf), str(data)).returncode == 0
+    assert (tmp_path / ".carry/minimix/manifest.json").is_file() and (tmp_path / ".carry/minidata").is_dir()
+    del env["NAME"]
     assert prepare(str(tmp_path / "missing.gguf"), str(data)).returncode == 2
     assert prepare(str(gguf), str(tmp_path)).returncode == 2  # no manifest.json: not prepare_data.py's output
     env["PIECE_BYTES"] = "400"  # three pieces would be needed
