@@ -19,6 +19,7 @@ for its own setting beside them. ``--figure`` draws the averages by length and t
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import lzma
 import re
@@ -228,20 +229,53 @@ def difference_rows(found: Gathered, table: dict[str, dict[str, dict]]) -> list[
     return lines
 
 
+def rows_digest(train: dict) -> str | None:
+    """Which rows a mode trained on, in 8 hex digits: its train.json's ``rows`` (the data's fingerprint and
+    packing, the number of rows, rows per step; run.py reads them from the checkpoint) without the seed,
+    which only orders them. None where the run did not record them."""
+    rows = train.get("rows")
+    if not rows:
+        return None
+    same = {key: value for key, value in rows.items() if key != "seed"}
+    return hashlib.sha256(json.dumps(same, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def rows_line(found: Gathered) -> str | None:
+    """Whether the trained modes shared their rows, from their records (None where none recorded them)."""
+    digests = {mode: rows_digest(t) for mode, t in found.train.items()}
+    recorded = {mode: d for mode, d in digests.items() if d}
+    if not recorded:
+        return None
+    unrecorded = [mode for mode, d in digests.items() if not d]
+    tail = f" ({', '.join(in_order(unrecorded))} did not record theirs)" if unrecorded else ""
+    if len(set(recorded.values())) == 1:
+        return (
+            f"Rows: {', '.join(in_order(recorded))} trained on the same rows (`{next(iter(recorded.values()))}`){tail}."
+        )
+    groups: dict[str, list[str]] = {}
+    for mode, d in recorded.items():
+        groups.setdefault(d, []).append(mode)
+    shown = "; ".join(f"`{d}`: {', '.join(in_order(modes))}" for d, modes in groups.items())
+    return f"Rows: the modes trained on different rows ({shown}){tail}: they do not compare."
+
+
 def training_table(found: Gathered) -> list[str]:
     """A row per trained mode, with the card it trained on: train.json's ``device`` or, from runs that did not
-    record it, the mode's RULER result's (run.py trains and evaluates a mode in one run, on one machine)."""
-    lines = ["| mode | steps | tokens | tokens/s (median) | wall time | peak GiB | val/loss | card |"]
-    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    record it, the mode's RULER result's (run.py trains and evaluates a mode in one run, on one machine), and
+    its rows (:func:`rows_digest`, with the seed of their order)."""
+    lines = ["| mode | steps | tokens | tokens/s (median) | wall time | peak GiB | val/loss | card | rows |"]
+    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
     for mode in in_order(found.train):
         t = found.train[mode]
         card = t.get("device") or found.ruler.get(mode, {}).get("device", "?")
         rate = f"{t['tokens_per_sec_median']:,.0f}" if t.get("tokens_per_sec_median") else "-"
         peak = f"{t['peak_gib']:.1f}" if t.get("peak_gib") else "-"
         loss = f"{t['val_loss']:.3f}" if t.get("val_loss") is not None else "-"
+        digest = rows_digest(t)
+        rows = f"`{digest}`, seed {t['rows'].get('seed', '?')}" if digest else "-"
         lines.append(
             f"| {mode} | {t['steps']} | {t['tokens'] / 1e6:.1f}M | {rate} | {t['wall_seconds']:.0f} s | {peak} | {loss} "
-            f"| {card} |"
+            f"| {card} | {rows} |"
         )
     return lines
 
@@ -295,6 +329,8 @@ def render(found: Gathered) -> str:
     parts = ruler_parts(found) if found.ruler else []
     if found.train:
         parts += ["", "Training:", "", *training_table(found)]
+        line = rows_line(found)
+        parts += ["", line] if line else []
     if during_training(found):
         parts += [
             "",

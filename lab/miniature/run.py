@@ -55,6 +55,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script: the lab package beside the library
 
+from anchor_lightning.paths import atomic_write  # noqa: E402
 from lab.miniature.ledger import GUESS, STOP_MARGIN, TRAIN_MIN_LEFT, Ledger  # noqa: E402
 from lab.miniature.steps import EVALUATED, MODES, SETTINGS, Plan  # noqa: E402
 
@@ -129,7 +130,8 @@ class Runner:
         if stopped:
             self.say(f"{step} saved last.ckpt at the deadline; run again to resume")
             return False
-        write_train_summary(self.work, self.plan.run_name(mode), mode, parts, self.plan.results(mode))
+        rows = rows_identity(self.plan.checkpoint(mode))
+        write_train_summary(self.work, self.plan.run_name(mode), mode, parts, self.plan.results(mode), rows)
         self.finish(step, "train", sum(p["seconds"] for p in parts), parts=len(parts))
         return True
 
@@ -186,7 +188,7 @@ class Runner:
         info = environment(self.args.dry_run)
         out = self.work / "results"
         out.mkdir(parents=True, exist_ok=True)
-        (out / "environment.json").write_text(json.dumps(info, indent=1))
+        atomic_write(out / "environment.json", json.dumps(info, indent=1))
         self.say(str(info))
 
     def bundle(self) -> None:
@@ -194,7 +196,7 @@ class Runner:
             return
         self.args.out.mkdir(parents=True, exist_ok=True)
         (self.work / "results").mkdir(parents=True, exist_ok=True)
-        (self.work / "results" / "state.json").write_text(json.dumps(self.ledger.state, indent=1))
+        atomic_write(self.work / "results" / "state.json", json.dumps(self.ledger.state, indent=1))
         bundle = self.args.out / "miniature-results.tar.gz"
         partial = bundle.with_name(f".{bundle.name}.tmp")
         with tarfile.open(partial, "w:gz") as tar:
@@ -223,9 +225,11 @@ class Runner:
         return complete
 
 
-def write_train_summary(work: Path, run_name: str, mode: str, parts: list[dict], out: Path | None = None) -> None:
-    """WORK/results/MODE/train.json: the logged curves (TensorBoard), tokens/s, seconds per step, wall time and the
-    card."""
+def write_train_summary(
+    work: Path, run_name: str, mode: str, parts: list[dict], out: Path | None = None, rows: dict | None = None
+) -> None:
+    """WORK/results/MODE/train.json: the logged curves (TensorBoard), tokens/s, seconds per step, wall time, the
+    card and the rows trained on (:func:`rows_identity`)."""
     from anchor_lightning.loggers import read_scalars
 
     scalars = read_scalars(work / "runs" / run_name)
@@ -245,11 +249,24 @@ def write_train_summary(work: Path, run_name: str, mode: str, parts: list[dict],
         "peak_gib": max((v for _, v, _ in scalars.get("memory/peak_gib", [])), default=None),
         "val_loss": scalars.get("val/loss", [(0, None, 0)])[-1][1],
         "device": device_name(),
+        "rows": rows,
         "curves": {tag: [(s, v) for s, v, _ in values] for tag, values in scalars.items()},
     }
     out = out or work / "results" / mode
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train.json").write_text(json.dumps(summary, indent=1))
+    atomic_write(out / "train.json", json.dumps(summary, indent=1))
+
+
+def rows_identity(checkpoint: Path) -> dict | None:
+    """Which rows a mode trained on, as its last.ckpt records them for resume (the data module's state:
+    the data's fingerprint and packing, the number of rows, rows per step and the seed of their order),
+    so that the report can show every mode of a comparison trained on the same rows; None without it."""
+    if not checkpoint.is_file():
+        return None
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False)
+    return state.get("PackedDataModule") or None
 
 
 def device_name() -> str:

@@ -448,6 +448,29 @@ def test_the_training_summary_names_the_card(tmp_path):
     assert summary["device"] == run.device_name() != "" and summary["wall_seconds"] == 12.5
 
 
+def test_the_training_summary_records_the_rows_from_the_checkpoint(tmp_path):
+    """run.py reads which rows a mode trained on from its last.ckpt: two modes on the same data and packing
+    record the same rows, which the report shows as one digest; a mode without a checkpoint records none."""
+    from lab.miniature import ruler_report, run
+    from tests.test_export import fit_micro
+
+    found = ruler_report.Gathered()
+    for mode in ("anchor", "full"):
+        (tmp_path / mode).mkdir()
+        ckpt = fit_micro(tmp_path / mode, f"--model.mode={mode}", "--model.layout=per_doc", "--trainer.max_steps=2")
+        rows = run.rows_identity(ckpt)
+        assert rows is not None and rows["rows"] > 0 and rows["seed"] == 0 and rows["identity"]["packing"]["seq_len"]
+        (tmp_path / mode / "runs" / "r").mkdir(parents=True)
+        run.write_train_summary(tmp_path / mode, "r", mode, [{"seconds": 1.0}], rows=rows)
+        found.train[mode] = json.loads((tmp_path / mode / "results" / mode / "train.json").read_text())
+    assert found.train["anchor"]["rows"] == found.train["full"]["rows"]
+    assert (
+        ruler_report.rows_line(found)
+        == f"Rows: full, anchor trained on the same rows (`{ruler_report.rows_digest(found.train['full'])}`)."
+    )
+    assert run.rows_identity(tmp_path / "missing.ckpt") is None
+
+
 def test_a_change_to_the_recipe_must_be_named(module, capsys):
     with pytest.raises(SystemExit):
         module.main(["--gguf", "m.gguf", "--work", "w", "--fit-arg=--model.float8=tensorwise"])

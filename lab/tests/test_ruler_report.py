@@ -99,9 +99,44 @@ def test_each_trained_mode_names_the_card_it_trained_on(tmp_path):
     (folder / "full").mkdir()
     (folder / "full" / "train.json").write_text(json.dumps(cost | {"mode": "full", "device": "NVIDIA H200"}))
     rows = ruler_report.training_table(ruler_report.gather([folder]))
-    assert rows[0].endswith("| val/loss | card |")
-    assert rows[2] == "| full | 100 | 13.1M | 124,644 | 158 s | 44.5 | 1.842 | NVIDIA H200 |"
-    assert rows[3] == "| anchor | 100 | 13.1M | 124,644 | 158 s | 44.5 | 1.842 | NVIDIA H100 80GB HBM3 |"
+    assert rows[0].endswith("| val/loss | card | rows |")
+    assert rows[2] == "| full | 100 | 13.1M | 124,644 | 158 s | 44.5 | 1.842 | NVIDIA H200 | - |"
+    assert rows[3] == "| anchor | 100 | 13.1M | 124,644 | 158 s | 44.5 | 1.842 | NVIDIA H100 80GB HBM3 | - |"
+
+
+def test_the_report_says_whether_the_modes_trained_on_the_same_rows(tmp_path):
+    """train.json's ``rows`` (the data module's state in the checkpoint): the same data and packing under
+    every mode is one digest, whatever the seed (which only orders the rows); other data is called out."""
+    rows = {
+        "rows": 998,
+        "rows_per_step": 4,
+        "seed": 0,
+        "identity": {"train": "abc/holdout=0", "packing": {"seq_len": 32768}},
+    }
+    folder = tmp_path / "results"
+    for mode, seed in (("anchor", 0), ("full", 0), ("anchor-seed1", 1), ("intra_doc", 0)):
+        (folder / mode).mkdir(parents=True)
+        cost = {"mode": mode, "steps": 100, "tokens": 13e6, "wall_seconds": 250.0, "rows": rows | {"seed": seed}}
+        if mode == "intra_doc":
+            del cost["rows"]  # an older run, which did not record them
+        (folder / mode / "train.json").write_text(json.dumps(cost))
+    found = ruler_report.gather([folder])
+    digest = ruler_report.rows_digest(found.train["anchor"])
+    assert digest is not None and len(digest) == 8 and digest == ruler_report.rows_digest(found.train["anchor-seed1"])
+    table = "\n".join(ruler_report.training_table(found))
+    assert f"| anchor | 100 | 13.0M | - | 250 s | - | - | ? | `{digest}`, seed 0 |" in table
+    assert f"| anchor-seed1 | 100 | 13.0M | - | 250 s | - | - | ? | `{digest}`, seed 1 |" in table
+    assert "| intra_doc | 100 | 13.0M | - | 250 s | - | - | ? | - |" in table
+    assert ruler_report.rows_line(found) == (
+        f"Rows: full, anchor, anchor-seed1 trained on the same rows (`{digest}`) (intra_doc did not record theirs)."
+    )
+    other = rows | {"identity": {"train": "xyz/holdout=0", "packing": {"seq_len": 32768}}}
+    (folder / "full" / "train.json").write_text(
+        json.dumps({"mode": "full", "steps": 1, "tokens": 1, "wall_seconds": 1, "rows": other})
+    )
+    line = ruler_report.rows_line(ruler_report.gather([folder]))
+    assert line is not None and "different rows" in line and "they do not compare" in line
+    assert "Rows: " in ruler_report.render(ruler_report.gather([folder]))
 
 
 def test_the_figure_is_drawn_from_the_same_results(tmp_path):
