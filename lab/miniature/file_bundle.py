@@ -6,9 +6,11 @@ FILES_AT is the folder a ``gpu_call.sh`` call's files came back to (``miniature-
 ``run.log``); DEST a docs folder such as ``docs/miniature/ruler-long-32k``. For each model in the
 bundle's ``results/`` it writes ``DEST/MODEL/``: ``ruler/ruler.json.xz`` (every sample's prediction,
 xz-compressed: a 14th of the size, since each GPU call carries the whole tracked tree), ``train.json``
-for a trained mode, the run's ``environment.json`` (versions and card) and ``run.log``.
+for a trained mode, the run's ``environment.json`` (versions and card) and ``run.log``. A mode trained
+but not yet evaluated (a session that ran out of device time) is filed with what it has.
 ``ruler_report.py DEST`` then reads them. A model already filed in DEST is refused in one line unless
-``--replace`` (a retraining replaces its first result only when asked).
+``--replace`` (a retraining replaces its first result only when asked); each model's folder is put in
+place whole (written beside it, then renamed).
 """
 
 from __future__ import annotations
@@ -36,25 +38,36 @@ def file_bundle(files_at: Path, dest: Path, replace: bool = False) -> list[str]:
         with tarfile.open(bundle) as tar:
             tar.extractall(tmp, filter="data")
         results = Path(tmp) / "results"
-        models = sorted(p.name for p in results.iterdir() if p.is_dir() and (p / "ruler" / "ruler.json").is_file())
+        models = sorted(
+            p.name
+            for p in results.iterdir()
+            if p.is_dir() and ((p / "ruler" / "ruler.json").is_file() or (p / "train.json").is_file())
+        )
         if not models:
-            raise UserError(f"{bundle}: no MODEL/ruler/ruler.json in its results (did the evaluation finish?)")
+            raise UserError(
+                f"{bundle}: no MODEL/ruler/ruler.json or MODEL/train.json in its results (did a step finish?)"
+            )
         there = [m for m in models if (dest / m).exists()]
         if there and not replace:
             raise UserError(f"{dest}: {', '.join(there)} filed already (--replace to file this run instead)")
         for model in models:
             target = dest / model
-            shutil.rmtree(target, ignore_errors=True)
-            (target / "ruler").mkdir(parents=True)
-            raw = (results / model / "ruler" / "ruler.json").read_bytes()
-            (target / "ruler" / "ruler.json.xz").write_bytes(lzma.compress(raw, preset=9))
+            staged = dest / f".{model}.filing"
+            shutil.rmtree(staged, ignore_errors=True)
+            staged.mkdir(parents=True)
+            ruler = results / model / "ruler" / "ruler.json"
+            if ruler.is_file():
+                (staged / "ruler").mkdir()
+                (staged / "ruler" / "ruler.json.xz").write_bytes(lzma.compress(ruler.read_bytes(), preset=9))
             for name, source in (
                 ("train.json", results / model / "train.json"),
                 ("environment.json", results / "environment.json"),
                 ("run.log", files_at / "run.log"),
             ):
                 if source.is_file():
-                    (target / name).write_bytes(source.read_bytes())
+                    (staged / name).write_bytes(source.read_bytes())
+            shutil.rmtree(target, ignore_errors=True)
+            staged.rename(target)
     return models
 
 

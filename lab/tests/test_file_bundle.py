@@ -22,7 +22,8 @@ def call_files(tmp_path: Path, device: str = "NVIDIA H100 80GB HBM3") -> Path:
     (results / "full" / "ruler").mkdir(parents=True)
     ruler = (ROOT / "docs" / "ruler" / "base-smollm2-h100-len-4096.json").read_text()
     (results / "full" / "ruler" / "ruler.json").write_text(ruler)
-    (results / "full" / "train.json").write_text(json.dumps({"mode": "full", "steps": 100}))
+    cost = {"mode": "full", "steps": 100, "tokens": 13078698.0, "wall_seconds": 250.0}
+    (results / "full" / "train.json").write_text(json.dumps(cost))
     (results / "environment.json").write_text(json.dumps({"device": device}))
     (results / "state.json").write_text("{}")
     files_at = tmp_path / f"call-{device[-4:]}"
@@ -48,3 +49,22 @@ def test_a_bundle_is_filed_for_the_report_and_not_filed_twice(tmp_path):
     assert file_bundle.main([str(again), str(dest), "--replace"]) == 0
     assert json.loads((dest / "full" / "environment.json").read_text()) == {"device": "NVIDIA H200"}
     assert file_bundle.main([str(tmp_path / "nothing"), str(dest)]) == 2
+
+
+def test_a_mode_trained_but_not_yet_evaluated_is_filed_with_what_it_has(tmp_path):
+    """A session that ran out of device time after training: the mode's train.json, card and log are filed
+    (the report tables them), with no ruler/ folder; nothing half-written is left beside it."""
+    files_at = call_files(tmp_path)
+    with tarfile.open(files_at / "miniature-results.tar.gz") as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    import shutil
+
+    shutil.rmtree(tmp_path / "x" / "results" / "full" / "ruler")
+    with tarfile.open(files_at / "miniature-results.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "x" / "results", arcname="results")
+    dest = tmp_path / "docs"
+    assert file_bundle.file_bundle(files_at, dest) == ["full"]
+    assert sorted(p.name for p in dest.iterdir()) == ["full"]
+    assert sorted(p.name for p in (dest / "full").iterdir()) == ["environment.json", "run.log", "train.json"]
+    text = ruler_report.main([str(dest)])
+    assert "| full | 100 |" in text and "RULER average" not in text
