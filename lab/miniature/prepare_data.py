@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from anchor_lightning.data.tokenizer import load_tokenizer  # noqa: E402
-from anchor_lightning.paths import file_sha256  # noqa: E402
+from anchor_lightning.paths import atomic_write, file_sha256  # noqa: E402
 
 
 def choose(candidates: dict[str, list[int]], per_domain: int, rng: np.random.Generator) -> list[int]:
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.short is not None:
         shutil.copyfile(args.short, args.out / "short.jsonl")
         manifest["short"] = {"file": str(args.short), "sha256": file_sha256(args.short)}
-    (args.out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    atomic_write(args.out / "manifest.json", json.dumps(manifest, indent=1))
     for name, part in manifest["parts"].items():
         print(f"{name:>9}: {part['documents']:5d} documents, {part['tokens']:>10,} tokens  {part['domains']}")
     print(f"wrote {args.out}")

@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from anchor_lightning.diagnostics.plots import save_figure  # noqa: E402
 from anchor_lightning.eval.stats import paired_comparison, wilson_interval  # noqa: E402
+from anchor_lightning.paths import atomic_write  # noqa: E402
 
 MODELS = ("base", "base-theta", "anchor", "intra_doc_reset", "intra_doc", "full")
 LABELS = {
@@ -134,10 +135,10 @@ def keep_raw(origin: dict[str, Path], folders: list[Path], raw: Path, environmen
             shutil.copyfile(source, target)
     raw.mkdir(parents=True, exist_ok=True)
     if environment:
-        (raw / "environment.json").write_text(json.dumps(environment, indent=1))
+        atomic_write(raw / "environment.json", json.dumps(environment, indent=1))
     state = run_state(folders)
     if state:
-        (raw / "state.json").write_text(json.dumps(state, indent=1))
+        atomic_write(raw / "state.json", json.dumps(state, indent=1))
 
 
 def evaluation_settings(evaluation: dict) -> tuple:
@@ -502,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     keep_raw(origin, args.results, args.raw, environment)
     if sources:
         args.raw.mkdir(parents=True, exist_ok=True)
-        (args.raw / "sources.json").write_text(json.dumps(sources, indent=1) + "\n")
+        atomic_write(args.raw / "sources.json", json.dumps(sources, indent=1) + "\n")
     paths = plots(found, args.figures)
     block = tables(found, environment, sources)
     text = args.doc.read_text() if args.doc.is_file() else f"{BEGIN}\n{END}\n"
@@ -510,7 +511,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{args.doc}: no {BEGIN} ... {END} block to fill")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    args.doc.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
+    atomic_write(args.doc, f"{head}{BEGIN}\n{block}\n{END}{tail}")
     print(block)
     print(f"wrote {args.doc} and {', '.join(str(p) for p in paths)}")
 
