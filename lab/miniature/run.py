@@ -265,7 +265,11 @@ def rows_identity(checkpoint: Path) -> dict | None:
         return None
     import torch
 
-    state = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False)
+    try:
+        state = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as error:  # the training is done: a summary without its rows beats none
+        print(f"run.py: {checkpoint}: its rows could not be read ({error}); train.json records none", flush=True)
+        return None
     return state.get("PackedDataModule") or None
 
 

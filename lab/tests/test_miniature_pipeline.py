@@ -469,6 +469,8 @@ def test_the_training_summary_records_the_rows_from_the_checkpoint(tmp_path):
         == f"Rows: full, anchor trained on the same rows (`{ruler_report.rows_digest(found.train['full'])}`)."
     )
     assert run.rows_identity(tmp_path / "missing.ckpt") is None
+    (tmp_path / "broken.ckpt").write_bytes(b"not a checkpoint")
+    assert run.rows_identity(tmp_path / "broken.ckpt") is None  # said in the log; the summary is still written
 
 
 def test_a_change_to_the_recipe_must_be_named(module, capsys):
