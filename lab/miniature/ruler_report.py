@@ -242,20 +242,21 @@ def rows_digest(train: dict) -> str | None:
 
 def rows_line(found: Gathered) -> str | None:
     """Whether the trained modes shared their rows, from their records (None where none recorded them)."""
-    digests = {mode: rows_digest(t) for mode, t in found.train.items()}
-    recorded = {mode: d for mode, d in digests.items() if d}
-    if not recorded:
-        return None
-    unrecorded = [mode for mode, d in digests.items() if not d]
-    tail = f" ({', '.join(in_order(unrecorded))} did not record theirs)" if unrecorded else ""
-    if len(set(recorded.values())) == 1:
-        return (
-            f"Rows: {', '.join(in_order(recorded))} trained on the same rows (`{next(iter(recorded.values()))}`){tail}."
-        )
     groups: dict[str, list[str]] = {}
-    for mode, d in recorded.items():
-        groups.setdefault(d, []).append(mode)
-    shown = "; ".join(f"`{d}`: {', '.join(in_order(modes))}" for d, modes in groups.items())
+    unrecorded = []
+    for mode in in_order(found.train):
+        digest = rows_digest(found.train[mode])
+        if digest:
+            groups.setdefault(digest, []).append(mode)
+        else:
+            unrecorded.append(mode)
+    if not groups:
+        return None
+    tail = f" ({', '.join(unrecorded)} did not record theirs)" if unrecorded else ""
+    if len(groups) == 1:
+        [(digest, modes)] = groups.items()
+        return f"Rows: {', '.join(modes)} trained on the same rows (`{digest}`){tail}."
+    shown = "; ".join(f"`{d}`: {', '.join(modes)}" for d, modes in groups.items())
     return f"Rows: the modes trained on different rows ({shown}){tail}: they do not compare."
 
 
