@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from anchor_lightning.attention.varlen_kernels import VARLEN_KERNELS, runs_varlen_kernel
 from anchor_lightning.bench.common import SHAPE, grid, mfu_and_peak, run_process
 from anchor_lightning.bench.documents import document_lengths, lengths_summary
+from anchor_lightning.paths import atomic_write
 
 CONTENDERS: dict[str, dict[str, Any]] = {
     "ours-anchor-varlen": {"kind": "ours", "mode": "anchor", "backend": "varlen"},
@@ -275,14 +275,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     best, tried = max_context({**spec, "checkpointing": True}, args.timeout, args.start, args.limit)
                     print(f"{label(spec)} ({spec['precision']}): longest trainable row {best}")
                     results.append({**spec, "max_context": best, "tried": tried})
-                    continue
-                settings = checkpoint_settings(args.checkpointing, args.checkpoint_layers)
-                result = run_best(spec, settings, args.timeout)
-                print(json.dumps(result), flush=True)
-                results.append(result)
+                else:
+                    settings = checkpoint_settings(args.checkpointing, args.checkpoint_layers)
+                    result = run_best(spec, settings, args.timeout)
+                    print(json.dumps(result), flush=True)
+                    results.append(result)
+                atomic_write(
+                    args.out, json.dumps(results, indent=1)
+                )  # each row kept as it comes: a stopped run loses none
         if args.max_context:
             break
-    Path(args.out).write_text(json.dumps(results, indent=1))
     if not args.max_context:
         print(table(results))
         print(host_work(results))

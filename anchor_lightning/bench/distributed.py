@@ -25,12 +25,12 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from anchor_lightning.bench.common import SHAPE, grid, mfu_and_peak, run_process
 from anchor_lightning.data.batch import Batch
+from anchor_lightning.paths import atomic_write
 
 PRESETS = {
     "1b": SHAPE,
@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 )
                 print(json.dumps(result), flush=True)
                 results.append(result)
+                atomic_write(args.out, json.dumps(results, indent=1))  # each row kept as it comes
                 if "error" in result:
                     break
                 best = row
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             result = launch({**base, "mode": mode, "seq_len": row}, args.gpus, args.timeout)
             print(json.dumps(result), flush=True)
             results.append(result)
-    Path(args.out).write_text(json.dumps(results, indent=1))
+            atomic_write(args.out, json.dumps(results, indent=1))  # each row kept as it comes: a stopped run loses none
     if not args.check:
         print(table(results))
         print(step_ratios(results))

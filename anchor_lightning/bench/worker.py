@@ -31,6 +31,7 @@ import torch
 from anchor_lightning.attention.varlen_kernels import VARLEN_KERNEL_ENV
 from anchor_lightning.bench.documents import document_lengths
 from anchor_lightning.data.batch import to_device
+from anchor_lightning.paths import atomic_write
 
 
 def _documents(spec: dict) -> list[list[int]]:
@@ -204,7 +205,7 @@ def _profile(spec: dict, step, optimizer, autocast: bool, device: torch.device) 
     ]
     out = Path(spec["profile"])
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{spec['name']}{kernel}-{spec['seq_len']}.txt").write_text("\n".join(lines) + "\n")
+    atomic_write(out / f"{spec['name']}{kernel}-{spec['seq_len']}.txt", "\n".join(lines) + "\n")
 
 
 def run(spec: dict) -> dict:

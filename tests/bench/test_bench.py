@@ -139,6 +139,26 @@ def test_harness_runs_contenders_in_subprocesses_on_cpu(tmp_path, capsys):
     assert "host work per row" in bench.host_work(results) and "of the step" in bench.host_work(results)
 
 
+def test_each_measured_row_is_on_disk_before_the_next_contender_runs(tmp_path, monkeypatch):
+    out = tmp_path / "bench.json"
+    seen = []
+
+    def fake(spec, settings, timeout):
+        seen.append(json.loads(out.read_text()) if out.exists() else [])  # what a stopped run would have left
+        if len(seen) == 3:
+            raise KeyboardInterrupt  # the machine taken back during the third contender
+        return {**spec, "tokens_per_sec": float(len(seen))}
+
+    monkeypatch.setattr(bench, "run_best", fake)
+    argv = ["--rows", "512", "1024", "--contenders", "ours-anchor-sdpa", "hf-sdpa-full", "--shape", TINY]
+    with pytest.raises(KeyboardInterrupt):
+        bench.main([*argv, "--documents", "exponential:100:16:512", "--out", str(out)])
+    assert [len(rows) for rows in seen] == [0, 1, 2]
+    kept = json.loads(out.read_text())
+    assert [r["tokens_per_sec"] for r in kept] == [1.0, 2.0] and {r["seq_len"] for r in kept} == {512}
+    assert list(tmp_path.iterdir()) == [out]  # no temporary file left beside it
+
+
 @pytest.mark.slow
 def test_profile_classifies_kernels_and_writes_a_file(tmp_path):
     from anchor_lightning.bench.worker import kernel_class

@@ -49,6 +49,22 @@ def test_launch_names_out_of_memory_and_other_failures(monkeypatch):
     assert distributed.launch({"seq_len": 8}, 2, 10)["error"] == "ValueError: bad shape"
 
 
+def test_each_row_is_on_disk_before_the_next_launch(tmp_path, monkeypatch):
+    out = tmp_path / "d.json"
+    seen = []
+
+    def fake(spec, gpus, timeout):
+        seen.append(len(json.loads(out.read_text())) if out.exists() else 0)
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # the machine taken back during the second row
+        return {**spec, "tokens_per_sec": 1.0}
+
+    monkeypatch.setattr(distributed, "launch", fake)
+    with pytest.raises(KeyboardInterrupt):
+        distributed.main([*COMMON[:-4], "--rows", "512", "1024", "--modes", "anchor", "--out", str(out)])
+    assert seen == [0, 1] and [r["seq_len"] for r in json.loads(out.read_text())] == [512]
+
+
 def test_groups_must_divide_the_gpus():
     with pytest.raises(SystemExit):
         distributed.main(["--gpus", "3", "--sp", "2"])
