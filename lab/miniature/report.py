@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from anchor_lightning.diagnostics.plots import save_figure  # noqa: E402
 from anchor_lightning.eval.stats import paired_comparison, wilson_interval  # noqa: E402
-from anchor_lightning.paths import atomic_write  # noqa: E402
+from anchor_lightning.paths import atomic_write, write_figure  # noqa: E402
 
 MODELS = ("base", "base-theta", "anchor", "intra_doc_reset", "intra_doc", "full")
 LABELS = {
@@ -386,7 +386,7 @@ def plots(found: dict, figures: Path) -> list[Path]:
                 for (i, j), value in np.ndenumerate(np.asarray(r["grid"])):
                     ax.text(j, i, f"{value:.0%}", ha="center", va="center", fontsize=6)
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="accuracy (rows: needle depth)")
-        fig.savefig(figures / "miniature-niah.png", dpi=110, bbox_inches="tight")
+        write_figure(fig, figures / "miniature-niah.png", dpi=110, bbox_inches="tight")
         plt.close(fig)
         paths.append(figures / "miniature-niah.png")
     trained = [m for m in TRAINED if m in found and "train" in found[m]]
