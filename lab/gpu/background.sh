@@ -36,8 +36,9 @@ launch() {
   mkdir -p "$WORK/out" && rm -rf "$code.tmp" && mkdir -p "$code.tmp"
   cp -r anchor_lightning scripts lab recipes "$code.tmp"/ && rm -rf "$code" && mv "$code.tmp" "$code"
   rm -f "$WORK/run.pid" "$WORK/run.exit" "$WORK/log.offset"
-  # the run's own shell writes its pid (setsid may fork, so $! need not be the run)
-  (cd "$code" && PYTHONPATH="$site$code" setsid nohup bash -c \
+  # the run's own shell writes its pid (setsid may fork, so $! need not be the run); exec: no shell of this
+  # call stays behind holding the call's output open (a caller reading it through a pipe would wait for the run)
+  (cd "$code" && PYTHONPATH="$site$code" exec setsid nohup bash -c \
     'echo $$ > "$0/run.pid"; "$@"; echo $? > "$0/run.exit"' "$WORK" "$@" > "$LOG" 2>&1 < /dev/null &)
   for _ in $(seq 100); do [ -s "$WORK/run.pid" ] && break; sleep 0.1; done
   echo "started in the background (pid $(cat "$WORK/run.pid")): $*"
