@@ -41,6 +41,12 @@
 # every call of that run; `one` refuses to take another run's folder); `one base` and
 # `one base-theta` evaluate the pretrained model; `watch anchor` watches the run of `one anchor`.
 #
+# On a machine of several GPUs, one run per GPU (CUDA_VISIBLE_DEVICES 0, 1, ...), watched together:
+#                                            bash lab/miniature/gpu_call.sh each anchor full [-- run.py arguments]
+# starts `one MODEL` for each model (or finds it started: `each` and `one` name runs alike), and each
+# run's files come back in $OUT/MODEL (file_bundle.py FILES_AT/MODEL; a call returns 8 files, so at most
+# 4 models a call); call it again, the same arguments, within 30 s while it exits 10.
+#
 # A trained mode outlives its session through lab/miniature/keep.py (its exported model in bfloat16 and
 # its run state, about 270 MB): after the export, calls `keep MODE 0`, `keep MODE 1`, ... (nothing
 # carried, each within 30 s of the last) send it out, 4 pieces of 15 MiB a call; here
@@ -147,6 +153,40 @@ case "${1:-start}" in
       *) echo "usage: gpu_call.sh one anchor|full|intra_doc|intra_doc_reset|base|base-theta [run.py arguments]"; exit 2 ;;
     esac
     ;;
+  each)  # each MODEL... [-- run.py arguments]: `one MODEL` for every model, each on its own GPU, watched together
+    shift
+    models=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do models+=("$1"); shift; done
+    [ $# -eq 0 ] || shift
+    gpus=${GPUS:-$(nvidia-smi --list-gpus 2>/dev/null | wc -l)}
+    if [ ${#models[@]} -eq 0 ] || [ ${#models[@]} -gt "$gpus" ]; then
+      echo "each: ${#models[@]} model(s) for $gpus GPU(s): name one model per GPU at most (\`one MODEL\` runs one alone)"; exit 2
+    fi
+    i=0 codes=() pids=()
+    for model in "${models[@]}"; do  # start each (or find it started), returning at once; its files come back in $OUT/MODEL
+      mkdir -p "$OUT/$model"
+      CUDA_VISIBLE_DEVICES=$i WATCH=0 OUT=$OUT/$model bash "$0" one "$model" "$@" | sed -u "s/^/[$model] /"
+      codes+=("${PIPESTATUS[0]}")
+      i=$((i + 1))
+    done
+    left=$((${WATCH:-570} - (SECONDS - START)))
+    for i in "${!models[@]}"; do  # then watch every run that started, together, for the rest of the call
+      model=${models[$i]}
+      [ -f "$WORK-$model/run.pid" ] || { pids+=(""); continue; }
+      (OUT=$OUT/$model WATCH=$left bash "$HERE/../gpu/background.sh" watch "$WORK-$model" | sed -u "s/^/[$model] /"
+       exit "${PIPESTATUS[0]}") &
+      pids+=($!)
+    done
+    for i in "${!models[@]}"; do
+      [ -z "${pids[$i]}" ] || { wait "${pids[$i]}"; codes[i]=$?; }
+    done
+    # 10 while any run goes on (call `each` again within 30 s), else the first failure's code, else 0
+    worst=0
+    for code in "${codes[@]}"; do [ "$code" -ne 10 ] || worst=10; done
+    for code in "${codes[@]}"; do [ "$worst" -ne 0 ] || worst=$code; done
+    echo "[each] exit codes: $(for i in "${!models[@]}"; do printf '%s %s  ' "${models[$i]}" "${codes[$i]}"; done)"
+    exit "$worst"
+    ;;
   keep)  # keep MODE K: part K (0, 1, ...) of MODE's exported model and run state into $OUT (keep.py)
     [ -n "${2:-}" ] && [ -n "${3:-}" ] || { echo "usage: gpu_call.sh keep MODE PART"; exit 2; }
     "$PYTHON" "$HERE/keep.py" send --work "$WORK-$2" --part "$3" --out "$OUT"
@@ -157,6 +197,6 @@ case "${1:-start}" in
     exec bash "$HERE/../gpu/background.sh" watch "$WORK"
     ;;
   *)
-    echo "usage: gpu_call.sh stage | start [run.py arguments] | one MODEL [run.py arguments] | watch [MODEL] | keep MODE PART"; exit 2
+    echo "usage: gpu_call.sh stage | start [run.py arguments] | one MODEL [run.py arguments] | each MODEL... [-- run.py arguments] | watch [MODEL] | keep MODE PART"; exit 2
     ;;
 esac

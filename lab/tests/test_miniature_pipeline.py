@@ -141,9 +141,10 @@ def test_an_evaluation_that_fails_stops_the_run_before_more_training(module, tmp
 
 
 STAND_IN = """
-import sys, time, tarfile, pathlib
+import os, sys, time, tarfile, pathlib
 args = sys.argv[1:]
 out = pathlib.Path(args[args.index("--out") + 1])
+print(f"on gpu {os.environ.get('CUDA_VISIBLE_DEVICES', 'any')}", flush=True)
 for step in range(3):
     print(f"step {step} of the stand-in, args {' '.join(args[args.index('--out') + 2:])}", flush=True)
     (out / "results").mkdir(parents=True, exist_ok=True)
@@ -156,7 +157,7 @@ sys.exit(3)
 """
 
 
-def gpu_call(tmp_path: Path, *argv: str, watch: int) -> subprocess.CompletedProcess:
+def gpu_call(tmp_path: Path, *argv: str, watch: int, **extra: str) -> subprocess.CompletedProcess:
     out = tmp_path / f"out-{time.monotonic_ns()}"
     out.mkdir()
     env = script_env(
@@ -172,6 +173,7 @@ def gpu_call(tmp_path: Path, *argv: str, watch: int) -> subprocess.CompletedProc
         RUN_PY="stand_in.py",
     )
     env["WATCH"] = str(watch)
+    env.update(extra)
     env["PYTHON"] = sys.executable  # keep.py's, with torch
     result = subprocess.run(
         ["bash", str(ROOT / "lab" / "miniature" / "gpu_call.sh"), *argv],
@@ -231,6 +233,37 @@ def test_gpu_call_one_runs_each_model_in_its_own_folder_so_a_second_call_starts_
     assert other.returncode == 2 and "holds a run started with other arguments ()" in other.stdout, other.stdout
     assert gpu_call(tmp_path, "one", "bogus", watch=1).returncode == 2
     assert gpu_call(tmp_path, "one", watch=1).returncode == 2
+
+
+@pytest.mark.slow  # background processes across calls, with their waits
+def test_gpu_call_each_runs_one_model_per_gpu_and_watches_them_together(tmp_path):
+    (tmp_path / "stand_in.py").write_text(STAND_IN)
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "manifest.json").write_text("{}")
+    first = gpu_call(tmp_path, "each", "anchor", "full", "--", "--seed", "1", watch=6, GPUS="2")  # room under load
+    assert first.returncode == 10, first.stdout + first.stderr  # still running when the call returned
+    for gpu, model in enumerate(("anchor", "full")):
+        assert f"[{model}] on gpu {gpu}" in first.stdout, first.stdout
+        assert (
+            f"[{model}] step 0 of the stand-in, args --modes {model} --models {model} --parallel 1 --seed 1"
+            in first.stdout
+        )
+        assert (first.out / model / "miniature-results.tar.gz").is_file()  # each run's files in its own folder
+    assert "[each] exit codes: anchor " in first.stdout and " full 10" in first.stdout
+    # the next call (the same arguments) finds both started and watches them to their end
+    second = gpu_call(tmp_path, "each", "anchor", "full", "--", "--seed", "1", watch=30, GPUS="2")
+    assert second.returncode == 3, second.stdout + second.stderr  # the stand-in's exit code, from both
+    shown = first.stdout + second.stdout
+    for model in ("anchor", "full"):
+        assert [shown.count(f"[{model}] step {i} of the stand-in") for i in range(3)] == [1, 1, 1], shown
+        with tarfile.open(second.out / model / "miniature-results.tar.gz") as tar:
+            assert tar.extractfile("results/step").read() == b"2"
+    # a later `one` continues the same run: `each` and `one` name runs alike
+    assert gpu_call(tmp_path, "one", "full", "--seed", "1", watch=5).returncode == 3
+    many = gpu_call(tmp_path, "each", "anchor", "full", "intra_doc", watch=1, GPUS="2")
+    assert many.returncode == 2 and "3 model(s) for 2 GPU(s)" in many.stdout
+    assert not (tmp_path / "work-intra_doc").exists()
 
 
 def test_no_modes_evaluates_only_and_one_evaluation_at_a_time_is_the_default(module, tmp_path):
