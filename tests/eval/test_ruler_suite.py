@@ -198,7 +198,35 @@ def test_samples_are_built_once_then_read_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(suite, "_make_pair", lambda job: pytest.fail("built again"))
     again, _ = suite.prepare_samples(str(tmp_path / "tok"), settings, workers=1, progress=False)
     assert [s.as_json() for s in first["niah_single_1", 2048]] == [s.as_json() for s in again["niah_single_1", 2048]]
-    assert data["tokenizer"] and len(list((tmp_path / "cache" / "ruler").iterdir())) == 1
+    assert data["tokenizer"] and len(list((tmp_path / "cache" / "ruler").glob("*.json.gz"))) == 1
+
+
+def test_a_second_process_waits_for_the_samples_being_built_and_reads_them(tmp_path, monkeypatch):
+    """Runs sharing a cache (several modes' evaluations on one machine) build each sample set once: one
+    builds under a lock, the others wait, then read what it stored."""
+    import threading
+
+    from anchor_lightning.paths import exclusive
+
+    monkeypatch.setenv("ANCHOR_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    ByteTokenizer().save_pretrained(tmp_path / "tok")
+    settings = suite.RulerSettings(tasks=["niah_single_1"], lengths=[2048], samples=3)
+    built, _ = suite.prepare_samples(str(tmp_path / "tok"), settings, workers=1, progress=False)
+    (stored,) = (tmp_path / "cache" / "ruler").glob("*.json.gz")
+    content = stored.read_bytes()
+    stored.unlink()
+    monkeypatch.setattr(suite, "_make_pair", lambda job: pytest.fail("built again"))
+    found = {}
+    with exclusive(tmp_path / "cache" / "ruler" / ".build.lock"):  # another process is building
+        waiting = threading.Thread(
+            target=lambda: found.update(suite.prepare_samples(str(tmp_path / "tok"), settings, 1, False)[0])
+        )
+        waiting.start()
+        waiting.join(1.0)
+        assert waiting.is_alive() and not found  # it waits for the lock
+        stored.write_bytes(content)  # what the other process stored
+    waiting.join(10)
+    assert [s.as_json() for s in found["niah_single_1", 2048]] == [s.as_json() for s in built["niah_single_1", 2048]]
 
 
 def _tiny_export(folder: Path) -> Path:

@@ -43,7 +43,7 @@ from anchor_lightning.eval.ruler.tasks import (
     task_spec,
 )
 from anchor_lightning.eval.stats import mean_interval, paired_difference
-from anchor_lightning.paths import atomic_write, cache_dir, write_figure
+from anchor_lightning.paths import atomic_write, cache_dir, exclusive, write_figure
 
 SENTINEL = "\x00task\x00"
 
@@ -197,32 +197,46 @@ def prepare_samples(
             path = root / f"{task}-{length}-{_cache_key(job, fingerprint, digests)}.json.gz"
             jobs[task, length] = (job, path)
             if path.is_file():
-                out[task, length] = [Sample(**s) for s in json.loads(gzip.decompress(path.read_bytes()))]
+                out[task, length] = _read_samples(path)
             else:
                 todo.append((task, length))
     if todo:
         root.mkdir(parents=True, exist_ok=True)
-        workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
-        bar = tqdm(total=len(todo), desc="RULER samples", unit="task x length", disable=not progress)
-
-        def store(pair: tuple[str, int], made: list[dict]) -> None:
-            atomic_write(jobs[pair][1], gzip.compress(json.dumps(made).encode()))
-            out[pair] = [Sample(**s) for s in made]
-            bar.update(1)
-
-        try:
-            if workers == 1:
-                for pair in todo:
-                    store(pair, _make_pair(jobs[pair][0]))
-            else:  # spawn: safe after CUDA started; each worker loads only the tokenizer
-                context = multiprocessing.get_context("spawn")
-                with futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-                    running = {pool.submit(_make_pair, jobs[pair][0]): pair for pair in todo}
-                    for done in futures.as_completed(running):
-                        store(running[done], done.result())
-        finally:
-            bar.close()
+        with exclusive(root / ".build.lock", "waiting for another process building RULER samples"):
+            made = [pair for pair in todo if jobs[pair][1].is_file()]  # by that process, meanwhile
+            out.update({pair: _read_samples(jobs[pair][1]) for pair in made})
+            _build_samples([pair for pair in todo if pair not in made], jobs, out, workers, progress)
     return {pair: out[pair] for pair in jobs}, {"tokenizer": fingerprint, **digests}
+
+
+def _read_samples(path: Path) -> list[Sample]:
+    return [Sample(**s) for s in json.loads(gzip.decompress(path.read_bytes()))]
+
+
+def _build_samples(todo: list, jobs: dict, out: dict, workers: int | None, progress: bool) -> None:
+    """Build the ``todo`` pairs' samples in ``workers`` processes, each stored in the cache as it comes."""
+    if not todo:
+        return
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    bar = tqdm(total=len(todo), desc="RULER samples", unit="task x length", disable=not progress)
+
+    def store(pair: tuple[str, int], made: list[dict]) -> None:
+        atomic_write(jobs[pair][1], gzip.compress(json.dumps(made).encode()))
+        out[pair] = [Sample(**s) for s in made]
+        bar.update(1)
+
+    try:
+        if workers == 1:
+            for pair in todo:
+                store(pair, _make_pair(jobs[pair][0]))
+        else:  # spawn: safe after CUDA started; each worker loads only the tokenizer
+            context = multiprocessing.get_context("spawn")
+            with futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+                running = {pool.submit(_make_pair, jobs[pair][0]): pair for pair in todo}
+                for done in futures.as_completed(running):
+                    store(running[done], done.result())
+    finally:
+        bar.close()
 
 
 # ------------------------------------------------------------------ 2. predictions
