@@ -157,6 +157,14 @@ sys.exit(3)
 """
 
 
+def staged_machine(tmp_path: Path) -> None:
+    """A machine with the GGUF and the data staged, and the stand-in for run.py."""
+    (tmp_path / "stand_in.py").write_text(STAND_IN)
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "manifest.json").write_text("{}")
+
+
 def gpu_call(tmp_path: Path, *argv: str, watch: int, **extra: str) -> subprocess.CompletedProcess:
     out = tmp_path / f"out-{time.monotonic_ns()}"
     out.mkdir()
@@ -189,10 +197,7 @@ def gpu_call(tmp_path: Path, *argv: str, watch: int, **extra: str) -> subprocess
 
 @pytest.mark.slow  # background processes across calls, with their waits
 def test_gpu_call_runs_in_the_background_across_calls_and_brings_the_bundle_back(tmp_path):
-    (tmp_path / "stand_in.py").write_text(STAND_IN)
-    (tmp_path / "model.gguf").write_bytes(b"GGUF")
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "manifest.json").write_text("{}")
+    staged_machine(tmp_path)
     first = gpu_call(tmp_path, "start", "--models", "anchor", watch=4)  # room for step 0 under load
     assert first.returncode == 10, first.stdout + first.stderr  # still running when the call returned
     assert "started in the background" in first.stdout
@@ -214,10 +219,7 @@ def test_gpu_call_runs_in_the_background_across_calls_and_brings_the_bundle_back
 
 @pytest.mark.slow  # background processes across calls, with their waits
 def test_gpu_call_one_runs_each_model_in_its_own_folder_so_a_second_call_starts_a_new_run(tmp_path):
-    (tmp_path / "stand_in.py").write_text(STAND_IN)
-    (tmp_path / "model.gguf").write_bytes(b"GGUF")
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "manifest.json").write_text("{}")
+    staged_machine(tmp_path)
     anchor = gpu_call(tmp_path, "one", "anchor", watch=4)  # room for step 0 under load
     assert anchor.returncode == 10, anchor.stdout + anchor.stderr
     assert "step 0 of the stand-in, args --modes anchor --models anchor --parallel 1" in anchor.stdout
@@ -237,10 +239,7 @@ def test_gpu_call_one_runs_each_model_in_its_own_folder_so_a_second_call_starts_
 
 @pytest.mark.slow  # background processes across calls, with their waits
 def test_gpu_call_each_runs_one_model_per_gpu_and_watches_them_together(tmp_path):
-    (tmp_path / "stand_in.py").write_text(STAND_IN)
-    (tmp_path / "model.gguf").write_bytes(b"GGUF")
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "manifest.json").write_text("{}")
+    staged_machine(tmp_path)
     first = gpu_call(tmp_path, "each", "anchor", "full", "--", "--seed", "1", watch=6, GPUS="2")  # room under load
     assert first.returncode == 10, first.stdout + first.stderr  # still running when the call returned
     for gpu, model in enumerate(("anchor", "full")):
