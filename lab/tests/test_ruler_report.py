@@ -6,7 +6,10 @@ from __future__ import annotations
 import copy
 import json
 import lzma
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -251,3 +254,26 @@ def test_training_results_alone_render_their_tables_and_nothing_else_is_refused(
     with pytest.raises(SystemExit):
         ruler_report.main([str(tmp_path / "empty")])
     assert "no MODEL/ruler/ruler.json or MODEL/train.json" in capsys.readouterr().err
+
+
+def documented_commands() -> list[str]:
+    """The shell blocks of docs/miniature.md that write a tables file under docs/miniature/."""
+    text = (ROOT / "docs" / "miniature.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    return [b for b in blocks if "ruler_report.py" in b and "--out docs/miniature/" in b]
+
+
+@pytest.mark.parametrize("command", documented_commands(), ids=lambda c: re.search(r"--out (\S+)", c).group(1))
+def test_the_filed_tables_are_what_the_documented_command_makes_of_the_raw_results(command, tmp_path):
+    filed = ROOT / re.search(r"--out (\S+)", command).group(1)
+    run = re.sub(r"--out \S+", f"--out {tmp_path / 'tables.md'}", command)
+    run = re.sub(r"--figure \S+", f"--figure {tmp_path / 'figure.png'}", run)
+    subprocess.run(["bash", "-ec", run.replace("python ", f"{sys.executable} ", 1)], cwd=ROOT, check=True)
+    assert (tmp_path / "tables.md").read_text() == filed.read_text(), f"{filed} is stale: run its command again"
+
+
+def test_both_ruler_comparisons_have_their_documented_command():
+    assert {re.search(r"--out (\S+)", c).group(1) for c in documented_commands()} == {
+        "docs/miniature/ruler-long-32k/tables.md",
+        "docs/miniature/ruler-mix-32k/tables.md",
+    }
