@@ -280,9 +280,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     result = run_best(spec, settings, args.timeout)
                     print(json.dumps(result), flush=True)
                     results.append(result)
-                atomic_write(
-                    args.out, json.dumps(results, indent=1)
-                )  # each row kept as it comes: a stopped run loses none
+                # each row kept as it comes: a stopped run loses none
+                atomic_write(args.out, json.dumps(results, indent=1))
         if args.max_context:
             break
     if not args.max_context:
