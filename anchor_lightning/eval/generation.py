@@ -33,7 +33,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from anchor_lightning.errors import UserError
+from anchor_lightning.errors import UserError, broken_model
 
 GIB = 1024**3
 PREFILL_TOKENS = 32768  # prompt slots prefilled in one forward pass (short prompts go several at a time)
@@ -413,6 +413,7 @@ def _generate(
     _sync(device)
     began = time.perf_counter()
     first = []
+    finite = torch.ones((), dtype=torch.bool, device=device)  # every prompt's next-token logits, checked once
     together = max(1, prefill_tokens // region)
     for start in range(0, batch, together):
         group = prompts[start : start + together]
@@ -429,10 +430,14 @@ def _generate(
         with prefill_attention(prefill_kernel):
             out = model(input_ids=ids.to(device), use_cache=True, logits_to_keep=keep.to(device), **{keyword: cache})
         where = torch.searchsorted(keep, last).to(device)
-        first.append(out.logits[torch.arange(len(group), device=device), where].argmax(-1))
+        logits = out.logits[torch.arange(len(group), device=device), where]
+        finite &= torch.isfinite(logits).all()
+        first.append(logits.argmax(-1))
     for layer in cache.layers:
         layer.rows = None
     tokens = torch.cat(first)
+    if not finite.item():  # one sync for every prefill group, where the step below syncs anyway
+        raise broken_model(f"logits after a {region:,}-token prefill")
     _sync(device)
     middle = time.perf_counter()
     lengths = torch.tensor([len(p) for p in prompts], device=device)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from anchor_lightning.errors import broken_model
 from anchor_lightning.eval.stats import bootstrap_ratio_interval
 
 
@@ -80,6 +81,8 @@ class HFScorer:
             picked = logprobs.gather(-1, targets[..., None])[..., 0]
             scores = scores + torch.where(real, picked, torch.zeros_like(picked)).sum(-1)
         values = scores.tolist()
+        if not all(np.isfinite(values)):
+            raise broken_model(f"log-likelihoods at {len(prompts[0]):,} tokens")
         return [values[b * per : (b + 1) * per] for b in range(len(prompts))]
 
     @torch.no_grad()
@@ -93,7 +96,10 @@ class HFScorer:
             logprobs = _log_probs(head(hidden[start : start + self.chunk]))
             targets = x[0, start + 1 : start + 1 + len(logprobs), None]
             losses.append(-logprobs.gather(-1, targets)[:, 0])
-        return torch.cat(losses).float().cpu().numpy()
+        out = torch.cat(losses).float().cpu().numpy()
+        if not np.isfinite(out).all():
+            raise broken_model(f"token losses over a {len(ids):,}-token document")
+        return out
 
 
 def position_buckets(length: int) -> list[tuple[int, int]]:

@@ -1,0 +1,55 @@
+"""A broken model is never scored: a NaN weight makes every evaluation stop with one line, where the
+needles used to score at chance, RULER near zero and perplexity NaN, each with exit code 0."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaForCausalLM
+
+from anchor_lightning.data.tokenizer import ByteTokenizer
+from anchor_lightning.errors import UserError
+from anchor_lightning.eval.scoring import HFScorer
+from tests.conftest import tiny_config
+from tests.test_user_errors import one_error
+
+
+def broken_export(folder: Path) -> Path:
+    """A tiny Llama with one NaN weight (a broken checkpoint), saved with its tokenizer."""
+    torch.manual_seed(0)
+    config = tiny_config("llama", vocab_size=258, max_position_embeddings=4096, bos_token_id=256, eos_token_id=257)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight[0, 0] = float("nan")
+    model.save_pretrained(folder)
+    ByteTokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory) -> Path:
+    return broken_export(tmp_path_factory.mktemp("broken") / "model")
+
+
+def test_the_needle_suite_refuses_a_broken_model(broken, capsys, tmp_path):
+    line = one_error(capsys, ["evaluate", "--model", str(broken), "--lengths", "1024", "--trials", "5",
+                              "--no_progress", "--out", str(tmp_path / "out")])  # fmt: skip
+    assert "log-likelihoods at 1,024 tokens are not finite: the model is broken" in line, line
+    assert not (tmp_path / "out" / "long_context.json").exists()
+
+
+def test_ruler_refuses_a_broken_model(broken, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("ANCHOR_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    line = one_error(capsys, ["evaluate", "--suite", "ruler", "--model", str(broken), "--tasks", "niah_single_1",
+                              "--lengths", "1024", "--samples", "2", "--workers", "1", "--no_progress",
+                              "--out", str(tmp_path / "out")])  # fmt: skip
+    assert "logits after a" in line and "prefill are not finite: the model is broken" in line, line
+    assert not (tmp_path / "out" / "ruler.json").exists()
+
+
+def test_perplexity_refuses_a_broken_model(broken):
+    scorer = HFScorer(LlamaForCausalLM.from_pretrained(broken))
+    with pytest.raises(UserError, match="token losses over a 64-token document are not finite"):
+        scorer.token_losses(list(range(64)))
