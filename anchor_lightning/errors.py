@@ -30,10 +30,11 @@ def require_at_least(*checks: tuple[str, float | None, float]) -> None:
             raise UserError(f"{value} is below {least}", field=field)
 
 
-def broken_model(outputs: str) -> UserError:
+def broken_model(outputs: str, file: str | None = None) -> UserError:
     """The one line for a model whose ``outputs`` are not finite: no score of such a model means anything
-    (its needles would score at chance, its RULER near zero, its perplexity NaN), so nothing is scored."""
+    (its needles would score at chance, its RULER near zero, its perplexity NaN), so nothing is evaluated."""
     return UserError(
         f"the model's {outputs} are not finite: the model is broken (a NaN or infinite weight, or an overflow in "
-        "its dtype); nothing is scored"
+        "its dtype); nothing is evaluated",
+        file=file,
     )

@@ -10,7 +10,7 @@ import torch
 import yaml  # type: ignore[import-untyped]  # PyYAML ships no types
 
 from anchor_lightning.checkpoint.gguf import local_checkpoint
-from anchor_lightning.errors import UserError
+from anchor_lightning.errors import UserError, broken_model
 from anchor_lightning.model.build import configure, load_config
 
 
@@ -40,6 +40,7 @@ def load_inference_model(
             model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, attn_implementation="sdpa")
         except (OSError, ValueError) as err:  # e.g. a directory with a config.json and no weights
             raise UserError(f"cannot load the checkpoint: {str(err).splitlines()[0]}", file=source) from None
+        require_finite_weights(model, source)
         return model.to(device).eval(), path  # type: ignore[arg-type]  # transformers types .to() narrowly
     if not allow_random or not path.is_file():
         what = "model directory, .gguf file, config or recipe" if allow_random else "model directory or .gguf file"
@@ -62,3 +63,12 @@ def load_inference_model(
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
     return model.to(device).eval(), None
+
+
+def require_finite_weights(model, source: str) -> None:
+    """Refuse, in one line and before any work, a checkpoint with a NaN or infinite weight (it would
+    otherwise run a whole evaluation or diagnostic to meaningless numbers)."""
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        more = f" and {len(bad) - 1} more tensors" if len(bad) > 1 else ""
+        raise broken_model(f"weights in {bad[0]}{more}", file=source)
