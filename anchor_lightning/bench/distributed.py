@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             result = launch({**base, "mode": mode, "seq_len": row}, args.gpus, args.timeout)
             print(json.dumps(result), flush=True)
             results.append(result)
-            atomic_write(args.out, json.dumps(results, indent=1))  # each row kept as it comes: a stopped run loses none
+            atomic_write(args.out, json.dumps(results, indent=1))  # each row kept as it comes
     if not args.check:
         print(table(results))
         print(step_ratios(results))

@@ -81,7 +81,7 @@ class HFScorer:
             picked = logprobs.gather(-1, targets[..., None])[..., 0]
             scores = scores + torch.where(real, picked, torch.zeros_like(picked)).sum(-1)
         values = scores.tolist()
-        if not all(np.isfinite(values)):
+        if not np.isfinite(values).all():
             raise broken_model(f"log-likelihoods at {len(prompts[0]):,} tokens")
         return [values[b * per : (b + 1) * per] for b in range(len(prompts))]
 
