@@ -37,7 +37,21 @@ import torch
 from anchor_lightning.callbacks.parts import anchor_module, packed_data
 from anchor_lightning.messages import say
 from anchor_lightning.model.kernels import without_new_graphs
-from anchor_lightning.paths import cache_dir
+from anchor_lightning.paths import atomic_directory, cache_dir
+
+
+def hf_tokenizer_source(tokenizer) -> str:
+    """Where ``AutoTokenizer`` finds the data's tokenizer: its name or path, or for the built-in byte
+    tokenizer its equivalent Hugging Face files, written once into the cache whole or not at all
+    (every rank may get here at once; one writer's folder is kept)."""
+    source = getattr(tokenizer, "name_or_path", None)
+    if source is not None:
+        return source
+    folder = cache_dir("ruler") / tokenizer.fingerprint
+    if not (folder / "tokenizer.json").is_file():
+        with atomic_directory(folder) as tmp:
+            tokenizer.save_pretrained(tmp)
+    return str(folder)
 
 
 class RulerEval(L.Callback):
@@ -121,11 +135,7 @@ class RulerEval(L.Callback):
         from anchor_lightning.eval.ruler.suite import prepare_samples
 
         data = packed_data(trainer)
-        source = getattr(data.tokenizer, "name_or_path", None)
-        if source is None:  # the built-in byte tokenizer: its equivalent Hugging Face files, beside the samples
-            source = str(cache_dir("ruler") / "byte-tokenizer")
-            if not Path(source, "tokenizer.json").is_file():
-                data.tokenizer.save_pretrained(source)
+        source = hf_tokenizer_source(data.tokenizer)
         self.settings.first_token = data.anchor_id
         for rank_group in (True, False):
             if trainer.is_global_zero == rank_group:

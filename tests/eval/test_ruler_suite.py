@@ -328,3 +328,29 @@ def test_callback_logs_ruler_scalars_and_the_mean_of_the_last_evaluations(tmp_pa
     assert logged["ruler/avg_last2/2048"][-1][1] == pytest.approx(sum(averages[-2:]) / 2, abs=1e-4)
     written = sorted(p.name for p in (tmp_path / "runs").rglob("ruler/step-*.json"))
     assert written == ["step-4.json", "step-6.json", "step-7.json"]
+
+
+def test_the_byte_tokenizers_files_are_cached_whole_or_not_at_all(tmp_path, monkeypatch):
+    from anchor_lightning.callbacks.ruler import hf_tokenizer_source
+
+    monkeypatch.setenv("ANCHOR_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    tokenizer = ByteTokenizer()
+    real_save = ByteTokenizer.save_pretrained
+
+    def half_then_fail(self, directory):
+        Path(directory, "tokenizer.json").write_text("{")  # a partial file, then the writer dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ByteTokenizer, "save_pretrained", half_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        hf_tokenizer_source(tokenizer)
+    ruler_cache = tmp_path / "cache" / "ruler"
+    assert not any(ruler_cache.iterdir()), list(ruler_cache.iterdir())  # nothing a later run would trust
+
+    monkeypatch.setattr(ByteTokenizer, "save_pretrained", real_save)
+    source = hf_tokenizer_source(tokenizer)
+    assert Path(source).parent == ruler_cache
+    hf = AutoTokenizer.from_pretrained(source)
+    assert hf("hé", add_special_tokens=False)["input_ids"] == tokenizer.encode_batch(["hé"])[0]
+    monkeypatch.setattr(ByteTokenizer, "save_pretrained", half_then_fail)  # written once: not again
+    assert hf_tokenizer_source(tokenizer) == source
