@@ -89,7 +89,7 @@ def configure(
     if window is not None and window < seq_len:
         raise UserError(
             f"the {config.model_type} config uses a sliding window of {window} tokens, shorter than the row length "
-            f"{seq_len}; AnchorAttention does not implement sliding windows (set sliding_window: null in model.config)",
+            f"{seq_len}; AnchorAttention does not implement sliding windows (a model whose config has sliding_window: null)",
             field="model.config.sliding_window",
         )
     limit = getattr(config, "max_position_embeddings", None)

@@ -24,6 +24,7 @@ from anchor_lightning.data.batch import Batch
 from anchor_lightning.data.packing import check_mode_layout
 from anchor_lightning.errors import UserError, require_at_least
 from anchor_lightning.loggers import is_logging_step
+from anchor_lightning.messages import say
 from anchor_lightning.model.build import build_model, configure, load_config
 from anchor_lightning.model.causal_lm import PackedCausalLM
 from anchor_lightning.model.checks import check_run_fits
@@ -51,7 +52,7 @@ class AnchorLM(L.LightningModule):
 
     Args:
         config: HF config for random init: a dict with ``model_type`` (e.g. ``llama``) and fields, or a
-            path to a config file/directory. Ignored when ``pretrained`` is set.
+            path to a config file/directory. Not used when ``pretrained`` is set (a line says so).
         pretrained: a local HF checkpoint directory, or a ``.gguf`` file (converted once into a cache,
             see ``checkpoint/gguf.py``), to load weights (and config) from.
         mode: ``anchor`` | ``intra_doc`` | ``intra_doc_reset`` | ``full`` (docs/design.md, "Attention modes").
@@ -125,6 +126,10 @@ class AnchorLM(L.LightningModule):
         self.mode, self.backend, self.seq_len = mode, backend, seq_len
         # a .gguf file is converted once into a cached Hugging Face directory (checkpoint/gguf.py)
         self.pretrained = local_checkpoint(pretrained) if pretrained is not None else None
+        if pretrained is not None and config is not None:  # a recipe's random-init architecture, said, not silent
+            say(
+                f"model.config is not used: the architecture comes from {pretrained} (--model.config=null leaves it out)"
+            )
         if rope_theta is not None and not rope_theta > 0:
             raise UserError(f"the RoPE base must be positive, got {rope_theta}", field="model.rope_theta")
         self.hf_config = configure(load_config(self.pretrained, config), seq_len, rope_theta, rope_scaling)

@@ -70,3 +70,20 @@ def test_a_sliding_window_shorter_than_the_row_is_refused():
 def test_unsupported_architecture_is_refused():
     with pytest.raises(UserError, match="unsupported architecture 'gpt2'"):
         load_config(None, {"model_type": "gpt2"})
+
+
+def test_a_config_beside_a_pretrained_model_is_said_not_used(tmp_path, capsys):
+    """A recipe's random-init architecture under --model.pretrained is not used, and the run says so."""
+    from transformers import AutoModelForCausalLM
+
+    from anchor_lightning.model.module import AnchorLM
+
+    AutoModelForCausalLM.from_config(tiny_config("llama", vocab_size=258)).save_pretrained(tmp_path / "hf")
+    architecture = {"model_type": "llama", "vocab_size": 258, "hidden_size": 8, "num_attention_heads": 2}
+    module = AnchorLM(config=architecture, pretrained=str(tmp_path / "hf"), seq_len=64)
+    said = capsys.readouterr().out
+    assert f"model.config is not used: the architecture comes from {tmp_path / 'hf'}" in said, said
+    assert module.hf_config.hidden_size == tiny_config("llama").hidden_size != 8
+    AnchorLM(pretrained=str(tmp_path / "hf"), seq_len=64)
+    AnchorLM(config=architecture, seq_len=64)
+    assert "model.config" not in capsys.readouterr().out
