@@ -91,6 +91,22 @@ def test_global_batch_size_sets_accumulation(tmp_path):
     assert cli.trainer.accumulate_grad_batches == 4
 
 
+def test_a_global_batch_that_replaces_the_recipes_accumulation_says_so(tmp_path, capsys):
+    given = [
+        "--config",
+        MICRO,
+        "--data.global_batch_size=8",
+        "--data.micro_batch_size=2",
+        f"--data.cache_dir={tmp_path}",
+    ]
+    cli = main([*given, "--trainer.accumulate_grad_batches=2"], run=False)
+    assert cli.trainer.accumulate_grad_batches == 4
+    said = capsys.readouterr().out
+    assert "trainer.accumulate_grad_batches 2 -> 4: data.global_batch_size 8 = 2 rows x 1 devices x 4" in said, said
+    main([*given, "--trainer.accumulate_grad_batches=4"], run=False)  # the same value: nothing to say
+    assert "accumulate_grad_batches" not in capsys.readouterr().out
+
+
 def test_global_batch_size_must_divide(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(

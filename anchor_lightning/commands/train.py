@@ -216,16 +216,25 @@ class AnchorCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         """A pretrained checkpoint directory brings its tokenizer unless one is named; a global batch
-        size sets gradient accumulation from the number of devices."""
+        size sets gradient accumulation from the number of devices (and says so where that replaces
+        another value)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         name_by_settings(config)
         if config.data.tokenizer is None and config.model.pretrained is not None:
             config.data.tokenizer = config.model.pretrained
         require_at_least(("trainer.accumulate_grad_batches", config.trainer.accumulate_grad_batches, 1))
         if config.data.global_batch_size is not None:
+            devices = data_parallel_size(config.trainer)
+            given = config.trainer.accumulate_grad_batches
             config.trainer.accumulate_grad_batches = accumulation_for(
-                config.data.global_batch_size, config.data.micro_batch_size, data_parallel_size(config.trainer)
+                config.data.global_batch_size, config.data.micro_batch_size, devices
             )
+            if given != 1 and given != config.trainer.accumulate_grad_batches:  # a recipe's value, replaced aloud
+                say(
+                    f"trainer.accumulate_grad_batches {given} -> {config.trainer.accumulate_grad_batches}: "
+                    f"data.global_batch_size {config.data.global_batch_size} = {config.data.micro_batch_size} rows "
+                    f"x {devices} devices x {config.trainer.accumulate_grad_batches} micro-batches"
+                )
 
     def _checked_ckpt_path(self) -> str | None:
         """``--ckpt_path`` resolved and checked before any work: ``last`` must exist, ``last-if-present``
