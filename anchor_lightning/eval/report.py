@@ -16,6 +16,13 @@ from anchor_lightning.eval.stats import wilson_interval
 from anchor_lightning.paths import write_figure
 
 
+def chose_right(scores: Sequence[float], answers: frozenset[int]) -> bool:
+    """Whether a right candidate scores strictly above every wrong one: a tie is a miss, so a model that
+    cannot tell the candidates apart (all scores equal) is never credited with the first of them."""
+    right = max(s for i, s in enumerate(scores) if i in answers)
+    return all(right > s for i, s in enumerate(scores) if i not in answers)
+
+
 def run_trials(
     scorer: Scorer,
     trials: Sequence[Trial],
@@ -44,7 +51,7 @@ def run_trials(
                 all_scores = batch_scores([t.prompt for t in group], [t.candidates for t in group])
             else:
                 all_scores = [scorer.loglikelihoods(first.prompt, first.candidates)]
-            hits += [int(np.argmax(scores)) in t.answers for t, scores in zip(group, all_scores)]
+            hits += [chose_right(scores, t.answers) for t, scores in zip(group, all_scores)]
             if seconds is not None:
                 seconds += [(time.perf_counter() - began) / len(group)] * len(group)
             start_index += len(group)

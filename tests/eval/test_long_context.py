@@ -106,6 +106,20 @@ def test_a_random_model_scores_chance_within_3_standard_errors():
     assert abs(accuracy - 0.1) <= 3 * np.sqrt(0.1 * 0.9 / total), accuracy
 
 
+def test_a_model_that_cannot_tell_candidates_apart_scores_nothing():
+    """Equal scores for every candidate (a broken model's constant output) are a miss, not the first
+    candidate, which is the right one in about a tenth of the trials."""
+
+    class Constant:
+        def loglikelihoods(self, prompt, continuations):
+            return [-1.0] * len(continuations)
+
+    built = trials()
+    assert any(0 in t.answers for t in built)  # where picking the first candidate would score
+    summary = summarise(built, run_trials(Constant(), built, progress=False))
+    assert all(r["accuracy"] == 0.0 for r in summary.values()), summary
+
+
 def test_a_depth_biased_model_shows_in_the_heat_map_rows(tmp_path):
     built = trials(tasks=("single",), trials=6)
     summary = summarise(built, run_trials(ShallowOnly(), built, progress=False))["single"]
