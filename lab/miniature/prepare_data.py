@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -91,9 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
         "parts": {},
     }
     for name, indices in parts.items():
-        with (args.out / f"{name}.jsonl").open("w", encoding="utf-8") as f:
-            for i in indices:
-                f.write(json.dumps({"text": records[i]["text"], "domain": domains[i]}) + "\n")
+        lines = [json.dumps({"text": records[i]["text"], "domain": domains[i]}) + "\n" for i in indices]
+        atomic_write(args.out / f"{name}.jsonl", "".join(lines))  # a killed rerun leaves the old part whole
         manifest["parts"][name] = {
             "documents": len(indices),
             "tokens": int(lengths[indices].sum()),
@@ -101,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
             "indices": indices if name != "train" else f"all other {len(indices)} lines",
         }
     if args.short is not None:
-        shutil.copyfile(args.short, args.out / "short.jsonl")
+        atomic_write(args.out / "short.jsonl", args.short.read_bytes())
         manifest["short"] = {"file": str(args.short), "sha256": file_sha256(args.short)}
     atomic_write(args.out / "manifest.json", json.dumps(manifest, indent=1))
     for name, part in manifest["parts"].items():
