@@ -242,3 +242,41 @@ def test_every_metric_is_logged_at_the_same_logging_steps(tmp_path):
     assert steps == [1, 3, 5]  # Lightning's step index of optimizer steps 2, 4, 6
     assert [s for s, _ in logged["train/grad_norm"]] == steps and [s for s, _ in logged["train/lr"]] == steps
     assert [s for s, _ in logged["perf/tokens_per_sec"]] == steps[1:]  # the first window is warm-up
+
+
+def test_tokens_per_second_leaves_out_validation_and_evaluations_between_steps(tmp_path):
+    """An evaluation between steps (inside ``outside_training``) and a validation are not training time:
+    the windows holding them read like the others, not as slow steps."""
+    import time
+
+    import lightning as L
+
+    from anchor_lightning.callbacks.parts import outside_training
+
+    class SlowEvaluations(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 4:
+                with outside_training(trainer):
+                    time.sleep(1.5)
+
+        def on_validation_batch_end(self, trainer, *args, **kwargs):
+            time.sleep(0.5)
+
+    cli = main(
+        [
+            "--config",
+            MICRO,
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+            f"--data.cache_dir={tmp_path / 'cache'}",
+            "--trainer.max_steps=12",
+            "--trainer.log_every_n_steps=2",
+            "--trainer.val_check_interval=7",
+        ],
+        run=False,
+    )
+    cli.trainer.callbacks.append(SlowEvaluations())
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    rates = [rate for _, rate in scalars(tmp_path / "runs")["perf/tokens_per_sec"]]
+    assert len(rates) >= 4
+    typical = sorted(rates)[len(rates) // 2]
+    assert min(rates) > 0.3 * typical, rates  # 1.5 s in a window of ~0.1 s of steps would be 10x lower

@@ -14,7 +14,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from anchor_lightning.callbacks.parts import anchor_module, packed_data
+from anchor_lightning.callbacks.parts import anchor_module, outside_training, packed_data
 from anchor_lightning.eval.niah import TASKS
 from anchor_lightning.eval.scoring import HFScorer
 from anchor_lightning.eval.suite import Corpora, NeedleSettings, evaluate
@@ -55,7 +55,11 @@ class LongContextEval(L.Callback):
         model.eval()
         try:
             cuda = pl_module.device.type == "cuda"
-            with without_new_graphs(), torch.autocast(pl_module.device.type, dtype=torch.bfloat16, enabled=cuda):
+            with (
+                outside_training(trainer),
+                without_new_graphs(),
+                torch.autocast(pl_module.device.type, dtype=torch.bfloat16, enabled=cuda),
+            ):
                 results = evaluate(
                     HFScorer(model),
                     Corpora(documents),

@@ -5,8 +5,11 @@ a run that is not ours, instead of failing on a missing attribute mid-run."""
 
 from __future__ import annotations
 
+import contextlib
+
 import lightning as L
 
+from anchor_lightning.callbacks.throughput import TokenThroughput
 from anchor_lightning.data.datamodule import PackedDataModule
 from anchor_lightning.model.module import AnchorLM
 
@@ -26,3 +29,10 @@ def packed_data(trainer: L.Trainer) -> PackedDataModule:
 
 def trainer_callbacks(trainer: L.Trainer) -> list[L.Callback]:
     return getattr(trainer, "callbacks", [])  # attached by Lightning at run time (not in its types)
+
+
+def outside_training(trainer: L.Trainer) -> contextlib.AbstractContextManager:
+    """A block that is not training time: the throughput callback, if the run has one, leaves it out of
+    tokens/s and MFU (an evaluation between steps would otherwise read as a slow step)."""
+    clock = next((c for c in trainer_callbacks(trainer) if isinstance(c, TokenThroughput)), None)
+    return clock.paused() if clock is not None else contextlib.nullcontext()

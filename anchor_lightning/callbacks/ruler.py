@@ -34,7 +34,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from anchor_lightning.callbacks.parts import anchor_module, packed_data
+from anchor_lightning.callbacks.parts import anchor_module, outside_training, packed_data
 from anchor_lightning.messages import say
 from anchor_lightning.model.kernels import without_new_graphs
 from anchor_lightning.paths import atomic_directory, cache_dir
@@ -113,7 +113,8 @@ class RulerEval(L.Callback):
         step = trainer.global_step
         due = self.every and step >= max(1, self.first_step) and step % self.every == 0
         if due and step != self._evaluated_step:
-            self.evaluate(trainer, pl_module)
+            with outside_training(trainer):
+                self.evaluate(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.at_end and trainer.global_step != self._evaluated_step:
