@@ -45,7 +45,9 @@
 #                                            bash lab/miniature/gpu_call.sh each anchor full [-- run.py arguments]
 # starts `one MODEL` for each model (or finds it started: `each` and `one` name runs alike), and each
 # run's files come back in $OUT/MODEL (file_bundle.py FILES_AT/MODEL; a call returns 8 files, so at most
-# 4 models a call); call it again, the same arguments, within 30 s while it exits 10.
+# 4 models a call); call it again, the same arguments, within 30 s while it exits 10. PER_GPU=2 puts two
+# runs on each GPU (models 1 and 2 on GPU 0, ...): two RULER evaluations, or a training beside an
+# evaluation, share one card (greedy scores do not depend on it; a shared training's tokens/s do).
 #
 # A trained mode outlives its session through lab/miniature/keep.py (its exported model in bfloat16 and
 # its run state, about 270 MB): after the export, calls `keep MODE 0`, `keep MODE 1`, ... (nothing
@@ -159,13 +161,14 @@ case "${1:-start}" in
     while [ $# -gt 0 ] && [ "$1" != -- ]; do models+=("$1"); shift; done
     [ $# -eq 0 ] || shift
     gpus=${GPUS:-$(nvidia-smi --list-gpus 2>/dev/null | wc -l)}
-    if [ ${#models[@]} -eq 0 ] || [ ${#models[@]} -gt "$gpus" ]; then
-      echo "each: ${#models[@]} model(s) for $gpus GPU(s): name one model per GPU at most (\`one MODEL\` runs one alone)"; exit 2
+    per_gpu=${PER_GPU:-1}
+    if [ ${#models[@]} -eq 0 ] || [ ${#models[@]} -gt $((gpus * per_gpu)) ]; then
+      echo "each: ${#models[@]} model(s) for $gpus GPU(s): name $per_gpu model(s) per GPU at most (PER_GPU; \`one MODEL\` runs one alone)"; exit 2
     fi
     i=0 codes=() pids=()
     for model in "${models[@]}"; do  # start each (or find it started), returning at once; its files come back in $OUT/MODEL
       mkdir -p "$OUT/$model"
-      CUDA_VISIBLE_DEVICES=$i WATCH=0 OUT=$OUT/$model bash "$0" one "$model" "$@" | sed -u "s/^/[$model] /"
+      CUDA_VISIBLE_DEVICES=$((i / per_gpu)) WATCH=0 OUT=$OUT/$model bash "$0" one "$model" "$@" | sed -u "s/^/[$model] /"
       codes+=("${PIPESTATUS[0]}")
       i=$((i + 1))
     done

@@ -265,6 +265,18 @@ def test_gpu_call_each_runs_one_model_per_gpu_and_watches_them_together(tmp_path
     assert not (tmp_path / "work-intra_doc").exists()
 
 
+@pytest.mark.slow  # background processes across calls, with their waits
+def test_gpu_call_each_puts_per_gpu_runs_on_one_card(tmp_path):
+    staged_machine(tmp_path)
+    shared = gpu_call(tmp_path, "each", "anchor", "full", watch=30, GPUS="1", PER_GPU="2")
+    assert shared.returncode == 3, shared.stdout + shared.stderr  # both ran to the stand-in's end
+    for model in ("anchor", "full"):
+        assert f"[{model}] on gpu 0" in shared.stdout, shared.stdout
+        assert (shared.out / model / "miniature-results.tar.gz").is_file()
+    third = gpu_call(tmp_path, "each", "anchor", "full", "intra_doc", watch=1, GPUS="1", PER_GPU="2")
+    assert third.returncode == 2 and "3 model(s) for 1 GPU(s): name 2 model(s) per GPU at most" in third.stdout
+
+
 def test_no_modes_evaluates_only_and_one_evaluation_at_a_time_is_the_default(module, tmp_path):
     calls: list[str] = []
     runner = make_runner(module, tmp_path, module.clock, float("inf"), calls, modes=[], models=["base"], parallel=1)
