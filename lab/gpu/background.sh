@@ -8,8 +8,9 @@
 # COMMAND runs in its own process session (so the end of a call does not stop it), with a copy of this
 # repository's code (anchor_lightning, scripts, lab, recipes) in WORK/code as its working directory and on
 # PYTHONPATH, after $SITE (colon-separated folders where wheels were installed; default /tmp/site): the
-# next calls replace the working tree under it. Its output goes to WORK/run.log. COMMAND writes what
-# should come back into WORK/out (at most 7 files, 16 MiB each).
+# next calls replace the working tree under it. Its output goes to WORK/run.log (appended to: a run started
+# again keeps what it logged before). COMMAND writes what should come back into WORK/out (at most 7
+# files, 16 MiB each).
 #
 # Watching prints what the run logged since the last call, copies WORK/out's files and run.log into
 # $OUT whenever they change (so a call that is stopped still brings back the latest), and returns when
@@ -35,11 +36,14 @@ launch() {
   local code=$WORK/code site=${SITE:+$SITE:}
   mkdir -p "$WORK/out" && rm -rf "$code.tmp" && mkdir -p "$code.tmp"
   cp -r anchor_lightning scripts lab recipes "$code.tmp"/ && rm -rf "$code" && mv "$code.tmp" "$code"
-  rm -f "$WORK/run.pid" "$WORK/run.exit" "$WORK/log.offset"
+  rm -f "$WORK/run.pid" "$WORK/run.exit"
+  # the log of a run started again (after a failure, or restored by keep.py) goes on: nothing logged is lost,
+  # and watching shows only what this launch adds
+  stat -c %s "$LOG" > "$WORK/log.offset" 2>/dev/null || echo 0 > "$WORK/log.offset"
   # the run's own shell writes its pid (setsid may fork, so $! need not be the run); exec: no shell of this
   # call stays behind holding the call's output open (a caller reading it through a pipe would wait for the run)
   (cd "$code" && PYTHONPATH="$site$code" exec setsid nohup bash -c \
-    'echo $$ > "$0/run.pid"; "$@"; echo $? > "$0/run.exit"' "$WORK" "$@" > "$LOG" 2>&1 < /dev/null &)
+    'echo $$ > "$0/run.pid"; "$@"; echo $? > "$0/run.exit"' "$WORK" "$@" >> "$LOG" 2>&1 < /dev/null &)
   for _ in $(seq 100); do [ -s "$WORK/run.pid" ] && break; sleep 0.1; done
   echo "started in the background (pid $(cat "$WORK/run.pid")): $*"
 }

@@ -28,8 +28,8 @@
 #                                            bash lab/miniature/gpu_call.sh watch
 # `start` on a machine where the run is going or finished only watches it. A call returns when the run
 # ends or after WATCH seconds (default 570). Exit codes: 0 the run finished every step, 3 it stopped with
-# steps left (its log says why), 10 it is still running (call `watch` again), 4-6 a bare machine or a
-# broken transfer.
+# steps left (its log says why; `AGAIN=1 ... start` or `one` then starts it again where it stopped, its
+# run.log going on), 10 it is still running (call `watch` again), 4-6 a bare machine or a broken transfer.
 #
 # One model per call (what survives a lost machine best: on one H200 a mode trains, exports and is
 # evaluated with the needle suite in 340-390 s, with RULER at 4K-32K in about 640 s over two calls):
@@ -46,8 +46,11 @@
 # starts `one MODEL` for each model (or finds it started: `each` and `one` name runs alike), and each
 # run's files come back in $OUT/MODEL (file_bundle.py FILES_AT/MODEL; a call returns 8 files, so at most
 # 4 models a call); call it again, the same arguments, within 30 s while it exits 10. PER_GPU=2 puts two
-# runs on each GPU (models 1 and 2 on GPU 0, ...): two RULER evaluations, or a training beside an
-# evaluation, share one card (greedy scores do not depend on it; a shared training's tokens/s do).
+# runs on each GPU (models 1 and 2 on GPU 0, ...) and watches them in one call. Memory decides what can
+# share: RULER's generation plans its batches from 90% of the memory free when it starts, so a training
+# started beside a running evaluation runs out of memory (a 32K training on an H100, 2026-12-07); start
+# the training first and the evaluation once the training has taken its peak (greedy scores do not
+# depend on the load; the shared training's tokens/s do).
 #
 # A trained mode outlives its session through lab/miniature/keep.py (its exported model in bfloat16 and
 # its run state, about 270 MB): after the export, calls `keep MODE 0`, `keep MODE 1`, ... (nothing
@@ -122,6 +125,14 @@ start_run() {  # start_run WORK [run.py arguments]: start run.py in WORK, or wat
   if [ -f "$work/run.args" ] && [ "$(cat "$work/run.args")" != "$ASKED" ] && { [ -n "$ASKED" ] || [ ! -f "$work/run.pid" ]; }; then
     echo "$work holds a run started with other arguments ($(cat "$work/run.args")): pass those to continue it, or give another run its own WORK=..."
     exit 2
+  fi
+  if [ -f "$work/run.pid" ] && [ "$(cat "$work/run.exit" 2>/dev/null)" = 3 ]; then  # run.py: stopped, steps left
+    if [ -n "${AGAIN:-}" ]; then
+      echo "the run stopped with steps left: starting it again (its log goes on)"
+      rm -f "$work/run.pid" "$work/run.exit"
+    else
+      echo "the run stopped with steps left (run.log says why): AGAIN=1 starts it again"
+    fi
   fi
   if [ -f "$work/run.pid" ]; then
     echo "the run was started on this machine before: watching it"

@@ -13,11 +13,11 @@ evaluated in a later one by sending it out over a few calls and carrying it back
     exported, so it evaluates.
 
 What is kept: the run's ``state.json``, the arguments it was started with (``run.args``: ``one``
-continues it only with the same), ``logs/``, ``results/`` (train.json, whatever evaluations
-finished) and ``exported/`` with every floating weight in bfloat16, half the bytes. RULER and every
-``evaluate`` of the pipeline load the model in bfloat16, and a float32 tensor cast to bfloat16 rounds
-the same whether the cast happens before or after the transfer, so the kept model is evaluated bit for
-bit as the original would be; a float32 evaluation of it would not be. ``kept.json`` in the restored
+continues it only with the same), its ``run.log`` (the restored run logs on after it), ``logs/``,
+``results/`` (train.json, whatever evaluations finished) and ``exported/`` with every floating weight
+in bfloat16, half the bytes. RULER and every ``evaluate`` of the pipeline load the model in bfloat16,
+and a float32 tensor cast to bfloat16 rounds the same whether the cast happens before or after the
+transfer, so the kept model is evaluated bit for bit as the original would be; a float32 evaluation of it would not be. ``kept.json`` in the restored
 folder says so.
 
 The tar is built once on the machine (``WORK.keep/``) and each part sent from it, so parts from
@@ -44,7 +44,8 @@ from lab import pieces as cut_pieces  # noqa: E402
 PIECE_BYTES = 15 * 1024 * 1024  # a returned file is at most 16 MiB
 SEND_PER_CALL = 4  # 4 x 15 MiB + the manifest: within a call's 64 MiB back
 CARRY_PER_CALL = 3  # 3 x 15 MiB beside a working tree of about 7 MB: within a call's 64 MiB in
-KEPT = ("state.json", "run.args", "logs", "results", "exported")  # run.args: gpu_call.sh's, to continue alike
+# run.args: gpu_call.sh's, to continue alike; run.log: background.sh's, to log on after it
+KEPT = ("state.json", "run.args", "run.log", "logs", "results", "exported")
 
 
 def to_bfloat16(folder: Path) -> None:

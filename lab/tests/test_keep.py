@@ -28,6 +28,7 @@ def trained_run(work: Path) -> Path:
     LlamaForCausalLM(config).save_pretrained(work / "exported" / "anchor")
     (work / "state.json").write_text(json.dumps({"done": {"train-anchor": {}, "export-anchor": {}}}))
     (work / "run.args").write_text("--suites ruler\n")  # gpu_call.sh's record of what the run was started with
+    (work / "run.log").write_text("[   260s] done train-anchor in 334 s\n")  # background.sh's log of the run
     (work / "logs").mkdir()
     (work / "logs" / "train-anchor.log").write_text("trained\n")
     (work / "results" / "anchor").mkdir(parents=True)
@@ -73,6 +74,7 @@ def test_a_kept_mode_comes_back_and_is_evaluated_bit_for_bit_in_bfloat16(tmp_pat
     assert keep.restore(there, restored).endswith("restored already")
     assert json.loads((restored / "state.json").read_text()) == {"done": {"train-anchor": {}, "export-anchor": {}}}
     assert (restored / "results" / "anchor" / "train.json").read_text() == '{"steps": 100}'
+    assert (restored / "run.log").read_text() == "[   260s] done train-anchor in 334 s\n"  # logged on after
     assert not (restored / "checkpoints").exists() and (restored / "kept.json").is_file()
     original = AutoModelForCausalLM.from_pretrained(work / "exported" / "anchor", dtype=torch.bfloat16)
     kept = AutoModelForCausalLM.from_pretrained(restored / "exported" / "anchor", dtype=torch.bfloat16)

@@ -238,6 +238,22 @@ def test_gpu_call_one_runs_each_model_in_its_own_folder_so_a_second_call_starts_
 
 
 @pytest.mark.slow  # background processes across calls, with their waits
+def test_gpu_call_again_starts_a_stopped_run_again_and_its_log_goes_on(tmp_path):
+    staged_machine(tmp_path)
+    first = gpu_call(tmp_path, "one", "anchor", watch=30)
+    assert first.returncode == 3, first.stdout + first.stderr  # the stand-in stops with "steps left"
+    watched = gpu_call(tmp_path, "one", "anchor", watch=5)  # without AGAIN: said, and only watched
+    assert watched.returncode == 3 and "AGAIN=1 starts it again" in watched.stdout, watched.stdout
+    assert "started in the background" not in watched.stdout
+    again = gpu_call(tmp_path, "one", "anchor", watch=30, AGAIN="1")
+    assert again.returncode == 3 and "starting it again (its log goes on)" in again.stdout, again.stdout
+    assert "started in the background" in again.stdout
+    assert again.stdout.count("step 0 of the stand-in") == 1  # the call shows what this launch logged
+    log = (again.out / "run.log").read_text()
+    assert log.count("step 2 of the stand-in") == 2, log  # and the log keeps both launches'
+
+
+@pytest.mark.slow  # background processes across calls, with their waits
 def test_gpu_call_each_runs_one_model_per_gpu_and_watches_them_together(tmp_path):
     staged_machine(tmp_path)
     first = gpu_call(tmp_path, "each", "anchor", "full", "--", "--seed", "1", watch=6, GPUS="2")  # room under load
@@ -490,6 +506,10 @@ def test_the_training_summary_names_the_card(tmp_path):
     run.write_train_summary(tmp_path, "r", "anchor", [{"seconds": 12.5}])
     summary = json.loads((tmp_path / "results" / "anchor" / "train.json").read_text())
     assert summary["device"] == run.device_name() != "" and summary["wall_seconds"] == 12.5
+    # a part that failed (here out of memory, before any checkpoint) is not the training's wall time
+    run.write_train_summary(tmp_path, "r", "anchor", [{"seconds": 87.0, "exit": 1}, {"seconds": 247.0, "exit": 0}])
+    summary = json.loads((tmp_path / "results" / "anchor" / "train.json").read_text())
+    assert summary["wall_seconds"] == 247.0 and summary["failed_seconds"] == 87.0
 
 
 def test_the_training_summary_records_the_rows_from_the_checkpoint(tmp_path):
