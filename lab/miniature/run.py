@@ -132,7 +132,7 @@ class Runner:
             return False
         rows = rows_identity(self.plan.checkpoint(mode))
         write_train_summary(self.work, self.plan.run_name(mode), mode, parts, self.plan.results(mode), rows)
-        self.finish(step, "train", sum(p["seconds"] for p in parts), parts=len(parts))
+        self.finish(step, "train", sum(p["seconds"] for p in parts if not p.get("exit")), parts=len(parts))
         return True
 
     def export(self, mode: str) -> bool:
@@ -229,7 +229,9 @@ def write_train_summary(
     work: Path, run_name: str, mode: str, parts: list[dict], out: Path | None = None, rows: dict | None = None
 ) -> None:
     """WORK/results/MODE/train.json: the logged curves (TensorBoard), tokens/s, seconds per step, wall time, the
-    card and the rows trained on (:func:`rows_identity`)."""
+    card and the rows trained on (:func:`rows_identity`). The wall time sums the parts that finished or
+    stopped at a deadline (their last.ckpt goes on); a part that failed (a lost machine, out of memory) is
+    ``failed_seconds``, apart: its steps since its last checkpoint are trained again by the next part."""
     from anchor_lightning.loggers import read_scalars
 
     scalars = read_scalars(work / "runs" / run_name)
@@ -245,7 +247,8 @@ def write_train_summary(
         "tokens": scalars.get("train/tokens_seen", [(0, 0.0, 0)])[-1][1],
         "tokens_per_sec_median": sorted(rates)[len(rates) // 2] if rates else None,
         "seconds_per_step_median": sorted(gaps)[len(gaps) // 2] if gaps else None,
-        "wall_seconds": sum(p["seconds"] for p in parts),
+        "wall_seconds": sum(p["seconds"] for p in parts if not p.get("exit")),
+        "failed_seconds": sum(p["seconds"] for p in parts if p.get("exit")),
         "peak_gib": max((v for _, v, _ in scalars.get("memory/peak_gib", [])), default=None),
         "val_loss": scalars.get("val/loss", [(0, None, 0)])[-1][1],
         "device": device_name(),
