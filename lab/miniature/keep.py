@@ -17,8 +17,8 @@ continues it only with the same), its ``run.log`` (the restored run logs on afte
 ``results/`` (train.json, whatever evaluations finished) and ``exported/`` with every floating weight
 in bfloat16, half the bytes. RULER and every ``evaluate`` of the pipeline load the model in bfloat16,
 and a float32 tensor cast to bfloat16 rounds the same whether the cast happens before or after the
-transfer, so the kept model is evaluated bit for bit as the original would be; a float32 evaluation of it would not be. ``kept.json`` in the restored
-folder says so.
+transfer, so the kept model is evaluated bit for bit as the original would be; a float32 evaluation of
+it would not be. ``kept.json`` in the restored folder says so.
 
 The tar is built once on the machine (``WORK.keep/``) and each part sent from it, so parts from
 different calls join; ``manifest.json`` (sent with part 0) holds the pieces' names and the whole tar's
