@@ -229,9 +229,10 @@ def write_train_summary(
     work: Path, run_name: str, mode: str, parts: list[dict], out: Path | None = None, rows: dict | None = None
 ) -> None:
     """WORK/results/MODE/train.json: the logged curves (TensorBoard), tokens/s, seconds per step, wall time, the
-    card and the rows trained on (:func:`rows_identity`). The wall time sums the parts that finished or
-    stopped at a deadline (their last.ckpt goes on); a part that failed (a lost machine, out of memory) is
-    ``failed_seconds``, apart: its steps since its last checkpoint are trained again by the next part."""
+    card and the rows trained on (:func:`rows_identity`). The wall time sums the parts that exited cleanly
+    (finished, or stopped at a deadline with last.ckpt saved); a part that failed (out of memory, a crash) is
+    ``failed_seconds``, apart, whole: its steps since its last checkpoint are trained again, and where that
+    checkpoint was its own its earlier steps are in ``failed_seconds`` too (every part is in state.json)."""
     from anchor_lightning.loggers import read_scalars
 
     scalars = read_scalars(work / "runs" / run_name)
