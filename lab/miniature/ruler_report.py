@@ -199,10 +199,16 @@ def seed_pairs(found: Gathered) -> list[tuple[str, str]]:
     ]
 
 
-def difference_table(found: Gathered, reference: str = "anchor") -> list[str]:
+def difference_table(found: Gathered, reference: str = "anchor", more: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """reference minus each model, then each (a, b) of ``more`` as a minus b (e.g. intra_doc_reset minus full)."""
     if reference not in found.ruler:
         return [f"({reference} not evaluated: no paired differences)"]
     rows = {f"{reference} minus {label(found, m)}": d for m, d in differences(found, reference).items()}
+    for a, b in more:
+        missing = [m for m in (a, b) if m not in found.ruler]
+        if missing:
+            raise UserError(f"--minus {a}:{b}: {', '.join(missing)} has no RULER results here")
+        rows[f"{label(found, a)} minus {label(found, b)}"] = paired(found, a, b)
     return difference_rows(found, rows)
 
 
@@ -223,7 +229,7 @@ def difference_rows(found: Gathered, table: dict[str, dict[str, dict]]) -> list[
                 "-"
                 if d is None
                 else f"{100 * d['difference']:+.2f} [{100 * d['difference_low']:+.1f}, "
-                f"{100 * d['difference_high']:+.1f}] p={d['p_value']:.2g}"
+                f"{100 * d['difference_high']:+.1f}] {d['higher_a']}:{d['higher_b']} p={d['p_value']:.2g}"
             )
         lines.append(f"| {name} | " + " | ".join(row) + " |")
     return lines
@@ -324,10 +330,10 @@ def paper_table() -> list[str]:
     return lines
 
 
-def render(found: Gathered) -> str:
+def render(found: Gathered, more: Sequence[tuple[str, str]] = ()) -> str:
     """The tables in the paper's layout; with training results only (no model evaluated yet), the
-    training and during-training tables."""
-    parts = ruler_parts(found) if found.ruler else []
+    training and during-training tables. ``more``: further paired differences (a minus b)."""
+    parts = ruler_parts(found, more) if found.ruler else []
     if found.train:
         parts += ["", "Training:", "", *training_table(found)]
         line = rows_line(found)
@@ -344,7 +350,7 @@ def render(found: Gathered) -> str:
     return "\n".join(parts).lstrip("\n") + "\n"
 
 
-def ruler_parts(found: Gathered) -> list[str]:
+def ruler_parts(found: Gathered, more: Sequence[tuple[str, str]] = ()) -> list[str]:
     """The evaluated models' averages, paired differences, seed spreads and per-task tables."""
     any_result = next(iter(found.ruler.values()))
     settings = any_result.get("settings", {})
@@ -356,13 +362,14 @@ def ruler_parts(found: Gathered) -> list[str]:
         "",
         cards_line(found),
         "",
-        "Paired differences on the same samples (points, [95% interval], sign test):",
+        "Paired differences on the same samples (points, [95% interval], samples each side scored higher on "
+        "a:b, sign test):",
         "",
-        *difference_table(found),
+        *difference_table(found, more=more),
         "",
         *(
             [
-                "Seed to seed (one recipe, another row order; points, [95% interval], sign test):",
+                "Seed to seed (one recipe, another row order; points, [95% interval], samples higher a:b, sign test):",
                 "",
                 *seed_table(found),
                 "",
@@ -428,6 +435,13 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument(
         "--result", nargs="+", default=[], metavar="MODEL=RULER_JSON", help="one ruler.json as MODEL's results"
     )
+    parser.add_argument(
+        "--minus",
+        nargs="+",
+        default=[],
+        metavar="A:B",
+        help="more paired differences, A minus B (e.g. intra_doc_reset:full)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown here (default: print it)")
     parser.add_argument("--figure", type=Path, default=None, help="draw the averages and differences into this PNG")
     args = parser.parse_args(argv)
@@ -445,8 +459,11 @@ def main(argv: list[str] | None = None) -> str:
         parser.error("no MODEL/ruler/ruler.json or MODEL/train.json under the folders given")
     if args.figure is not None and not found.ruler:
         parser.error("--figure draws RULER results: no MODEL/ruler/ruler.json under the folders given")
+    more = [tuple(pair.split(":")) for pair in args.minus]
+    if any(len(pair) != 2 or not all(pair) for pair in more):
+        parser.error(f"--minus {' '.join(args.minus)}: give each pair as A:B, two model names")
     try:
-        text = render(found)
+        text = render(found, more)
         if args.figure is not None:
             figure(found, args.figure)
     except UserError as error:

@@ -60,6 +60,20 @@ def test_the_paired_differences_count_the_changed_samples(tmp_path):
     assert base["beyond"]["samples"] == 2200 and base["beyond"]["higher_a"] == 10
     text = ruler_report.render(found)
     assert "| anchor minus base, RoPE 100,000 | -0.27 [" in text and "| anchor |" in text
+    assert "] 0:3 p=" in text and "] 10:0 p=" in text  # the samples each side scored higher on, at 4K and 16K
+
+
+def test_more_paired_differences_are_named_a_minus_b(tmp_path, capsys):
+    folder = results(tmp_path)
+    text = ruler_report.main([str(folder), "--minus", "base:anchor"])
+    row = next(line for line in text.splitlines() if line.startswith("| base, RoPE 100,000 minus anchor |"))
+    assert "] 3:0 p=" in row and "] 0:10 p=" in row  # the reverse of anchor minus base
+    with pytest.raises(SystemExit):
+        ruler_report.main([str(folder), "--minus", "base:full"])
+    assert "--minus base:full: full has no RULER results here" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ruler_report.main([str(folder), "--minus", "base"])
+    assert "give each pair as A:B" in capsys.readouterr().err
     assert "SlimPajama-128K at 64K | 70.56 | 70.87 | 73.34 | 77.69 |" in text
 
 
