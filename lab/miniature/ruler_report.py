@@ -200,15 +200,18 @@ def seed_pairs(found: Gathered) -> list[tuple[str, str]]:
 
 
 def difference_table(found: Gathered, reference: str = "anchor", more: Sequence[tuple[str, str]] = ()) -> list[str]:
-    """reference minus each model, then each (a, b) of ``more`` as a minus b (e.g. intra_doc_reset minus full)."""
-    if reference not in found.ruler:
-        return [f"({reference} not evaluated: no paired differences)"]
-    rows = {f"{reference} minus {label(found, m)}": d for m, d in differences(found, reference).items()}
+    """reference minus each model (where reference was evaluated), then each (a, b) of ``more`` as a minus b
+    (e.g. intra_doc_reset minus full)."""
+    rows = {}
+    if reference in found.ruler:
+        rows = {f"{reference} minus {label(found, m)}": d for m, d in differences(found, reference).items()}
     for a, b in more:
         missing = [m for m in (a, b) if m not in found.ruler]
         if missing:
             raise UserError(f"--minus {a}:{b}: {', '.join(missing)} has no RULER results here")
         rows[f"{label(found, a)} minus {label(found, b)}"] = paired(found, a, b)
+    if not rows:
+        return [f"({reference} not evaluated: no paired differences)"]
     return difference_rows(found, rows)
 
 

@@ -68,6 +68,12 @@ def test_more_paired_differences_are_named_a_minus_b(tmp_path, capsys):
     text = ruler_report.main([str(folder), "--minus", "base:anchor"])
     row = next(line for line in text.splitlines() if line.startswith("| base, RoPE 100,000 minus anchor |"))
     assert "] 3:0 p=" in row and "] 0:10 p=" in row  # the reverse of anchor minus base
+    shutil.rmtree(folder / "anchor")  # no anchor: the pair asked for is still there
+    (folder / "other").mkdir()
+    for n in (4096, 8192, 16384, 32768):
+        shutil.copytree(folder / "base" / f"ruler-{n}", folder / "other" / f"ruler-{n}")
+    text = ruler_report.main([str(folder), "--minus", "base:other"])
+    assert "| base, RoPE 100,000 minus other | +0.00 [" in text and "anchor not evaluated" not in text
     with pytest.raises(SystemExit):
         ruler_report.main([str(folder), "--minus", "base:full"])
     assert "--minus base:full: full has no RULER results here" in capsys.readouterr().err
