@@ -9,8 +9,10 @@ xz-compressed: a 14th of the size, since each GPU call carries the whole tracked
 for a trained mode, the run's ``environment.json`` (versions and card) and ``run.log``. A mode trained
 but not yet evaluated (a session that ran out of device time) is filed with what it has.
 ``ruler_report.py DEST`` then reads them. A model already filed in DEST is refused in one line unless
-``--replace`` (a retraining replaces its first result only when asked); each model's folder is put in
-place whole (written beside it, then renamed).
+``--replace`` (a retraining replaces its first result only when asked), and a replacement names every
+filed file it changes or drops (a run restored from an older keep brings its older ``train.json`` and
+log: what to put back by hand); each model's folder is put in place whole (written beside it, then
+renamed).
 """
 
 from __future__ import annotations
@@ -29,8 +31,22 @@ sys.path.insert(0, str(ROOT))  # run as a script
 from anchor_lightning.errors import UserError  # noqa: E402
 
 
+def changed_files(filed: Path, staged: Path) -> list[str]:
+    """What filing ``staged`` over ``filed`` changes: each file of ``filed`` that differs (``NAME
+    differs``) or is not in ``staged`` (``NAME dropped``), by path inside the folder, in name order."""
+    changes = []
+    for old in sorted(p for p in filed.rglob("*") if p.is_file()):
+        name = old.relative_to(filed).as_posix()
+        new = staged / name
+        if not new.is_file():
+            changes.append(f"{name} dropped")
+        elif new.read_bytes() != old.read_bytes():
+            changes.append(f"{name} differs")
+    return changes
+
+
 def file_bundle(files_at: Path, dest: Path, replace: bool = False) -> list[str]:
-    """The models filed, in name order."""
+    """The models filed, in name order; each replacement's changes to what was filed go to stderr."""
     bundle = files_at / "miniature-results.tar.gz"
     if not bundle.is_file():
         raise UserError(f"{files_at}: no miniature-results.tar.gz (the folder a gpu_call.sh call's files came to)")
@@ -66,6 +82,9 @@ def file_bundle(files_at: Path, dest: Path, replace: bool = False) -> list[str]:
             ):
                 if source.is_file():
                     (staged / name).write_bytes(source.read_bytes())
+            if target.exists():
+                changes = changed_files(target, staged)
+                print(f"{target}: replaced; {', '.join(changes) or 'nothing filed changed'}", file=sys.stderr)
             shutil.rmtree(target, ignore_errors=True)
             staged.rename(target)
     return models

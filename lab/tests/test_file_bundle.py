@@ -68,3 +68,19 @@ def test_a_mode_trained_but_not_yet_evaluated_is_filed_with_what_it_has(tmp_path
     assert sorted(p.name for p in (dest / "full").iterdir()) == ["environment.json", "run.log", "train.json"]
     text = ruler_report.main([str(dest)])
     assert "| full | 100 |" in text and "RULER average" not in text
+
+
+def test_a_replacement_names_what_it_changes_in_the_filed_folder(tmp_path, capsys):
+    """Filing again over a filed model says which of its files differ or go (a run restored from an
+    older keep once brought back an older train.json and a log without its training lines, silently)."""
+    dest = tmp_path / "docs"
+    file_bundle.file_bundle(call_files(tmp_path), dest)
+    (dest / "full" / "notes.txt").write_text("by hand\n")
+    capsys.readouterr()
+    again = call_files(tmp_path, device="NVIDIA H200")
+    file_bundle.file_bundle(again, dest, replace=True)
+    err = capsys.readouterr().err
+    assert "full: replaced; environment.json differs, notes.txt dropped" in err, err
+    assert "train.json" not in err and "run.log" not in err and "ruler" not in err
+    file_bundle.file_bundle(again, dest, replace=True)
+    assert "nothing filed changed" in capsys.readouterr().err
