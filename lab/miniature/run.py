@@ -132,7 +132,7 @@ class Runner:
             return False
         rows = rows_identity(self.plan.checkpoint(mode))
         write_train_summary(self.work, self.plan.run_name(mode), mode, parts, self.plan.results(mode), rows)
-        self.finish(step, "train", sum(p["seconds"] for p in parts if not p.get("exit")), parts=len(parts))
+        self.finish(step, "train", clean_seconds(parts), parts=len(parts))
         return True
 
     def export(self, mode: str) -> bool:
@@ -225,6 +225,12 @@ class Runner:
         return complete
 
 
+def clean_seconds(parts: list[dict]) -> float:
+    """The seconds of the training parts that exited cleanly (finished, or stopped at a deadline with
+    last.ckpt saved): the training's wall time; a failed part's seconds are apart (``failed_seconds``)."""
+    return sum(p["seconds"] for p in parts if not p.get("exit"))
+
+
 def write_train_summary(
     work: Path, run_name: str, mode: str, parts: list[dict], out: Path | None = None, rows: dict | None = None
 ) -> None:
@@ -248,7 +254,7 @@ def write_train_summary(
         "tokens": scalars.get("train/tokens_seen", [(0, 0.0, 0)])[-1][1],
         "tokens_per_sec_median": sorted(rates)[len(rates) // 2] if rates else None,
         "seconds_per_step_median": sorted(gaps)[len(gaps) // 2] if gaps else None,
-        "wall_seconds": sum(p["seconds"] for p in parts if not p.get("exit")),
+        "wall_seconds": clean_seconds(parts),
         "failed_seconds": sum(p["seconds"] for p in parts if p.get("exit")),
         "peak_gib": max((v for _, v, _ in scalars.get("memory/peak_gib", [])), default=None),
         "val_loss": scalars.get("val/loss", [(0, None, 0)])[-1][1],

@@ -61,6 +61,7 @@ def test_the_paired_differences_count_the_changed_samples(tmp_path):
     text = ruler_report.render(found)
     assert "| anchor minus base, RoPE 100,000 | -0.27 [" in text and "| anchor |" in text
     assert "] 0:3 p=" in text and "] 10:0 p=" in text  # the samples each side scored higher on, at 4K and 16K
+    assert "SlimPajama-128K at 64K | 70.56 | 70.87 | 73.34 | 77.69 |" in text
 
 
 def test_more_paired_differences_are_named_a_minus_b(tmp_path, capsys):
@@ -80,7 +81,6 @@ def test_more_paired_differences_are_named_a_minus_b(tmp_path, capsys):
     with pytest.raises(SystemExit):
         ruler_report.main([str(folder), "--minus", "base"])
     assert "give each pair as A:B" in capsys.readouterr().err
-    assert "SlimPajama-128K at 64K | 70.56 | 70.87 | 73.34 | 77.69 |" in text
 
 
 def test_the_command_writes_the_markdown(tmp_path):
