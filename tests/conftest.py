@@ -104,3 +104,11 @@ def pytest_collection_modifyitems(config, items):
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# pytest-xdist's workers share the cores: each takes its share of them for its own math and for the
+# processes it starts (on two cores and ``-n 2``, two threads per worker made the whole run 1.2x slower,
+# and the README walk's processes 2x slower, than one thread each)
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
