@@ -1,1 +1,2 @@
-"""Long-context evaluation: needle retrieval scored by log-likelihood, perplexity by position."""
+"""Long-context evaluation: RULER (``ruler/``, scored by greedy generation as NVIDIA/RULER scores it),
+needle retrieval scored by log-likelihood, perplexity by position."""
