@@ -91,3 +91,71 @@ def test_fit_trains_compiled_fp8_layers_under_checkpointing_with_loader_workers(
     losses = [loss for _, loss in scalars(out)["train/loss"]]
     print("fit, FP8 tensorwise, every projection, checkpointing: train/loss", [round(x, 4) for x in losses])
     assert len(losses) == 4 and losses[-1] < losses[0] < 6.0
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9), reason="needs an FP8 GPU"
+)
+def test_an_fp8_run_stopped_and_resumed_trains_the_same_rows_to_the_same_losses(tmp_path):
+    """FP8 keeps no state of its own (tensorwise scales come from each step's tensors) and its layers
+    hold the plain weights: a run stopped after step 6 and resumed reads the same rows and reaches the
+    uninterrupted run's losses (to GPU kernels' run-to-run noise: the rows must be equal)."""
+    import json
+
+    import yaml
+
+    from anchor_lightning.commands import main
+    from tests.gpu.test_backends_gpu import ROOT
+
+    def fit(name: str, *extra: str) -> list[dict]:
+        fragment = {
+            "trainer": {
+                "enable_checkpointing": True,
+                "max_steps": 12,
+                "val_check_interval": None,
+                "limit_val_batches": 0,
+                "enable_progress_bar": False,
+                "callbacks": [
+                    {
+                        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                        "init_args": {
+                            "dirpath": str(tmp_path / name / "ckpt"),
+                            "every_n_train_steps": 2,
+                            "save_last": True,
+                        },
+                    },
+                    {
+                        "class_path": "anchor_lightning.callbacks.trace.StepTrace",
+                        "init_args": {"directory": str(tmp_path / name)},
+                    },
+                ],
+                "logger": {
+                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                    "init_args": {"save_dir": str(tmp_path / name / "tb")},
+                },
+            },
+            "data": {"cache_dir": str(tmp_path / "cache")},
+        }
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(fragment))
+        main(
+            [
+                "fit",
+                "--config",
+                str(ROOT / "recipes/debug/tiny-gpu.yaml"),
+                "--config",
+                str(tmp_path / f"{name}.yaml"),
+                "--model.float8=tensorwise",
+                "--model.float8_layers=all",
+                *extra,
+            ]
+        )
+        return [json.loads(line) for line in (tmp_path / name / "trace-rank0.jsonl").read_text().splitlines()]
+
+    whole = fit("whole")
+    fit("split", "--trainer.callbacks+=tests.helpers.StopAtStep", "--trainer.callbacks.step=6")
+    resumed = fit("split", "--ckpt_path=last")
+    print("\n".join(f"step {a['step']:2d} {a['loss']:.6f} {b['loss']:.6f}" for a, b in zip(whole, resumed)))
+    assert [t["step"] for t in resumed] == list(range(12))
+    assert [t["rows"] for t in resumed] == [t["rows"] for t in whole]
+    assert all(b["loss"] == pytest.approx(a["loss"], rel=2e-3) for a, b in zip(whole, resumed))
+    assert resumed[-1]["loss"] < resumed[0]["loss"]
