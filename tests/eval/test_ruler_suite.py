@@ -5,6 +5,7 @@ piece as one line, the ``evaluate --suite ruler`` verb, and the training callbac
 from __future__ import annotations
 
 import json
+from concurrent import futures
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,36 @@ def test_samples_are_built_once_then_read_from_the_cache(tmp_path, monkeypatch):
     again, _ = suite.prepare_samples(str(tmp_path / "tok"), settings, workers=1, progress=False)
     assert [s.as_json() for s in first["niah_single_1", 2048]] == [s.as_json() for s in again["niah_single_1", 2048]]
     assert data["tokenizer"] and len(list((tmp_path / "cache" / "ruler").glob("*.json.gz"))) == 1
+
+
+def test_the_longest_samples_are_built_first(tmp_path, monkeypatch):
+    """A (task, length) pair's time grows with its length: the pool gets the longest first, so that none
+    of them is left running alone at the end."""
+    submitted = []
+
+    class Recording:  # the process pool, run in this process, recording what it is given in turn
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, fn, job):
+            submitted.append((job["task"], job["length"]))
+            done = futures.Future()
+            done.set_result(fn(job))
+            return done
+
+    monkeypatch.setenv("ANCHOR_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(suite.futures, "ProcessPoolExecutor", Recording)
+    ByteTokenizer().save_pretrained(tmp_path / "tok")
+    settings = suite.RulerSettings(tasks=["niah_single_1", "fwe"], lengths=[1024, 2048], samples=2)
+    built, _ = suite.prepare_samples(str(tmp_path / "tok"), settings, workers=2, progress=False)
+    assert submitted == [("niah_single_1", 2048), ("fwe", 2048), ("niah_single_1", 1024), ("fwe", 1024)]
+    assert list(built) == [("niah_single_1", 1024), ("niah_single_1", 2048), ("fwe", 1024), ("fwe", 2048)]
 
 
 def test_a_second_process_waits_for_the_samples_being_built_and_reads_them(tmp_path, monkeypatch):
