@@ -54,6 +54,15 @@ def test_cpu_fit_writes_tensorboard_and_the_loss_falls(tmp_path, mode):
     assert tokens == sorted(tokens) and tokens[0] > 0
 
 
+def test_the_readme_quotes_the_quick_starts_banner(tmp_path, capsys):
+    """The kernels line the README shows for the CPU quick start is the one fit prints for its settings
+    (SDPA, 32-true: the linear layers run in fp32)."""
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    quoted = readme.split("(the quick start on a CPU: `", 1)[1].split("`", 1)[0]
+    fit(tmp_path, "--trainer.max_steps=1", "--model.backend=sdpa", "--trainer.precision=32-true")
+    assert quoted in capsys.readouterr().out.splitlines()
+
+
 def test_row_length_is_given_once_and_reaches_model_and_data(tmp_path):
     cli = main(
         ["--config", MICRO, "--seq_len=192", "--model.backend=varlen", f"--data.cache_dir={tmp_path}"], run=False

@@ -31,16 +31,39 @@ def attention_kernel(backend: str, mode: str, device_type: str, varlen_kernel: s
     return f"{VARLEN_NAMES.get(varlen_kernel, varlen_kernel)} over document segments"
 
 
+def compute_precision(precision: str | None) -> str:
+    """The precision the matmuls run in under Lightning's ``trainer.precision`` (None: no trainer, the
+    module's fp32 weights as they are)."""
+    if precision is None:
+        return "fp32"
+    for prefix, name in (
+        ("bf16", "bf16"),
+        ("16", "fp16"),
+        ("64", "fp64"),
+        ("transformer-engine", "FP8 (Transformer Engine)"),
+    ):
+        if str(precision).startswith(prefix):
+            return name
+    return "fp32"
+
+
 def describe(
-    attention: str, kernels: str, loss: str, float8: str | None = None, converted: int = 0, linears: int = 0
+    attention: str,
+    kernels: str,
+    loss: str,
+    float8: str | None = None,
+    converted: int = 0,
+    linears: int = 0,
+    compute: str = "bf16",
 ) -> str:
-    """One line: ``kernels: attention ...; norms/RoPE/SwiGLU ...; loss ...; linear layers ...``."""
+    """One line: ``kernels: attention ...; norms/RoPE/SwiGLU ...; loss ...; linear layers ...``, the linear
+    layers in ``compute`` (:func:`compute_precision`) where they are not FP8."""
     fused = "Liger" if kernels == "liger" else "transformers' own"
     lossed = "Liger fused linear cross-entropy" if loss == "liger" else "chunked cross-entropy"
     if float8 is None:
-        linear = "bf16"
+        linear = compute
     else:
-        linear = f"FP8 {float8} in {converted} of {linears} (the rest bf16)"
+        linear = f"FP8 {float8} in {converted} of {linears} (the rest {compute})"
     return f"kernels: attention {attention}; norms/RoPE/SwiGLU {fused}; loss {lossed}; linear layers {linear}"
 
 

@@ -29,6 +29,7 @@ from anchor_lightning.model.build import build_model, configure, load_config
 from anchor_lightning.model.causal_lm import PackedCausalLM
 from anchor_lightning.model.checks import check_run_fits
 from anchor_lightning.model.flops import attention_width, matmul_parameters
+from anchor_lightning.model.kernel_report import compute_precision
 from anchor_lightning.model.nonfinite import NonFiniteGuard, NonFiniteLoss
 from anchor_lightning.model.schedule import parameter_groups, warmup_cosine_scheduler
 from anchor_lightning.model.speed import Applied, SpeedSettings, apply_speed
@@ -200,7 +201,8 @@ class AnchorLM(L.LightningModule):
     def _speed_up(self, lm: PreTrainedModel) -> None:
         """Fused kernels, FP8, MLP tiling and activation checkpointing, as configured (before sharding)."""
         device_type = self._trainer.strategy.root_device.type if self._trainer is not None else "cpu"
-        self.applied = apply_speed(lm, self.speed, device_type, self.backend, self.mode)
+        compute = compute_precision(self._trainer.precision if self._trainer is not None else None)
+        self.applied = apply_speed(lm, self.speed, device_type, self.backend, self.mode, compute)
 
     @property
     def varlen_kernel(self) -> str | None:

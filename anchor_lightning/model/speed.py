@@ -97,8 +97,11 @@ def speed_up(lm: PreTrainedModel, settings: SpeedSettings, device_type: str) -> 
     return applied, converted
 
 
-def apply_speed(lm: PreTrainedModel, settings: SpeedSettings, device_type: str, backend: str, mode: str) -> Applied:
-    """Apply ``settings`` to ``lm`` (built, before sharding) for a run on ``device_type``; say what runs."""
+def apply_speed(
+    lm: PreTrainedModel, settings: SpeedSettings, device_type: str, backend: str, mode: str, compute: str = "bf16"
+) -> Applied:
+    """Apply ``settings`` to ``lm`` (built, before sharding) for a run on ``device_type`` whose matmuls run
+    in ``compute`` (``kernel_report.compute_precision``); say what runs."""
     settings.check_float8(device_type)
     limit = torch._dynamo.config.recompile_limit
     try:
@@ -112,7 +115,7 @@ def apply_speed(lm: PreTrainedModel, settings: SpeedSettings, device_type: str, 
     applied = Applied(kernels, loss, _varlen_kernel(backend, mode, device_type), converted)
     linears = sum(isinstance(module, torch.nn.Linear) for module in lm.modules())
     attention = attention_kernel(backend, mode, device_type, applied.varlen_kernel)
-    line = describe(attention, kernels, loss, settings.float8, len(converted), linears)
+    line = describe(attention, kernels, loss, settings.float8, len(converted), linears, compute)
     rank_zero_only(say)(line + (f" ({VARLEN_KERNEL_ENV} chooses the varlen kernel)" if applied.varlen_kernel else ""))
     if torch._dynamo.config.recompile_limit != limit:
         rank_zero_only(say)(

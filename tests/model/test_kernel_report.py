@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from anchor_lightning.model.kernel_report import GPU_INSTALL, attention_kernel, describe, missing, missing_warning
+from anchor_lightning.model.kernel_report import (
+    GPU_INSTALL,
+    attention_kernel,
+    compute_precision,
+    describe,
+    missing,
+    missing_warning,
+)
 from anchor_lightning.model.module import AnchorLM
 from tests.conftest import tiny_config
 
@@ -26,6 +33,20 @@ def test_the_banner_line():
     assert describe("SDPA with a dense mask", "none", "chunked").endswith(
         "norms/RoPE/SwiGLU transformers' own; loss chunked cross-entropy; linear layers bf16"
     )
+    assert describe("SDPA with a dense mask", "none", "chunked", compute="fp32").endswith("; linear layers fp32")
+    assert describe("x", "none", "chunked", "rowwise", 2, 3, "fp32").endswith("FP8 rowwise in 2 of 3 (the rest fp32)")
+
+
+def test_the_linear_layers_precision_follows_the_trainer():
+    """The banner names what the matmuls run in: a CPU run in 32-true is fp32, never bf16."""
+    assert [compute_precision(p) for p in ("bf16-mixed", "bf16-true", "32-true", "32", "64-true", None)] == [
+        "bf16",
+        "bf16",
+        "fp32",
+        "fp32",
+        "fp64",
+        "fp32",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -56,5 +77,5 @@ def test_the_module_announces_its_kernels_when_built(capsys):
     line = [text for text in capsys.readouterr().out.splitlines() if text.startswith("kernels:")]
     assert line == [
         "kernels: attention SDPA with a dense mask; norms/RoPE/SwiGLU transformers' own; "
-        "loss chunked cross-entropy; linear layers bf16"
+        "loss chunked cross-entropy; linear layers fp32"  # no trainer: the fp32 weights as they are
     ]
