@@ -1,6 +1,6 @@
-"""Interrupted and resumed runs reach step 2k with the same rows and losses as an uninterrupted run;
-SIGTERM saves and stops; kill -9 during a save leaves the previous checkpoint loadable; a non-finite
-gradient stops the run naming the step and rows, or is skipped."""
+"""Interrupted and resumed runs (FP8 ones too) reach step 2k with the same rows and losses as an
+uninterrupted run; SIGTERM saves and stops; kill -9 during a save leaves the previous checkpoint
+loadable; a non-finite gradient stops the run naming the step and rows, or is skipped."""
 
 from __future__ import annotations
 
@@ -120,6 +120,29 @@ def test_sigterm_in_the_middle_of_a_step_saves_and_resumes(tmp_path, corpus, uni
     assert len(trace(tmp_path, "term")) == STEPS // 2
     main(args + [f"--trainer.max_steps={STEPS}", "--ckpt_path=last"])
     assert_same_run(uninterrupted, trace(tmp_path, "term"))
+
+
+@pytest.mark.slow
+def test_an_fp8_run_stopped_and_resumed_is_the_uninterrupted_fp8_run(
+    tmp_path, corpus, uninterrupted, monkeypatch, capsys
+):
+    """FP8 linear layers keep the plain weights and no state of their own, so an FP8 run resumes to the
+    same rows and losses as one never stopped. fit refuses FP8 off a GPU with FP8 matmuls; torch's CPU
+    build runs them too, so here the device check is let through (eager layers: no compile on CPU)."""
+    from anchor_lightning.model import float8, speed
+
+    monkeypatch.setattr(speed, "check_float8", lambda recipe, layers, *device: float8.check_float8(recipe, layers))
+    fp8 = [f"--trainer.max_steps={STEPS}", "--model.float8=tensorwise", "--model.float8_layers=all"]
+    fp8.append("--model.float8_compile=false")
+    main(config(tmp_path, "fp8", corpus) + fp8)
+    assert "linear layers FP8 tensorwise" in capsys.readouterr().out
+    stop = {"class_path": "tests.helpers.StopAtStep", "init_args": {"step": STEPS // 2}}
+    main(config(tmp_path, "fp8-split", corpus, stop) + fp8)
+    main(config(tmp_path, "fp8-split", corpus) + [*fp8, "--ckpt_path=last"])
+    whole = trace(tmp_path, "fp8")
+    assert_same_run(whole, trace(tmp_path, "fp8-split"))
+    assert [t["hash"] for t in whole] == [t["hash"] for t in uninterrupted]  # the same rows as without FP8
+    assert all(a["loss"] != b["loss"] for a, b in zip(whole[1:], uninterrupted[1:]))  # the matmuls ran in FP8
 
 
 @pytest.mark.slow
