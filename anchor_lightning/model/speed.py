@@ -98,7 +98,7 @@ def speed_up(lm: PreTrainedModel, settings: SpeedSettings, device_type: str) -> 
 
 
 def apply_speed(
-    lm: PreTrainedModel, settings: SpeedSettings, device_type: str, backend: str, mode: str, compute: str = "bf16"
+    lm: PreTrainedModel, settings: SpeedSettings, device_type: str, backend: str, mode: str, compute: str
 ) -> Applied:
     """Apply ``settings`` to ``lm`` (built, before sharding) for a run on ``device_type`` whose matmuls run
     in ``compute`` (``kernel_report.compute_precision``); say what runs."""
