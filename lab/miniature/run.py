@@ -167,6 +167,7 @@ class Runner:
         if not self.ledger.fits(kind, self.args.eval_seconds * (1 + 0.5 * (len(group) - 1))):
             self.say(f"not evaluating {', '.join(group)} now: {self.ledger.left():.0f} s left")
             return None
+        self.wait_to_evaluate()
         began = time.monotonic()
         with ThreadPoolExecutor(len(group)) as pool:
             results = dict(zip(group, pool.map(self.evaluate, group)))
@@ -175,6 +176,18 @@ class Runner:
             if results[name]:
                 self.finish(f"eval-{name}", kind, seconds)
         return all(results.values())
+
+    def wait_to_evaluate(self) -> None:
+        """With ``--evaluate-after FILE``: wait until FILE exists. A training that shares the GPU makes it
+        once it holds its peak memory, so that an evaluation (whose generation plans its batches from the
+        memory free when it starts) leaves that training room."""
+        gate = self.args.evaluate_after
+        if gate is None or gate.exists():
+            return
+        self.say(f"waiting for {gate} before evaluating")
+        while not gate.exists():
+            time.sleep(2)
+        self.say(f"{gate} is there: evaluating")
 
     def evaluate_all(self) -> bool:
         """The pending evaluations, ``--parallel`` at a time; a group starts only if the last group's
@@ -341,6 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=GUESS["eval"],
         help="first guess of one evaluation's seconds (until one has run; then its measured time)",
+    )
+    parser.add_argument(
+        "--evaluate-after",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="evaluate only once FILE exists (made when a training sharing the GPU holds its peak memory)",
     )
     parser.add_argument("--setting", default="long-32k", choices=list(SETTINGS), help="recipes, data and row length")
     parser.add_argument(

@@ -62,6 +62,7 @@ def make_runner(module, tmp_path: Path, clock: FakeClock, deadline: float, calls
         suites=extra.pop("suites", None),
         ruler_samples=100,
         seed=0,
+        evaluate_after=extra.pop("evaluate_after", None),
     )
     runner = module.Runner(args)
     runner.environment = lambda: None
@@ -291,6 +292,40 @@ def test_gpu_call_each_puts_per_gpu_runs_on_one_card(tmp_path):
         assert (shared.out / model / "miniature-results.tar.gz").is_file()
     third = gpu_call(tmp_path, "each", "anchor", "full", "intra_doc", watch=1, GPUS="1", PER_GPU="2")
     assert third.returncode == 2 and "3 model(s) for 1 GPU(s): name 2 model(s) per GPU at most" in third.stdout
+
+
+def test_evaluations_wait_for_the_file_that_says_a_sharing_training_holds_its_memory(module, tmp_path, capsys):
+    gate = tmp_path / "go"
+    calls: list[str] = []
+    runner = make_runner(
+        module,
+        tmp_path,
+        module.clock,
+        float("inf"),
+        calls,
+        modes=["anchor"],
+        models=["anchor"],
+        parallel=1,
+        evaluate_after=gate,
+    )
+    waited: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the training beside it reaches its peak after 30 s of waiting
+        module.clock.now += seconds
+        waited.append(seconds)
+        if sum(waited) >= 30:
+            gate.touch()
+            calls.append("gate")
+
+    module.clock.sleep = sleep
+    assert runner.run()
+    assert calls == ["train-anchor", "export-anchor", "gate", "eval-anchor", "diagnose-anchor"]
+    assert f"waiting for {gate} before evaluating" in capsys.readouterr().out
+    waited.clear()
+    again = make_runner(
+        module, tmp_path, module.clock, float("inf"), [], modes=[], models=["base"], parallel=1, evaluate_after=gate
+    )
+    assert again.run() and not waited  # the file is there: no wait
 
 
 def test_no_modes_evaluates_only_and_one_evaluation_at_a_time_is_the_default(module, tmp_path):
