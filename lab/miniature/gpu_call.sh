@@ -50,7 +50,11 @@
 # share: RULER's generation plans its batches from 90% of the memory free when it starts, so a training
 # started beside a running evaluation runs out of memory (a 32K training on an H100, 2026-12-07); start
 # the training first and the evaluation once the training has taken its peak (greedy scores do not
-# depend on the load; the shared training's tokens/s do).
+# depend on the load; the shared training's tokens/s do). `one A ... --evaluate-after /tmp/go` trains A,
+# then waits for /tmp/go before evaluating: `one B` started after A's training trains beside A's
+# evaluation once a call makes /tmp/go when B holds its memory, e.g.
+#   until nvidia-smi --query-compute-apps=used_memory --format=csv,noheader,nounits |
+#     awk '$1>40000{f=1} END{exit !f}'; do sleep 2; done; touch /tmp/go
 #
 # A trained mode outlives its session through lab/miniature/keep.py (its exported model in bfloat16 and
 # its run state, about 270 MB): after the export, calls `keep MODE 0`, `keep MODE 1`, ... (nothing
