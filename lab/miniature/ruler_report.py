@@ -167,13 +167,13 @@ def task_tables(found: Gathered) -> list[str]:
     return lines
 
 
-def paired(found: Gathered, a: str, b: str) -> dict[str, dict]:
-    """a minus b on the samples both scored: per length and ``beyond`` (every length past the trained
-    one, pooled), as ``paired_difference`` (scores 0-1)."""
-    check_same_samples(found.ruler[a]["samples"], found.ruler[b]["samples"], field=f"{a} minus {b}")
-    key = lambda s: (s["task"], s["length"], s["index"])  # noqa: E731
-    ours = {key(s): s["score"] for s in found.ruler[a]["samples"]}
-    theirs = {key(s): s["score"] for s in found.ruler[b]["samples"]}
+def scores_by_sample(found: Gathered, model: str) -> dict[tuple, float]:
+    return {(s["task"], s["length"], s["index"]): s["score"] for s in found.ruler[model]["samples"]}
+
+
+def paired_scores(ours: dict[tuple, float], theirs: dict[tuple, float]) -> dict[str, dict]:
+    """ours minus theirs on the samples both scored: per length and ``beyond`` (every length past the
+    trained one, pooled), as ``paired_difference`` (scores 0-1)."""
     shared = sorted(set(ours) & set(theirs), key=lambda k: (k[1], k[0], k[2]))
     groups = {str(n): [k for k in shared if k[1] == n] for n in sorted({k[1] for k in shared})}
     groups["beyond"] = [k for k in shared if k[1] > TRAINED_LENGTH]
@@ -184,9 +184,63 @@ def paired(found: Gathered, a: str, b: str) -> dict[str, dict]:
     }
 
 
+def paired(found: Gathered, a: str, b: str) -> dict[str, dict]:
+    """a minus b on the samples both scored (``paired_scores``)."""
+    check_same_samples(found.ruler[a]["samples"], found.ruler[b]["samples"], field=f"{a} minus {b}")
+    return paired_scores(scores_by_sample(found, a), scores_by_sample(found, b))
+
+
+def row_orders(found: Gathered, model: str) -> dict[int, str]:
+    """model's evaluated trainings by the seed of their row order: ``{0: model, 1: "model-seed1", ...}``."""
+    orders = {}
+    for run in found.ruler:
+        if first_seed(run) == model:
+            seed = re.search(r"-seed(\d+)(?=-|$)", run)
+            orders[int(seed.group(1)) if seed else 0] = run
+    return orders
+
+
+def over_seeds(found: Gathered, a: str, b: str) -> tuple[list[str], dict[str, dict]] | None:
+    """a minus b with each side's score per sample averaged over the row orders both were trained on
+    (a's seed K against b's seed K): the modes' difference with the row order's share averaged out. The
+    seeds used and the differences (``paired_scores``), or None under two common seeds. The interval is
+    over samples: two trainings say little of the training-to-training spread (the seed table shows it)."""
+    ours, theirs = row_orders(found, a), row_orders(found, b)
+    common = sorted(set(ours) & set(theirs))
+    if len(common) < 2:
+        return None
+    runs = [ours[s] for s in common] + [theirs[s] for s in common]
+    for run in runs[1:]:
+        check_same_samples(found.ruler[runs[0]]["samples"], found.ruler[run]["samples"], field=f"{runs[0]} and {run}")
+
+    def mean(names: list[str]) -> dict[tuple, float]:
+        each = [scores_by_sample(found, n) for n in names]
+        return {k: sum(e[k] for e in each) / len(each) for k in set.intersection(*(set(e) for e in each))}
+
+    return [str(s) for s in common], paired_scores(mean([ours[s] for s in common]), mean([theirs[s] for s in common]))
+
+
+def seeds_table(found: Gathered, reference: str = "anchor") -> list[str]:
+    """reference minus each mode over the row orders both were trained on (``over_seeds``); empty
+    where no mode has two."""
+    rows = {}
+    for model in models_of(found):
+        if model == reference or first_seed(model) != model or model in UNTRAINED:
+            continue
+        pooled = over_seeds(found, reference, model)
+        if pooled:
+            rows[f"{reference} minus {model}, seeds {', '.join(pooled[0])}"] = pooled[1]
+    return difference_rows(found, rows) if rows else []
+
+
 def differences(found: Gathered, reference: str = "anchor") -> dict[str, dict[str, dict]]:
-    """reference minus each other model (``paired``)."""
-    return {model: paired(found, reference, model) for model in models_of(found) if model != reference}
+    """reference minus each other model of its row order (``paired``); another seed's runs are paired in
+    the seed tables and by ``--minus``."""
+    return {
+        model: paired(found, reference, model)
+        for model in models_of(found)
+        if model != reference and (model in UNTRAINED or first_seed(model) == model)
+    }
 
 
 def seed_pairs(found: Gathered) -> list[tuple[str, str]]:
@@ -378,6 +432,17 @@ def ruler_parts(found: Gathered, more: Sequence[tuple[str, str]] = ()) -> list[s
                 "",
             ]
             if seed_pairs(found)
+            else []
+        ),
+        *(
+            [
+                "Over the row orders (each mode's score per sample averaged over its seeds, then paired; the "
+                "interval is over samples, not trainings):",
+                "",
+                *seeds_table(found),
+                "",
+            ]
+            if seeds_table(found)
             else []
         ),
         "Per task:",

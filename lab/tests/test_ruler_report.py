@@ -187,6 +187,24 @@ def test_a_second_seed_is_its_own_row_and_its_spread_is_reported(tmp_path):
     assert "| anchor minus anchor-seed1 | +0.27 [" in text and "| anchor-seed1 |" in text
 
 
+def test_two_modes_over_two_seeds_average_each_sample_then_pair(tmp_path):
+    folder = results(tmp_path)  # anchor: base with 10 samples at 16K right, 3 at 4K wrong
+    shutil.copytree(folder / "base", folder / "full")
+    shutil.copytree(folder / "base", folder / "full-seed1")
+    shutil.copytree(folder / "base", folder / "anchor-seed1")  # seed 1: anchor no different from full
+    found = ruler_report.gather([folder])
+    seeds, by = ruler_report.over_seeds(found, "anchor", "full")
+    assert seeds == ["0", "1"]
+    # half of seed 0's difference: 10 samples at 16K up by 0.5 each, 3 at 4K down by 0.5
+    assert abs(100 * by["16384"]["difference"] - 100 * 5 / 1100) < 1e-9 and by["16384"]["higher_a"] == 10
+    assert by["4096"]["higher_b"] == 3 and by["beyond"]["samples"] == 2200
+    assert ruler_report.over_seeds(found, "anchor", "base") is None  # one common row order
+    text = ruler_report.render(found)
+    assert "| anchor minus full, seeds 0, 1 | -0.14 [" in text and "+0.45 [" in text
+    # the main table pairs each model with the anchor of its own row order only
+    assert "| anchor minus full |" in text and "anchor minus full-seed1" not in text
+
+
 def test_a_second_seed_of_a_variant_pairs_with_the_variant():
     assert ruler_report.first_seed("anchor-seed1-fp8") == "anchor-fp8"
     assert ruler_report.first_seed("intra_doc_reset-seed12") == "intra_doc_reset"
