@@ -181,7 +181,7 @@ def walk(out: Path) -> int:
     run_dir = Path("/tmp/newuser-run")
     run_dir.mkdir(exist_ok=True)
     fit = [python, "-m", "anchor_lightning", "fit", "--config", "recipes/debug/tiny-gpu.yaml"]
-    print(f"$ cd {run_dir} && " + " ".join(fit[1:]))
+    print(f"$ cd {run_dir} && python " + " ".join(fit[1:]))
     ran = subprocess.run(fit, cwd=run_dir, capture_output=True, text=True)
     log = ran.stdout + ran.stderr
     (out / "fit.log").write_text(log)
