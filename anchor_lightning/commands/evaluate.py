@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from anchor_lightning.checkpoint.identity import VOLATILE
 from anchor_lightning.commands.arguments import (
     VerbParser,
     add_corpus_arguments,
@@ -39,6 +41,7 @@ from anchor_lightning.data.corpus import corpus_tokenizer, first_token_of, load_
 from anchor_lightning.errors import UserError
 from anchor_lightning.eval.niah import TASKS
 from anchor_lightning.eval.report import heat_map
+from anchor_lightning.eval.ruler.partial import PartialRuler, weights_fingerprint
 from anchor_lightning.eval.ruler.tasks import DEFAULT_VERSION, TASK_SETS, VERSIONS
 from anchor_lightning.eval.scoring import HFScorer
 from anchor_lightning.eval.suite import Corpora, NeedleSettings, default_lengths, evaluate, summary_lines
@@ -213,6 +216,15 @@ def ruler_lengths(trained: int | None, device: str) -> list[int]:
     return lengths
 
 
+def ruler_key(model, dtype: str, settings, data: dict) -> dict:
+    """What makes a RULER group's samples and predictions what they are (``eval/ruler/partial.py``):
+    the weights as loaded, the config, the dtype, the settings but the lengths and tasks asked for,
+    the data's digests."""
+    config = {k: v for k, v in model.config.to_dict().items() if k not in VOLATILE}
+    chosen = {k: v for k, v in asdict(settings).items() if k not in ("lengths", "tasks")}
+    return {"model": weights_fingerprint(model), "config": config, "dtype": dtype, "settings": chosen, "data": data}
+
+
 def run_ruler(args) -> dict:
     from anchor_lightning.eval.generation import GenerationStats, check_prefill_kernel
     from anchor_lightning.eval.ruler import suite
@@ -252,8 +264,19 @@ def run_ruler(args) -> dict:
         print(f"RULER: model loaded in {prepared - began:.1f} s, samples ready in {built - prepared:.1f} s", flush=True)
     stats = GenerationStats()
     log = (lambda line: print(line, flush=True)) if args.no_progress else None  # a log file's progress
+    partial = PartialRuler(out, ruler_key(model, args.dtype, settings, data))
+    resumed = [group for group in samples if partial.get(*group) is not None]  # done by an earlier run
     records = suite.generate_predictions(
-        model, tokenizer, samples, settings, stats, progress=not args.no_progress, most=args.batch_size, log=log
+        model,
+        tokenizer,
+        samples,
+        settings,
+        stats,
+        progress=not args.no_progress,
+        most=args.batch_size,
+        log=log,
+        earlier=partial.get,
+        finished=partial.add,
     )
     done = time.perf_counter()
     result = suite.results(
@@ -276,9 +299,11 @@ def run_ruler(args) -> dict:
                 "generation": round(done - built, 2),
             },
             "generation": stats.as_json(),
+            "resumed": {"groups": len(resumed), "samples": sum(len(samples[g]) for g in resumed)},
         },
     )
     json_path, figure = suite.write(result, out)
+    partial.remove()
     print("\n".join(suite.summary_lines(result)))
     g = result["generation"]
     print(

@@ -305,6 +305,56 @@ def test_evaluate_suite_ruler_writes_results_and_compares_two(tmp_path, capsys, 
     assert comparison["samples"] == 6 and "2048" in comparison["lengths"]
 
 
+def test_an_evaluation_stopped_midway_goes_on_where_it_stopped(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ANCHOR_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    from anchor_lightning.eval import generation
+    from anchor_lightning.eval.ruler.partial import NAME
+
+    model = _tiny_export(tmp_path / "model")
+    argv = ["evaluate", "--suite", "ruler", "--model", str(model), "--lengths", "2048", "--samples", "2"]
+    argv += ["--dtype", "float32", "--workers", "1", "--tasks", "niah_single_1", "niah_multikey_3", "fwe", "--no_progress"]
+    main([*argv, "--out", str(tmp_path / "whole")])
+    whole = json.loads((tmp_path / "whole" / "ruler.json").read_text())
+
+    real, calls = generation.generate_batch, []
+
+    def stopped_in_the_second_group(*args, **kwargs):  # the machine is lost during the second group
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "generate_batch", stopped_in_the_second_group)
+    with pytest.raises(KeyboardInterrupt):
+        main([*argv, "--out", str(tmp_path / "split")])
+    partial = tmp_path / "split" / NAME
+    assert len(partial.read_text().splitlines()) == 2  # the key and the one finished group
+    with open(partial, "a") as f:
+        f.write('{"task": "niah_multikey_3", "len')  # and a torn line from a write cut short: dropped
+    monkeypatch.setattr(generation, "generate_batch", real)
+    capsys.readouterr()
+    main([*argv, "--out", str(tmp_path / "split")])
+    out = capsys.readouterr().out
+    assert "1 (task, length) groups (2 samples) taken from an earlier run" in out
+    assert "RULER niah_single_1 at 2048: 2 samples from an earlier run" in out
+    assert "RULER niah_multikey_3 at 2048: 2 samples in batches of" in out  # the torn group ran again
+    resumed = json.loads((tmp_path / "split" / "ruler.json").read_text())
+    assert resumed["samples"] == whole["samples"] and resumed["scores"] == whole["scores"]
+    assert resumed["resumed"] == {"groups": 1, "samples": 2} and whole["resumed"] == {"groups": 0, "samples": 0}
+    assert not partial.exists()  # done: only ruler.json stays
+
+    # another model into a folder that holds a partial evaluation: said in one line, never mixed in
+    monkeypatch.setattr(generation, "generate_batch", stopped_in_the_second_group)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        main([*argv, "--out", str(tmp_path / "other")])
+    monkeypatch.setattr(generation, "generate_batch", real)
+    main([*argv, "--rope_theta", "20000", "--out", str(tmp_path / "other")])
+    out = capsys.readouterr().out
+    assert "holds another evaluation's groups (differs in: config, model): starting over" in out
+    assert "from an earlier run" not in out
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -11,6 +11,8 @@ release ``2026``: commit c3f5e3b), offline:
 * ``metrics.py``    RULER's post-processing and string-match scores
 * ``suite.py``      samples (parallel, cached) -> prompts -> greedy generation -> scores with intervals,
   ``ruler.json``, the heat map, paired comparisons
+* ``partial.py``    the finished (task, length) groups of an evaluation on disk, so one stopped midway
+  goes on where it stopped
 
 Front-ends: ``anchor-lightning evaluate --suite ruler`` and the training callback
 ``anchor_lightning.callbacks.ruler.RulerEval``. docs/ruler.md says how to run it and where ours differs.

@@ -283,9 +283,14 @@ def generate_predictions(
     shard: Shard | None = None,
     most: int = 256,
     log: Callable[[str], None] | None = None,
+    earlier: Callable[[str, int], list[dict] | None] | None = None,
+    finished: Callable[[str, int, list[dict]], None] | None = None,
 ) -> list[dict]:
     """This rank's records: task, length, index, prompt tokens, prediction text and score per sample.
-    ``log`` gets one line per task and length with its time (a log file's progress)."""
+    ``log`` gets one line per task and length with its time (a log file's progress). ``earlier`` gives a
+    group's records from an earlier run of the same evaluation, which are taken instead of generating
+    (``partial.PartialRuler.get``); ``finished`` gets each group's records once they are all scored
+    (``partial.PartialRuler.add``)."""
     import time
 
     from anchor_lightning.eval.generation import (
@@ -308,7 +313,15 @@ def generate_predictions(
     records: list[dict] = []
     bar = tqdm(total=total, desc="RULER", unit="sample", disable=not progress)
     for (task, length), group in samples.items():
+        taken = earlier(task, length) if earlier is not None else None
+        if taken is not None:
+            records += taken
+            bar.update(len(group))
+            if log is not None:
+                log(f"RULER {task} at {length}: {len(taken)} samples from an earlier run")
+            continue
         spec = task_spec(task, version=settings.version)
+        first_record = len(records)
         ids = prompt_ids(tokenizer, [s.input for s in group], first, settings.tokenizer_specials)
         mine = list(range(shard.rank, len(group), shard.world))
         share = -(-len(group) // shard.world)
@@ -350,6 +363,8 @@ def generate_predictions(
                     }
                 )
             bar.update(sum(1 for k in chunk if k < len(mine)) * shard.world)
+        if finished is not None:
+            finished(task, length, records[first_record:])
         if log is not None:
             log(
                 f"RULER {task} at {length}: {len(mine)} samples in batches of {size}, {time.perf_counter() - began:.1f} s "
