@@ -14,7 +14,8 @@ evaluated in a later one by sending it out over a few calls and carrying it back
 
 What is kept: the run's ``state.json``, the arguments it was started with (``run.args``: ``one``
 continues it only with the same), its ``run.log`` (the restored run logs on after it), ``logs/``,
-``results/`` (train.json, whatever evaluations finished) and ``exported/`` with every floating weight
+``results/`` (train.json, whatever evaluations finished, and the finished (task, length) groups of a
+RULER evaluation under way, ``ruler.partial.jsonl``: the restored run's evaluation goes on from them) and ``exported/`` with every floating weight
 in bfloat16, half the bytes. RULER and every ``evaluate`` of the pipeline load the model in bfloat16,
 and a float32 tensor cast to bfloat16 rounds the same whether the cast happens before or after the
 transfer, so the kept model is evaluated bit for bit as the original would be; a float32 evaluation of
