@@ -218,7 +218,7 @@ def ruler_lengths(trained: int | None, device: str) -> list[int]:
 
 def ruler_key(model, dtype: str, settings, data: dict) -> dict:
     """What makes a RULER group's samples and predictions what they are (``eval/ruler/partial.py``):
-    the weights as loaded, the config, the dtype, the settings but the lengths and tasks asked for,
+    the weights as loaded, the config, the dtype, every setting but the lengths and tasks asked for,
     the data's digests."""
     config = {k: v for k, v in model.config.to_dict().items() if k not in VOLATILE}
     chosen = {k: v for k, v in asdict(settings).items() if k not in ("lengths", "tasks")}
