@@ -312,17 +312,8 @@ def test_an_evaluation_stopped_midway_goes_on_where_it_stopped(tmp_path, capsys,
 
     model = _tiny_export(tmp_path / "model")
     argv = ["evaluate", "--suite", "ruler", "--model", str(model), "--lengths", "2048", "--samples", "2"]
-    argv += [
-        "--dtype",
-        "float32",
-        "--workers",
-        "1",
-        "--tasks",
-        "niah_single_1",
-        "niah_multikey_3",
-        "fwe",
-        "--no_progress",
-    ]
+    argv += ["--dtype", "float32", "--workers", "1", "--no_progress"]
+    argv += ["--tasks", "niah_single_1", "niah_multikey_3", "fwe"]
     main([*argv, "--out", str(tmp_path / "whole")])
     whole = json.loads((tmp_path / "whole" / "ruler.json").read_text())
 
