@@ -86,3 +86,35 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
         "higher_b": higher_b,
         "p_value": p,
     }
+
+
+def t_quantile(p: float, df: int) -> float:
+    """Student's t quantile (``p`` in (0.5, 1)): the t density integrated by Simpson's rule and
+    inverted by bisection, to about 1e-6 (no SciPy needed for the few small-sample intervals here)."""
+    if not 0.5 < p < 1 or df < 1:
+        raise ValueError("t_quantile needs 0.5 < p < 1 and df >= 1")
+    norm = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+
+    def cdf(t: float, steps: int = 4000) -> float:  # 0.5 + the density's integral from 0 to t
+        h = t / steps
+        f = [norm * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(steps + 1)]
+        return 0.5 + h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+
+    low, high = 0.0, 1.0
+    while cdf(high) < p:
+        high *= 2
+    for _ in range(50):
+        mid = (low + high) / 2
+        low, high = (mid, high) if cdf(mid) < p else (low, mid)
+    return (low + high) / 2
+
+
+def mean_t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """The mean of a few independent values (e.g. one difference per training) with its t interval on
+    n - 1 degrees of freedom; (mean, -inf, inf) for a single value."""
+    n = len(values)
+    mean = float(np.mean(values))
+    if n < 2:
+        return mean, -math.inf, math.inf
+    half = t_quantile(0.5 + level / 2, n - 1) * float(np.std(values, ddof=1)) / math.sqrt(n)
+    return mean, mean - half, mean + half

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))  # run as a script
 
 from anchor_lightning.errors import UserError  # noqa: E402
 from anchor_lightning.eval.ruler.suite import check_same_samples, samples_that_differ  # noqa: E402
-from anchor_lightning.eval.stats import paired_difference  # noqa: E402
+from anchor_lightning.eval.stats import mean_t_interval, paired_difference  # noqa: E402
 from anchor_lightning.paths import atomic_write, write_figure  # noqa: E402
 
 ORDER = ("base", "base-theta", "full", "intra_doc", "intra_doc_reset", "anchor")
@@ -218,6 +218,47 @@ def over_seeds(found: Gathered, a: str, b: str) -> tuple[list[str], dict[str, di
         return {k: sum(e[k] for e in each) / len(each) for k in set.intersection(*(set(e) for e in each))}
 
     return [str(s) for s in common], paired_scores(mean([ours[s] for s in common]), mean([theirs[s] for s in common]))
+
+
+def over_trainings(found: Gathered, a: str, b: str) -> dict[str, tuple[float, float, float, list[float]]] | None:
+    """a minus b with each row order's paired difference one observation: per length and ``beyond``,
+    the mean over the seeds both were trained on, its 95% t interval on n - 1 degrees of freedom (the
+    training-to-training spread, which the per-sample intervals leave out) and each seed's difference,
+    in points; None under two common seeds."""
+    ours, theirs = row_orders(found, a), row_orders(found, b)
+    common = sorted(set(ours) & set(theirs))
+    if len(common) < 2:
+        return None
+    each = [paired(found, ours[s], theirs[s]) for s in common]
+    out = {}
+    for column in each[0]:
+        values = [100 * d[column]["difference"] for d in each if column in d]
+        out[column] = (*mean_t_interval(values), values)
+    return out
+
+
+def trainings_table(found: Gathered, reference: str = "anchor") -> list[str]:
+    """reference minus each mode with the seeds as the unit (``over_trainings``); empty where no mode
+    has two common seeds with it."""
+    columns = [str(n) for n in lengths_of(found)] + ["beyond"]
+    heads = [f"{int(c) // 1024}K" if c != "beyond" else f"beyond {TRAINED_LENGTH // 1024}K" for c in columns]
+    lines = []
+    for model in models_of(found):
+        if model == reference or first_seed(model) != model or model in UNTRAINED:
+            continue
+        by = over_trainings(found, reference, model)
+        if not by:
+            continue
+        if not lines:
+            lines = ["| difference | " + " | ".join(heads) + " |", "| --- |" + " ---: |" * len(columns)]
+        cells = [
+            "-"
+            if c not in by
+            else f"{by[c][0]:+.2f} [{by[c][1]:+.1f}, {by[c][2]:+.1f}] ({', '.join(f'{v:+.2f}' for v in by[c][3])})"
+            for c in columns
+        ]
+        lines.append(f"| {reference} minus {model}, {len(by[columns[-1]][3])} seeds | " + " | ".join(cells) + " |")
+    return lines
 
 
 def seeds_table(found: Gathered, reference: str = "anchor") -> list[str]:
@@ -443,6 +484,17 @@ def ruler_parts(found: Gathered, more: Sequence[tuple[str, str]] = ()) -> list[s
                 "",
             ]
             if seeds_table(found)
+            else []
+        ),
+        *(
+            [
+                "Over trainings (each row order's paired difference one observation: the mean, its 95% t "
+                "interval on seeds - 1 degrees of freedom, and each seed's difference):",
+                "",
+                *trainings_table(found),
+                "",
+            ]
+            if trainings_table(found)
             else []
         ),
         "Per task:",

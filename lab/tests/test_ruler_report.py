@@ -201,6 +201,12 @@ def test_two_modes_over_two_seeds_average_each_sample_then_pair(tmp_path):
     assert ruler_report.over_seeds(found, "anchor", "base") is None  # one common row order
     text = ruler_report.render(found)
     assert "| anchor minus full, seeds 0, 1 | -0.14 [" in text and "+0.45 [" in text
+    # over trainings: seed 0's difference and seed 1's (none), their mean and a t interval on 1 df
+    trained = ruler_report.over_trainings(found, "anchor", "full")
+    mean, low, high, each = trained["16384"]
+    assert each == pytest.approx([100 * 10 / 1100, 0.0]) and mean == pytest.approx(100 * 5 / 1100)
+    assert high - mean == pytest.approx(12.7062 * (100 * 10 / 1100) / 2, rel=1e-4)
+    assert "| anchor minus full, 2 seeds | -0.14 [" in text
     # the main table pairs each model with the anchor of its own row order only
     assert "| anchor minus full |" in text and "anchor minus full-seed1" not in text
 

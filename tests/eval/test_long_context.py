@@ -253,6 +253,19 @@ def test_wilson_interval_matches_known_values():
     assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
+def test_t_quantiles_and_intervals_match_the_tables():
+    from anchor_lightning.eval.stats import mean_t_interval, t_quantile
+
+    # Student's t, 97.5% quantile, from any table: 12.706 (1 df), 4.303 (2), 2.776 (4), 2.042 (30)
+    assert [t_quantile(0.975, df) for df in (1, 2, 4, 30)] == pytest.approx([12.7062, 4.3027, 2.7764, 2.0423], abs=2e-4)
+    assert t_quantile(0.95, 10) == pytest.approx(1.8125, abs=2e-4)
+    mean, low, high = mean_t_interval([-1.26, -0.91])  # two trainings: mean +- 12.706 x sd / sqrt(2)
+    assert mean == pytest.approx(-1.085) and high - mean == pytest.approx(12.7062 * 0.35 / 2, abs=1e-3)
+    assert mean_t_interval([3.0])[1:] == (float("-inf"), float("inf"))
+    with pytest.raises(ValueError):
+        t_quantile(0.4, 3)
+
+
 def test_paired_comparison_counts_discordant_trials_and_gives_mcnemars_exact_p():
     from anchor_lightning.eval.stats import paired_comparison
 
