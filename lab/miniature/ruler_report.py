@@ -200,24 +200,32 @@ def row_orders(found: Gathered, model: str) -> dict[int, str]:
     return orders
 
 
+def seed_runs(found: Gathered, a: str, b: str) -> list[tuple[int, str, str]]:
+    """(seed, a's run, b's run) for every row order both a and b were trained and evaluated on, their
+    samples checked to be the same samples."""
+    ours, theirs = row_orders(found, a), row_orders(found, b)
+    common = [(seed, ours[seed], theirs[seed]) for seed in sorted(set(ours) & set(theirs))]
+    runs = [run for _, x, y in common for run in (x, y)]
+    for run in runs[1:]:
+        check_same_samples(found.ruler[runs[0]]["samples"], found.ruler[run]["samples"], field=f"{runs[0]} and {run}")
+    return common
+
+
 def over_seeds(found: Gathered, a: str, b: str) -> tuple[list[str], dict[str, dict]] | None:
     """a minus b with each side's score per sample averaged over the row orders both were trained on
     (a's seed K against b's seed K): the modes' difference with the row order's share averaged out. The
     seeds used and the differences (``paired_scores``), or None under two common seeds. The interval is
-    over samples: two trainings say little of the training-to-training spread (the seed table shows it)."""
-    ours, theirs = row_orders(found, a), row_orders(found, b)
-    common = sorted(set(ours) & set(theirs))
+    over samples: two trainings say little of the training-to-training spread (``over_trainings``)."""
+    common = seed_runs(found, a, b)
     if len(common) < 2:
         return None
-    runs = [ours[s] for s in common] + [theirs[s] for s in common]
-    for run in runs[1:]:
-        check_same_samples(found.ruler[runs[0]]["samples"], found.ruler[run]["samples"], field=f"{runs[0]} and {run}")
 
     def mean(names: list[str]) -> dict[tuple, float]:
         each = [scores_by_sample(found, n) for n in names]
         return {k: sum(e[k] for e in each) / len(each) for k in set.intersection(*(set(e) for e in each))}
 
-    return [str(s) for s in common], paired_scores(mean([ours[s] for s in common]), mean([theirs[s] for s in common]))
+    ours, theirs = mean([x for _, x, _ in common]), mean([y for _, _, y in common])
+    return [str(seed) for seed, _, _ in common], paired_scores(ours, theirs)
 
 
 def over_trainings(found: Gathered, a: str, b: str) -> dict[str, tuple[float, float, float, list[float]]] | None:
@@ -225,16 +233,20 @@ def over_trainings(found: Gathered, a: str, b: str) -> dict[str, tuple[float, fl
     the mean over the seeds both were trained on, its 95% t interval on n - 1 degrees of freedom (the
     training-to-training spread, which the per-sample intervals leave out) and each seed's difference,
     in points; None under two common seeds."""
-    ours, theirs = row_orders(found, a), row_orders(found, b)
-    common = sorted(set(ours) & set(theirs))
+    common = seed_runs(found, a, b)
     if len(common) < 2:
         return None
-    each = [paired(found, ours[s], theirs[s]) for s in common]
+    each = [paired(found, x, y) for _, x, y in common]
     out = {}
     for column in each[0]:
         values = [100 * d[column]["difference"] for d in each if column in d]
         out[column] = (*mean_t_interval(values), values)
     return out
+
+
+def other_modes(found: Gathered, reference: str) -> list[str]:
+    """The trained modes other than ``reference``, each by its first row order."""
+    return [m for m in models_of(found) if m != reference and first_seed(m) == m and m not in UNTRAINED]
 
 
 def trainings_table(found: Gathered, reference: str = "anchor") -> list[str]:
@@ -243,9 +255,7 @@ def trainings_table(found: Gathered, reference: str = "anchor") -> list[str]:
     columns = [str(n) for n in lengths_of(found)] + ["beyond"]
     heads = [f"{int(c) // 1024}K" if c != "beyond" else f"beyond {TRAINED_LENGTH // 1024}K" for c in columns]
     lines = []
-    for model in models_of(found):
-        if model == reference or first_seed(model) != model or model in UNTRAINED:
-            continue
+    for model in other_modes(found, reference):
         by = over_trainings(found, reference, model)
         if not by:
             continue
@@ -265,9 +275,7 @@ def seeds_table(found: Gathered, reference: str = "anchor") -> list[str]:
     """reference minus each mode over the row orders both were trained on (``over_seeds``); empty
     where no mode has two."""
     rows = {}
-    for model in models_of(found):
-        if model == reference or first_seed(model) != model or model in UNTRAINED:
-            continue
+    for model in other_modes(found, reference):
         pooled = over_seeds(found, reference, model)
         if pooled:
             rows[f"{reference} minus {model}, seeds {', '.join(pooled[0])}"] = pooled[1]
@@ -311,8 +319,10 @@ def difference_table(found: Gathered, reference: str = "anchor", more: Sequence[
 
 
 def seed_table(found: Gathered) -> list[str]:
-    """Each mode minus its second row order: how far two trainings of one recipe land apart."""
-    return difference_rows(found, {f"{a} minus {b}": paired(found, a, b) for a, b in seed_pairs(found)})
+    """Each mode minus its second row order: how far two trainings of one recipe land apart (empty
+    where no mode has two)."""
+    pairs = seed_pairs(found)
+    return difference_rows(found, {f"{a} minus {b}": paired(found, a, b) for a, b in pairs}) if pairs else []
 
 
 def difference_rows(found: Gathered, table: dict[str, dict[str, dict]]) -> list[str]:
@@ -448,6 +458,11 @@ def render(found: Gathered, more: Sequence[tuple[str, str]] = ()) -> str:
     return "\n".join(parts).lstrip("\n") + "\n"
 
 
+def section(title: str, table: list[str]) -> list[str]:
+    """A titled table followed by a blank line, or nothing for an empty table."""
+    return [title, "", *table, ""] if table else []
+
+
 def ruler_parts(found: Gathered, more: Sequence[tuple[str, str]] = ()) -> list[str]:
     """The evaluated models' averages, paired differences, seed spreads and per-task tables."""
     any_result = next(iter(found.ruler.values()))
@@ -465,37 +480,19 @@ def ruler_parts(found: Gathered, more: Sequence[tuple[str, str]] = ()) -> list[s
         "",
         *difference_table(found, more=more),
         "",
-        *(
-            [
-                "Seed to seed (one recipe, another row order; points, [95% interval], samples higher a:b, sign test):",
-                "",
-                *seed_table(found),
-                "",
-            ]
-            if seed_pairs(found)
-            else []
+        *section(
+            "Seed to seed (one recipe, another row order; points, [95% interval], samples higher a:b, sign test):",
+            seed_table(found),
         ),
-        *(
-            [
-                "Over the row orders (each mode's score per sample averaged over its seeds, then paired; the "
-                "interval is over samples, not trainings):",
-                "",
-                *seeds_table(found),
-                "",
-            ]
-            if seeds_table(found)
-            else []
+        *section(
+            "Over the row orders (each mode's score per sample averaged over its seeds, then paired; the "
+            "interval is over samples, not trainings):",
+            seeds_table(found),
         ),
-        *(
-            [
-                "Over trainings (each row order's paired difference one observation: the mean, its 95% t "
-                "interval on seeds - 1 degrees of freedom, and each seed's difference):",
-                "",
-                *trainings_table(found),
-                "",
-            ]
-            if trainings_table(found)
-            else []
+        *section(
+            "Over trainings (each row order's paired difference one observation: the mean, its 95% t "
+            "interval on seeds - 1 degrees of freedom, and each seed's difference):",
+            trainings_table(found),
         ),
         "Per task:",
         *task_tables(found),
