@@ -54,7 +54,8 @@ def describe(
     float8: str | None = None,
     converted: int = 0,
     linears: int = 0,
-    compute: str = "bf16",
+    *,
+    compute: str,
 ) -> str:
     """One line: ``kernels: attention ...; norms/RoPE/SwiGLU ...; loss ...; linear layers ...``, the linear
     layers in ``compute`` (:func:`compute_precision`) where they are not FP8."""

@@ -115,7 +115,7 @@ def apply_speed(
     applied = Applied(kernels, loss, _varlen_kernel(backend, mode, device_type), converted)
     linears = sum(isinstance(module, torch.nn.Linear) for module in lm.modules())
     attention = attention_kernel(backend, mode, device_type, applied.varlen_kernel)
-    line = describe(attention, kernels, loss, settings.float8, len(converted), linears, compute)
+    line = describe(attention, kernels, loss, settings.float8, len(converted), linears, compute=compute)
     rank_zero_only(say)(line + (f" ({VARLEN_KERNEL_ENV} chooses the varlen kernel)" if applied.varlen_kernel else ""))
     if torch._dynamo.config.recompile_limit != limit:
         rank_zero_only(say)(

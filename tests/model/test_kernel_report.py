@@ -26,15 +26,19 @@ def test_the_attention_kernel_in_words():
 
 
 def test_the_banner_line():
-    assert describe("FlashAttention-4 over document segments", "liger", "liger", "tensorwise", 150, 211) == (
+    assert describe(
+        "FlashAttention-4 over document segments", "liger", "liger", "tensorwise", 150, 211, compute="bf16"
+    ) == (
         "kernels: attention FlashAttention-4 over document segments; norms/RoPE/SwiGLU Liger; "
         "loss Liger fused linear cross-entropy; linear layers FP8 tensorwise in 150 of 211 (the rest bf16)"
     )
-    assert describe("SDPA with a dense mask", "none", "chunked").endswith(
+    assert describe("SDPA with a dense mask", "none", "chunked", compute="bf16").endswith(
         "norms/RoPE/SwiGLU transformers' own; loss chunked cross-entropy; linear layers bf16"
     )
     assert describe("SDPA with a dense mask", "none", "chunked", compute="fp32").endswith("; linear layers fp32")
-    assert describe("x", "none", "chunked", "rowwise", 2, 3, "fp32").endswith("FP8 rowwise in 2 of 3 (the rest fp32)")
+    assert describe("x", "none", "chunked", "rowwise", 2, 3, compute="fp32").endswith(
+        "FP8 rowwise in 2 of 3 (the rest fp32)"
+    )
 
 
 def test_the_linear_layers_precision_follows_the_trainer():
