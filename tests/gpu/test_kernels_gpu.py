@@ -1,5 +1,7 @@
 """GPU: Liger's fused RMSNorm/RoPE/SwiGLU on our model give the plain model's loss and gradients (bf16),
-and the memory savers (selective checkpointing, MLP tiling, offload) train a step with the same loss.
+the memory savers (selective checkpointing, MLP tiling, offload) train a step with the same loss, and
+decoder layers compiled on their own (``model.compile_layers``) over Liger's kernels and the varlen
+attention kernel give the eager loss and gradients, compiling one graph for every layer.
 
 Liger patches transformers' Llama module for the whole process, so the comparison runs in a fresh
 (spawned) interpreter where the plain model is built and run first."""
@@ -82,3 +84,55 @@ def test_liger_kernels_and_memory_savers_match_the_plain_model():
         assert applied == "liger" and "Liger" in norm_forward
         assert abs(fused - plain) / plain < 1e-2
         assert cosine > 0.99
+
+
+def _compare_compiled() -> dict:
+    """Eager against compiled decoder layers, both over Liger's kernels and the varlen backend, on the
+    same packed row, for three steps (the first compiles, the next reuse the graphs)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+    from transformers import LlamaConfig
+
+    from anchor_lightning.data.batch import collate_rows
+    from anchor_lightning.data.packing import PackingSpec, pack_documents
+    from anchor_lightning.model.build import build_model, configure
+    from anchor_lightning.model.causal_lm import PackedCausalLM
+    from anchor_lightning.model.speed import SpeedSettings, speed_up
+    from tests.gpu.test_backends_gpu import CONFIG, SEQ_LEN, byte_documents
+
+    packed, _ = pack_documents(byte_documents(), PackingSpec(SEQ_LEN, "per_doc", 256, (256,)))
+    batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in collate_rows(packed[:1], "anchor", "per_doc").items()}
+    results = {}
+    for name, compiled in (("eager", False), ("compiled", True)):
+        torch.manual_seed(0)
+        net = PackedCausalLM(build_model(configure(LlamaConfig(**CONFIG), SEQ_LEN), "varlen")).cuda().train()
+        torch._dynamo.reset()
+        counters.clear()
+        speed_up(net.lm, SpeedSettings(kernels="liger", compile_layers=compiled), "cuda")
+        results[name] = [_loss_and_grad(net, batch) for _ in range(3)]
+        results[name + " graphs"] = (
+            counters["stats"]["unique_graphs"],
+            sum(counters["graph_break"].values()),
+            sorted(counters["graph_break"])[:3],
+        )
+    return results
+
+
+def test_compiled_decoder_layers_over_liger_and_varlen_give_the_eager_step():
+    from tests.gpu.test_backends_gpu import CONFIG
+
+    pytest.importorskip("liger_kernel")
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        results = pool.apply(_compare_compiled)
+    graphs, breaks, reasons = results["compiled graphs"]
+    print(f"compiled layers: {graphs} unique graphs, {breaks} graph breaks {reasons}")
+    for step, ((eager, eager_grad), (compiled, compiled_grad)) in enumerate(zip(results["eager"], results["compiled"])):
+        cosine = torch.nn.functional.cosine_similarity(eager_grad, compiled_grad, dim=0).item()
+        print(f"pass {step}: loss eager {eager:.5f} compiled {compiled:.5f}, gradient cosine {cosine:.5f}")
+        assert abs(compiled - eager) / eager < 1e-2
+        assert cosine > 0.99
+    assert results["eager graphs"][0] == 0  # nothing compiled without the setting
+    # one decoder layer's graph serves every layer (the same code and shapes): a new graph per layer
+    # would mean each layer recompiles, which the recompile limit (8) turns eager past the eighth
+    layers = CONFIG["num_hidden_layers"]
+    assert 0 < graphs < layers, f"{graphs} graphs for {layers} layers"
