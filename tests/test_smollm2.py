@@ -150,3 +150,11 @@ def test_two_steps_start_from_the_pretrained_loss_and_the_export_reloads_with_th
     expected = module_logits(str(tmp_path / "ckpt" / "last.ckpt"), ids, "per_doc", 0, (0, 1))
     logits, _ = fresh_process_logits(tmp_path / "hf", ids, tmp_path)
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+    # RULER on the exported model at its real size (its 28M-element embedding once stopped every RULER
+    # evaluation of it before the first sample: the tiny test models never reached that size)
+    argv = ["evaluate", "--suite", "ruler", "--model", str(tmp_path / "hf"), "--lengths", "1024", "--samples", "1"]
+    main([*argv, "--tasks", "niah_single_1", "--dtype", "float32", "--workers", "1", "--out", str(tmp_path / "ruler")])
+    ruler = json.loads((tmp_path / "ruler" / "ruler.json").read_text())
+    print(f"RULER niah_single_1 at 1K, one sample: {ruler['samples'][0]['prediction']!r}")
+    assert len(ruler["samples"]) == 1 and ruler["samples"][0]["task"] == "niah_single_1"

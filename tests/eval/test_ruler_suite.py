@@ -436,3 +436,22 @@ def test_the_byte_tokenizers_files_are_cached_whole_or_not_at_all(tmp_path, monk
     assert hf("hé", add_special_tokens=False)["input_ids"] == tokenizer.encode_batch(["hé"])[0]
     monkeypatch.setattr(ByteTokenizer, "save_pretrained", half_then_fail)  # written once: not again
     assert hf_tokenizer_source(tokenizer) == source
+
+
+def test_the_weights_fingerprint_reads_inside_tensors_larger_than_float32_counts_exactly():
+    """The fingerprint's evenly spaced indices stay inside every tensor: past 2**24 elements a float32
+    linspace rounded the last index up to the tensor's size (SmolLM2's 49,152 x 576 embedding stopped
+    every RULER evaluation of it). Both ends are read, and a change at the last element changes it."""
+    from anchor_lightning.eval.ruler.partial import SAMPLED, spaced_indices, weights_fingerprint
+
+    for numel in (0, 1, 2, 5, SAMPLED, SAMPLED + 1, 2**24 + 1, 49_152 * 576, 2**31 + 7):
+        picks = spaced_indices(numel)
+        assert len(picks) == min(numel, SAMPLED)
+        if numel:
+            assert picks[0] == 0 and picks[-1] == numel - 1 and bool((picks[1:] > picks[:-1]).all())
+    embedding = torch.nn.Embedding(4096, 4100)  # 16,793,600 elements: a float32 linspace ends at 16,793,600
+    torch.nn.init.zeros_(embedding.weight)
+    before = weights_fingerprint(embedding)
+    with torch.no_grad():
+        embedding.weight[-1, -1] = 1.0
+    assert weights_fingerprint(embedding) != before

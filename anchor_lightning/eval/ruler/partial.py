@@ -29,6 +29,15 @@ NAME = "ruler.partial.jsonl"
 SAMPLED = 1024  # evenly spaced elements of each tensor that the fingerprint reads
 
 
+def spaced_indices(numel: int, count: int = SAMPLED) -> torch.Tensor:
+    """``min(numel, count)`` indices from 0 to ``numel - 1`` (both ends included), evenly spaced, in
+    integer arithmetic: a float32 ``linspace`` rounds past the last index above 2**24 elements."""
+    count = min(numel, count)
+    if count <= 1:
+        return torch.zeros(count, dtype=torch.long)
+    return torch.arange(count, dtype=torch.long) * (numel - 1) // (count - 1)
+
+
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """A digest of the model's tensors as loaded (name, shape, dtype and up to ``SAMPLED`` evenly
     spaced values of each parameter and buffer): another training or another RoPE changes it, while it
@@ -37,7 +46,7 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     tensors = [*model.named_parameters(), *model.named_buffers()]
     for name, tensor in sorted(tensors, key=lambda item: item[0]):
         flat = tensor.detach().reshape(-1)
-        picks = torch.linspace(0, max(flat.numel() - 1, 0), min(flat.numel(), SAMPLED), device=flat.device).long()
+        picks = spaced_indices(flat.numel()).to(flat.device)
         digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
         digest.update(flat[picks].float().cpu().numpy().tobytes())
     return digest.hexdigest()[:20]
