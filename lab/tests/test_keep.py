@@ -82,6 +82,13 @@ def test_a_kept_mode_comes_back_and_is_evaluated_bit_for_bit_in_bfloat16(tmp_pat
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     weights = restored / "exported" / "anchor" / "model.safetensors"
     assert weights.stat().st_size < 0.6 * (work / "exported" / "anchor" / "model.safetensors").stat().st_size
+    # a RULER evaluation stopped before the keep goes on with the kept model: the same resume key
+    from dataclasses import make_dataclass
+
+    from anchor_lightning.commands.evaluate import ruler_key
+
+    settings = make_dataclass("Settings", [("samples", int)])(100)
+    assert ruler_key(original, "bfloat16", settings, {}) == ruler_key(kept, "bfloat16", settings, {})
 
 
 def test_a_broken_or_missing_piece_is_refused_in_one_line(tmp_path):
