@@ -233,8 +233,8 @@ class Runner:
                 complete = False
                 break
         complete = complete and self.evaluate_all()
-        done = ", ".join(self.ledger.state["done"])
-        self.say(f"{'all steps done' if complete else 'stopped; run again to continue'}: {done}")
+        done = ", ".join(self.ledger.state["done"]) or "none"
+        self.say(f"all steps done: {done}" if complete else f"stopped (steps done: {done}); run again to continue")
         return complete
 
 

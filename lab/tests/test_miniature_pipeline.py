@@ -125,7 +125,7 @@ def test_a_deadline_trains_on_when_an_evaluation_does_not_fit_and_the_next_call_
     assert {c for c in later if c.startswith("eval-")} == {f"eval-{n}" for n in module.EVALUATED}
 
 
-def test_an_evaluation_that_fails_stops_the_run_before_more_training(module, tmp_path):
+def test_an_evaluation_that_fails_stops_the_run_before_more_training(module, tmp_path, capsys):
     calls: list[str] = []
     runner = make_runner(module, tmp_path, module.clock, float("inf"), calls)
     command = runner.command
@@ -139,6 +139,8 @@ def test_an_evaluation_that_fails_stops_the_run_before_more_training(module, tmp
     assert "train-intra_doc" not in calls
     state = json.loads((tmp_path / "work" / "state.json").read_text())
     assert "eval-anchor" in state["done"] and "eval-full" not in state["done"]
+    last = capsys.readouterr().out.splitlines()[-1]  # what stopped the run, the steps done named as done
+    assert last.endswith(f"stopped (steps done: {', '.join(state['done'])}); run again to continue"), last
 
 
 STAND_IN = """
