@@ -1,7 +1,7 @@
 """GPU: Liger's fused RMSNorm/RoPE/SwiGLU on our model give the plain model's loss and gradients (bf16),
 the memory savers (selective checkpointing, MLP tiling, offload) train a step with the same loss, and
 decoder layers compiled on their own (``model.compile_layers``) over Liger's kernels and the varlen
-attention kernel give the eager loss and gradients, compiling one graph for every layer.
+attention kernel give the eager loss and gradients, every layer running the graphs the first compiled.
 
 Liger patches transformers' Llama module for the whole process, so the comparison runs in a fresh
 (spawned) interpreter where the plain model is built and run first."""
