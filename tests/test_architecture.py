@@ -197,3 +197,36 @@ def test_the_floors_rule_sees_an_upward_import_and_a_circle(tmp_path):
         assert find_circle(unit_graph(package)) == ["checkpoint", "paths", "checkpoint"]
     finally:
         rules.PACKAGE = original
+
+
+OUTSIDE = ("lab", "scripts", "tests")  # the experiments, the user-facing tools, the tests: never the product's needs
+
+
+def imports_from_outside(package: Path) -> list[str]:
+    return [
+        f"{path.relative_to(package.parent)} -> {module}"
+        for path in sorted(package.rglob("*.py"))
+        for module in sorted(imports(path))
+        if module.split(".")[0] in OUTSIDE
+    ]
+
+
+def test_the_package_never_imports_the_lab_the_scripts_or_the_tests():
+    assert imports_from_outside(PACKAGE) == []
+
+
+def test_the_outside_rule_sees_an_offender(tmp_path):
+    package = tmp_path / "anchor_lightning"
+    (package / "eval").mkdir(parents=True)
+    (package / "eval" / "bad.py").write_text("from lab.miniature import ruler_report\nimport scripts.summarize_run\n")
+    import tests.test_architecture as rules
+
+    original, rules.PACKAGE = rules.PACKAGE, package
+    try:
+        assert imports_from_outside(package) == [
+            "anchor_lightning/eval/bad.py -> lab.miniature",
+            "anchor_lightning/eval/bad.py -> lab.miniature.ruler_report",
+            "anchor_lightning/eval/bad.py -> scripts.summarize_run",
+        ]
+    finally:
+        rules.PACKAGE = original
