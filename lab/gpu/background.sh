@@ -6,11 +6,11 @@
 #   bash lab/gpu/background.sh watch WORK                       watch it again (the next call, within 30 s)
 #
 # COMMAND runs in its own process session (so the end of a call does not stop it), with a copy of this
-# repository's code (anchor_lightning, scripts, lab, recipes) in WORK/code as its working directory and on
-# PYTHONPATH, after $SITE (colon-separated folders where wheels were installed; default /tmp/site): the
-# next calls replace the working tree under it. Its output goes to WORK/run.log (appended to: a run started
-# again keeps what it logged before). COMMAND writes what should come back into WORK/out (at most 7
-# files, 16 MiB each).
+# repository's code (anchor_lightning, scripts, lab, recipes; or the paths $CODE lists) in WORK/code as
+# its working directory and on PYTHONPATH, after $SITE (colon-separated folders where wheels were
+# installed; default /tmp/site): the next calls replace the working tree under it. Its output goes to
+# WORK/run.log (appended to: a run started again keeps what it logged before). COMMAND writes what
+# should come back into WORK/out (at most 7 files, 16 MiB each).
 #
 # Watching prints what the run logged since the last call, copies WORK/out's files and run.log into
 # $OUT whenever they change (so a call that is stopped still brings back the latest), and returns when
@@ -22,6 +22,7 @@ START=$SECONDS
 WATCH=${WATCH:-570}
 SITE=${SITE:-/tmp/site}
 OUT=${OUT:?OUT: the folder whose files come back}
+CODE=${CODE:-anchor_lightning scripts lab recipes}  # what the copy of the code holds (the GPU tests add tests pyproject.toml)
 export PYTHONUNBUFFERED=1
 
 usage() { echo "usage: background.sh start WORK -- COMMAND [ARG...] | background.sh watch WORK"; exit 2; }
@@ -35,7 +36,8 @@ running() { [ -f "$WORK/run.pid" ] && kill -0 "$(cat "$WORK/run.pid")" 2>/dev/nu
 launch() {
   local code=$WORK/code site=${SITE:+$SITE:}
   mkdir -p "$WORK/out" && rm -rf "$code.tmp" && mkdir -p "$code.tmp"
-  cp -r anchor_lightning scripts lab recipes "$code.tmp"/ && rm -rf "$code" && mv "$code.tmp" "$code"
+  # shellcheck disable=SC2086  # CODE: a list of paths
+  cp -r $CODE "$code.tmp"/ && rm -rf "$code" && mv "$code.tmp" "$code"
   rm -f "$WORK/run.pid" "$WORK/run.exit"
   # the log of a run started again (after a failure, or restored by keep.py) goes on: nothing logged is lost,
   # and watching shows only what this launch adds

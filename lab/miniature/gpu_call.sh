@@ -56,6 +56,12 @@
 #   until nvidia-smi --query-compute-apps=used_memory --format=csv,noheader,nounits |
 #     awk '$1>40000{f=1} END{exit !f}'; do sleep 2; done; touch /tmp/go
 #
+# The GPU tests beside a run (they take little memory; start them before a RULER evaluation plans its
+# batches, or after it): `tests [pytest arguments]` (default tests/gpu; the wheels staged or carried)
+# runs them in the background from a copy of the tree in $WORK-tests; a later call brings their log back
+# with `mkdir -p $OUT/tests && OUT=$OUT/tests WATCH=1 gpu_call.sh watch tests; ...` before it watches the
+# run (two run.logs, two folders).
+#
 # A trained mode outlives its session through lab/miniature/keep.py (its exported model in bfloat16 and
 # its run state, about 270 MB): after the export, calls `keep MODE 0`, `keep MODE 1`, ... (nothing
 # carried, each within 30 s of the last) send it out, 4 pieces of 15 MiB a call; here
@@ -205,6 +211,19 @@ case "${1:-start}" in
     echo "[each] exit codes: $(for i in "${!models[@]}"; do printf '%s %s  ' "${models[$i]}" "${codes[$i]}"; done)"
     exit "$worst"
     ;;
+  tests)  # tests [pytest arguments]: the GPU tests in the background from a copy of the tree, beside a run
+    shift
+    stage  # the wheels, when this call carries them
+    [ -d "$SITE" ] || { echo "no wheels installed: carry $WHEELS in this call or an earlier one"; exit 4; }
+    if [ -f "$WORK-tests/run.pid" ]; then
+      echo "the GPU tests were started on this machine before: watching them"
+      exec bash "$HERE/../gpu/background.sh" watch "$WORK-tests"
+    fi
+    export CODE="anchor_lightning scripts lab recipes tests pyproject.toml"
+    [ $# -gt 0 ] || set -- tests/gpu
+    exec bash "$HERE/../gpu/background.sh" start "$WORK-tests" -- \
+      "$PYTHON" -m pytest -q -s -p no:cacheprovider "$@"
+    ;;
   keep)  # keep MODE K: part K (0, 1, ...) of MODE's exported model and run state into $OUT (keep.py)
     [ -n "${2:-}" ] && [ -n "${3:-}" ] || { echo "usage: gpu_call.sh keep MODE PART"; exit 2; }
     "$PYTHON" "$HERE/keep.py" send --work "$WORK-$2" --part "$3" --out "$OUT"
@@ -215,6 +234,6 @@ case "${1:-start}" in
     exec bash "$HERE/../gpu/background.sh" watch "$WORK"
     ;;
   *)
-    echo "usage: gpu_call.sh stage | start [run.py arguments] | one MODEL [run.py arguments] | each MODEL... [-- run.py arguments] | watch [MODEL] | keep MODE PART"; exit 2
+    echo "usage: gpu_call.sh stage | start [run.py arguments] | one MODEL [run.py arguments] | each MODEL... [-- run.py arguments] | watch [MODEL|tests] | tests [pytest arguments] | keep MODE PART"; exit 2
     ;;
 esac

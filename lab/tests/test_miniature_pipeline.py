@@ -339,6 +339,28 @@ def test_no_modes_evaluates_only_and_one_evaluation_at_a_time_is_the_default(mod
     assert args.modes == [] and args.models == ["base"] and args.parallel == 1
 
 
+@pytest.mark.slow  # a pytest run in the background, across calls
+def test_gpu_call_tests_runs_the_gpu_tests_in_the_background_from_a_copy_of_the_tree(tmp_path):
+    """`tests` beside a run: the GPU tests (all skipped on this CPU) from a copy of the tree in
+    $WORK-tests, their log brought back by `watch tests`; without the wheels, one line and exit 4."""
+    quiet = {"ANCHOR_REQUIRE_SHARED": "0"}  # the copy has no ../shared beside it (CI sets 1)
+    bare = gpu_call(tmp_path, "tests", watch=1, **quiet)
+    assert bare.returncode == 4 and "no wheels installed" in bare.stdout, bare.stdout + bare.stderr
+    (tmp_path / "site").mkdir()
+    started = gpu_call(tmp_path, "tests", "tests/gpu/test_generation_gpu.py", watch=50, **quiet)
+    assert started.returncode == 0, started.stdout + started.stderr  # pytest's own exit code
+    assert "started in the background" in started.stdout and "-m pytest" in started.stdout
+    log = (started.out / "run.log").read_text()
+    tests = (ROOT / "tests" / "gpu" / "test_generation_gpu.py").read_text().count("\ndef test_")
+    assert f"\n{tests} skipped in " in log, log  # every test of the file ran (and skipped: no GPU here)
+    assert (tmp_path / "work-tests" / "code" / "tests" / "gpu" / "test_generation_gpu.py").is_file()
+    assert (tmp_path / "work-tests" / "code" / "pyproject.toml").is_file()
+    again = gpu_call(tmp_path, "tests", watch=5, **quiet)  # a second call only watches them
+    assert again.returncode == 0 and "started on this machine before" in again.stdout, again.stdout
+    watched = gpu_call(tmp_path, "watch", "tests", watch=5, **quiet)
+    assert watched.returncode == 0 and (watched.out / "run.log").read_text() == log
+
+
 def test_gpu_call_on_a_bare_machine_says_which_calls_to_make(tmp_path):
     result = gpu_call(tmp_path, "watch", watch=1)
     assert result.returncode == 4 and "stage and start again" in result.stdout
