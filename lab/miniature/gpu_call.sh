@@ -68,7 +68,10 @@
 # `python lab/miniature/keep.py collect MODE <each call's files_at>` checks the pieces and groups them
 # into .carry/kept/MODE/1 ... n, 3 a call; in a later session each call carrying one of those folders
 # runs `stage`, which restores the run once every piece is there, and `one MODE [run.py arguments]`
-# then continues it: trained and exported, it evaluates (no GGUF or data needed).
+# then continues it: trained and exported, it evaluates (no GGUF or data needed). The evaluation goes
+# on after the keep: the session's last call `keep MODE progress` sends its finished groups
+# (progress.tar), and `keep.py collect MODE <the keep calls' files_at> <that call's files_at>` carries
+# them with the pieces, so the restored evaluation goes on from them.
 set -uo pipefail
 START=$SECONDS
 WORK=$(realpath -m "${WORK:-/tmp/miniature}")  # absolute: the run works in its copy of the code
@@ -224,8 +227,12 @@ case "${1:-start}" in
     exec bash "$HERE/../gpu/background.sh" start "$WORK-tests" -- \
       "$PYTHON" -m pytest -q -s -p no:cacheprovider "$@"
     ;;
-  keep)  # keep MODE K: part K (0, 1, ...) of MODE's exported model and run state into $OUT (keep.py)
-    [ -n "${2:-}" ] && [ -n "${3:-}" ] || { echo "usage: gpu_call.sh keep MODE PART"; exit 2; }
+  keep)  # keep MODE K: part K (0, 1, ...) of MODE's exported model and run state into $OUT (keep.py);
+    # keep MODE progress: its RULER evaluation's finished groups as they stand, the session's last call
+    [ -n "${2:-}" ] && [ -n "${3:-}" ] || { echo "usage: gpu_call.sh keep MODE PART|progress"; exit 2; }
+    if [ "$3" = progress ]; then
+      exec "$PYTHON" "$HERE/keep.py" progress --work "$WORK-$2" --out "$OUT"
+    fi
     "$PYTHON" "$HERE/keep.py" send --work "$WORK-$2" --part "$3" --out "$OUT"
     ;;
   watch)
@@ -234,6 +241,6 @@ case "${1:-start}" in
     exec bash "$HERE/../gpu/background.sh" watch "$WORK"
     ;;
   *)
-    echo "usage: gpu_call.sh stage | start [run.py arguments] | one MODEL [run.py arguments] | each MODEL... [-- run.py arguments] | watch [MODEL|tests] | tests [pytest arguments] | keep MODE PART"; exit 2
+    echo "usage: gpu_call.sh stage | start [run.py arguments] | one MODEL [run.py arguments] | each MODEL... [-- run.py arguments] | watch [MODEL|tests] | tests [pytest arguments] | keep MODE PART|progress"; exit 2
     ;;
 esac

@@ -12,6 +12,13 @@ evaluated in a later one by sending it out over a few calls and carrying it back
     every piece is there) and ``gpu_call.sh one MODE ...`` continues the run: its state says trained and
     exported, so it evaluates.
 
+An evaluation goes on after the keep, and the session may end before it does. Its progress comes out
+too: a last call ``gpu_call.sh keep MODE progress`` (``keep.py progress``) sends ``progress.tar``, the
+run's ``results/**/ruler.partial.jsonl`` as they stand; ``collect`` given that call's folder as well
+carries it with the first pieces, and ``restore`` puts it in place of the kept files it continues (a
+partial file only grows: one that does not start with the kept one's bytes is not taken), so the
+restored evaluation starts from the groups finished before the session ended.
+
 What is kept: the run's ``state.json``, the arguments it was started with (``run.args``: ``one``
 continues it only with the same), its ``run.log`` (the restored run logs on after it), ``logs/``,
 ``results/`` (train.json, whatever evaluations finished, and the finished (task, length) groups of a
@@ -29,6 +36,7 @@ sha256, checked here by ``collect`` and there by ``restore``.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shutil
 import sys
@@ -47,6 +55,8 @@ SEND_PER_CALL = 4  # 4 x 15 MiB + the manifest: within a call's 64 MiB back
 CARRY_PER_CALL = 3  # 3 x 15 MiB beside a working tree of about 7 MB: within a call's 64 MiB in
 # run.args: gpu_call.sh's, to continue alike; run.log: background.sh's, to log on after it
 KEPT = ("state.json", "run.args", "run.log", "logs", "results", "exported")
+PROGRESS = "progress.tar"  # a later state of the kept run's RULER partial files (``progress``)
+PARTIAL = "ruler.partial.jsonl"  # anchor_lightning.eval.ruler.partial's file
 
 
 def to_bfloat16(folder: Path) -> None:
@@ -123,15 +133,41 @@ def send(work: Path, part: int, out: Path, per_call: int = SEND_PER_CALL, piece_
     return f"sent part {part} of 0-{parts - 1} ({', '.join(names)}){more}"
 
 
+def finished_groups(text: str) -> int:
+    """The finished (task, length) groups in a partial file's text (its first line is the key)."""
+    return max(0, sum(1 for line in text.splitlines() if line.strip()) - 1)
+
+
+def progress(work: Path, out: Path) -> str:
+    """There: ``out/progress.tar``, every ``results/**/ruler.partial.jsonl`` of the run in ``work`` as it stands."""
+    found = sorted((work / "results").rglob(PARTIAL))
+    if not found:
+        raise UserError(f"{work}: no RULER evaluation under way (no {PARTIAL} under results/)")
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / f".{PROGRESS}.tmp"
+    count = 0
+    with tarfile.open(staging, "w", format=tarfile.PAX_FORMAT) as tar:
+        for path in found:
+            data = path.read_bytes()  # read once: the evaluation may append while this runs
+            count += finished_groups(data.decode(errors="replace"))
+            info = tarfile.TarInfo(str(path.relative_to(work)))
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    staging.rename(out / PROGRESS)
+    return f"sent the progress of {len(found)} RULER evaluation(s): {count} finished (task, length) groups"
+
+
 def collect(mode: str, folders: list[Path], carry: Path, per_call: int = CARRY_PER_CALL) -> str:
     """Here: the pieces from the calls' folders, checked against the manifest, into
-    ``carry/kept/MODE/1 ... n`` (``per_call`` pieces a folder, the manifest in the first)."""
+    ``carry/kept/MODE/1 ... n`` (``per_call`` pieces a folder, the manifest in the first), with the
+    last ``progress.tar`` among the folders (in the order given: the calls' order) beside the manifest."""
     found: dict[str, Path] = {}
     for folder in folders:
         for path in folder.glob("kept.tar.*"):
             found[path.name] = path
-        if (folder / "manifest.json").is_file():
-            found["manifest.json"] = folder / "manifest.json"
+        for name in ("manifest.json", PROGRESS):
+            if (folder / name).is_file():
+                found[name] = folder / name
     if "manifest.json" not in found:
         raise UserError("no manifest.json among the folders: add the folder of part 0's call")
     manifest = json.loads(found["manifest.json"].read_text())
@@ -150,7 +186,36 @@ def collect(mode: str, folders: list[Path], carry: Path, per_call: int = CARRY_P
     if file_sha256(*every) != manifest["sha256"]:
         shutil.rmtree(target)
         raise UserError("the pieces do not join to the manifest's sha256: fetch them again")
-    return f"{len(every)} pieces checked, in {len(groups)} carries: {', '.join(str(target / str(n)) for n in range(1, len(groups) + 1))}"
+    extra = ""
+    if PROGRESS in found:
+        shutil.copy2(found[PROGRESS], target / "1" / PROGRESS)
+        extra = f" (with the evaluation's progress from {found[PROGRESS].parent})"
+    return f"{len(every)} pieces checked, in {len(groups)} carries{extra}: {', '.join(str(target / str(n)) for n in range(1, len(groups) + 1))}"
+
+
+def apply_progress(tar_path: Path, run: Path) -> str:
+    """The partial files of ``progress.tar`` into the unpacked run ``run``, each where it continues the
+    kept file (or where there is none); what follows the kept run's state is said."""
+    taken, refused = 0, []
+    with tarfile.open(tar_path) as tar:
+        for member in tar.getmembers():
+            parts = Path(member.name).parts
+            if not member.isfile() or parts[0] != "results" or ".." in parts or parts[-1] != PARTIAL:
+                refused.append(f"{member.name} (not a RULER partial file of results/)")
+                continue
+            reader = tar.extractfile(member)
+            assert reader is not None  # a regular file
+            data = reader.read()
+            target = run / member.name
+            kept = target.read_bytes() if target.is_file() else b""
+            if not data.startswith(kept):
+                refused.append(f"{member.name} (does not continue the kept file)")
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            taken += finished_groups(data.decode(errors="replace")) - finished_groups(kept.decode(errors="replace"))
+    said = f"; {taken} more RULER groups from the progress sent after the keep"
+    return said + (f"; not taken: {', '.join(refused)}" if refused else "")
 
 
 def restore(pieces: Path, work: Path) -> str:
@@ -175,8 +240,9 @@ def restore(pieces: Path, work: Path) -> str:
     with tarfile.open(joined) as tar:
         tar.extractall(staging, filter="data")
     joined.unlink()
+    more = apply_progress(pieces / PROGRESS, staging) if (pieces / PROGRESS).is_file() else ""
     staging.rename(work)
-    return f"restored {', '.join(manifest['modes'])} into {work}"
+    return f"restored {', '.join(manifest['modes'])} into {work}{more}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,9 +252,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--part", type=int, required=True)
     p.add_argument("--out", type=Path, required=True)
+    p = verbs.add_parser("progress", help="on the GPU machine: the run's RULER partial files as they stand into OUT")
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
     p = verbs.add_parser("collect", help="here: the returned pieces, checked, into carry folders")
     p.add_argument("mode")
-    p.add_argument("folders", type=Path, nargs="+", help="the folders the send calls' files came back to")
+    p.add_argument(
+        "folders",
+        type=Path,
+        nargs="+",
+        help="the folders the send calls' files came back to (and the progress call's, last)",
+    )
     p.add_argument("--carry", type=Path, default=Path(".carry"))
     p = verbs.add_parser("restore", help="on the GPU machine: the carried pieces back into a run folder")
     p.add_argument("--pieces", type=Path, required=True)
@@ -197,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.verb == "send":
             print(send(args.work, args.part, args.out))
+        elif args.verb == "progress":
+            print(progress(args.work, args.out))
         elif args.verb == "collect":
             print(collect(args.mode, args.folders, args.carry))
         else:

@@ -1,6 +1,7 @@
 """lab/miniature/keep.py: a trained mode's exported model and run state sent out in pieces, collected
 and checked here, carried back in and restored, evaluated in bfloat16 bit for bit as the original; and
-gpu_call.sh's stage restoring it so that `one MODE` continues the run without the GGUF or the data."""
+gpu_call.sh's stage restoring it so that `one MODE` continues the run without the GGUF or the data;
+and the RULER evaluation's progress after the keep sent, carried and put back with it."""
 
 from __future__ import annotations
 
@@ -112,6 +113,44 @@ def test_a_broken_or_missing_piece_is_refused_in_one_line(tmp_path):
         keep.build(midway)
 
 
+def test_an_evaluations_progress_after_the_keep_comes_back_with_the_kept_run(tmp_path):
+    work = trained_run(tmp_path / "miniature-anchor")
+    partial = work / "results" / "anchor" / "ruler" / keep.PARTIAL
+    partial.parent.mkdir(parents=True)
+    head = '{"key": {"weights": "abc"}}\n{"task": "niah_single_1", "length": 4096, "records": []}\n'
+    partial.write_text(head)  # one group finished when the mode is kept
+    folders = send_all(work, tmp_path)
+    with partial.open("a") as f:  # the evaluation goes on: two more groups, then the session ends
+        f.write('{"task": "niah_single_1", "length": 8192, "records": []}\n')
+        f.write('{"task": "niah_single_2", "length": 4096, "records": []}\n')
+    said = keep.progress(work, tmp_path / "call-progress")
+    assert said.endswith(": 3 finished (task, length) groups"), said
+    assert [p.name for p in (tmp_path / "call-progress").iterdir()] == [keep.PROGRESS]
+    said = keep.collect("anchor", [*folders, tmp_path / "call-progress"], tmp_path / "carry", per_call=3)
+    assert "with the evaluation's progress" in said
+    first = tmp_path / "carry" / "kept" / "anchor" / "1"
+    assert (first / keep.PROGRESS).is_file() and (first / "manifest.json").is_file()
+    there = tmp_path / "pieces"
+    there.mkdir()
+    for folder in sorted((tmp_path / "carry" / "kept" / "anchor").iterdir()):
+        for f in folder.iterdir():
+            (there / f.name).write_bytes(f.read_bytes())
+    said = keep.restore(there, tmp_path / "fresh" / "miniature-anchor")
+    assert said.endswith("; 2 more RULER groups from the progress sent after the keep"), said
+    restored = tmp_path / "fresh" / "miniature-anchor" / "results" / "anchor" / "ruler" / keep.PARTIAL
+    assert restored.read_bytes() == partial.read_bytes()
+    # a partial file that does not continue the kept one (another evaluation started over) is not taken
+    partial.write_text('{"key": {"weights": "other"}}\n')
+    keep.progress(work, tmp_path / "call-other")
+    (there / keep.PROGRESS).write_bytes((tmp_path / "call-other" / keep.PROGRESS).read_bytes())
+    said = keep.restore(there, tmp_path / "again" / "miniature-anchor")
+    assert "; 0 more RULER groups" in said and "not taken: results/anchor/ruler/ruler.partial.jsonl (does not" in said
+    again = tmp_path / "again" / "miniature-anchor" / "results" / "anchor" / "ruler" / keep.PARTIAL
+    assert again.read_text() == head
+    with pytest.raises(UserError, match="no RULER evaluation under way"):
+        keep.progress(trained_run(tmp_path / "no-evaluation"), tmp_path / "call-none")
+
+
 @pytest.mark.slow  # gpu_call.sh's background run, with its waits
 def test_gpu_call_stage_restores_a_kept_mode_and_one_continues_it_without_the_gguf(tmp_path):
     from lab.tests.test_miniature_pipeline import STAND_IN, gpu_call
@@ -130,4 +169,6 @@ def test_gpu_call_stage_restores_a_kept_mode_and_one_continues_it_without_the_gg
     assert gpu_call(tmp_path, "keep", "anchor", watch=1).returncode == 2
     sent = gpu_call(tmp_path, "keep", "anchor", "0", watch=1)
     assert sent.returncode == 0 and "sent part 0" in sent.stdout and (sent.out / "manifest.json").is_file()
+    nothing = gpu_call(tmp_path, "keep", "anchor", "progress", watch=1)  # the stand-in evaluates nothing
+    assert nothing.returncode == 2 and "no RULER evaluation under way" in nothing.stderr, nothing.stdout
     subprocess.run(["pkill", "-f", str(tmp_path / "work-anchor")], check=False)
