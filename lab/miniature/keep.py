@@ -208,6 +208,7 @@ def apply_progress(tar_path: Path, run: Path) -> str:
             data = reader.read()
             target = run / member.name
             kept = target.read_bytes() if target.is_file() else b""
+            kept = kept[: kept.rfind(b"\n") + 1]  # a group torn mid-write when kept: the run writes it again
             if not data.startswith(kept):
                 refused.append(f"{member.name} (does not continue the kept file)")
                 continue

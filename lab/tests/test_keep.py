@@ -118,8 +118,11 @@ def test_an_evaluations_progress_after_the_keep_comes_back_with_the_kept_run(tmp
     partial = work / "results" / "anchor" / "ruler" / keep.PARTIAL
     partial.parent.mkdir(parents=True)
     head = '{"key": {"weights": "abc"}}\n{"task": "niah_single_1", "length": 4096, "records": []}\n'
-    partial.write_text(head)  # one group finished when the mode is kept
+    # one group finished when the mode is kept, and the next kept torn mid-write (the run drops and
+    # writes it again)
+    partial.write_text(head + '{"task": "niah_sin')
     folders = send_all(work, tmp_path)
+    partial.write_text(head)
     with partial.open("a") as f:  # the evaluation goes on: two more groups, then the session ends
         f.write('{"task": "niah_single_1", "length": 8192, "records": []}\n')
         f.write('{"task": "niah_single_2", "length": 4096, "records": []}\n')
@@ -146,7 +149,7 @@ def test_an_evaluations_progress_after_the_keep_comes_back_with_the_kept_run(tmp
     said = keep.restore(there, tmp_path / "again" / "miniature-anchor")
     assert "; 0 more RULER groups" in said and "not taken: results/anchor/ruler/ruler.partial.jsonl (does not" in said
     again = tmp_path / "again" / "miniature-anchor" / "results" / "anchor" / "ruler" / keep.PARTIAL
-    assert again.read_text() == head
+    assert again.read_text() == head + '{"task": "niah_sin'  # the kept file as it was
     with pytest.raises(UserError, match="no RULER evaluation under way"):
         keep.progress(trained_run(tmp_path / "no-evaluation"), tmp_path / "call-none")
 
