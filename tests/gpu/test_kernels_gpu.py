@@ -120,6 +120,13 @@ def _compare_compiled() -> dict:
             counters["stats"]["unique_graphs"],
             sum(counters["graph_break"].values()),
             sorted({reason.splitlines()[0] for reason in counters["graph_break"]}),
+            # the whole of each reason: torch names the function that broke the graph past the first line
+            sorted(
+                {
+                    " | ".join(line.strip() for line in reason.splitlines() if line.strip())
+                    for reason in counters["graph_break"]
+                }
+            ),
         )
     return results
 
@@ -130,8 +137,10 @@ def test_compiled_decoder_layers_over_liger_and_varlen_give_the_eager_step():
     pytest.importorskip("liger_kernel")
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         results = pool.apply(_compare_compiled)
-    graphs, breaks, reasons = results["compiled graphs"]
+    graphs, breaks, reasons, details = results["compiled graphs"]
     print(f"compiled layers: {graphs} unique graphs, {breaks} graph breaks {reasons}")
+    for detail in details:
+        print(f"  graph break: {detail[:600]}")
     for step, ((eager, eager_grad), (compiled, compiled_grad)) in enumerate(zip(results["eager"], results["compiled"])):
         cosine = torch.nn.functional.cosine_similarity(eager_grad, compiled_grad, dim=0).item()
         print(f"pass {step}: loss eager {eager:.5f} compiled {compiled:.5f}, gradient cosine {cosine:.5f}")
