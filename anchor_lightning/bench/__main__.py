@@ -43,10 +43,11 @@ def run_one(spec: dict, timeout: int) -> dict:
 
 
 def label(result: dict) -> str:
-    """The contender's name, with the FlashAttention kernel where one was chosen, whether its layers were
-    compiled, and the FP8 recipe."""
+    """The contender's name, with the FlashAttention kernel where one was chosen, the fused kernels where
+    ours were named (``--kernels``), whether its layers were compiled, and the FP8 recipe."""
     kernel = result.get("varlen_kernel")
     name = f"{result['name']}:{kernel}" if kernel else result["name"]
+    name += f"+kernels:{result['kernels']}" if result.get("kernels", "auto") != "auto" else ""
     name += "+compiled" if result.get("compile_layers") else ""
     return f"{name}+fp8:{result['float8']}" if result.get("float8") else name
 

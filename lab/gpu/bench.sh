@@ -36,9 +36,13 @@ part() {
     fp8)  # FP8 linear layers (compiled, torchao), ours and the strongest peer, against their own bf16
       run --rows 32768 65536 --float8 none tensorwise rowwise --contenders ours-anchor-varlen hf-flex-liger \
           --out $out/fp8.json ;;
-    compiled)  # ours with each decoder layer compiled (model.compile_layers) against ours eager, same card
+    compiled)  # ours with each decoder layer compiled (model.compile_layers) against ours eager, same card;
+      # then compiled without Liger's RoPE/SwiGLU/RMSNorm (Liger 0.8.5 calls RoPE and SwiGLU through a
+      # torch.compiler.disable'd dispatch, which cuts each compiled layer): inductor fuses them itself
       run --rows 32768 65536 --contenders ours-anchor-varlen --out $out/eager.json
-      run --rows 32768 65536 --contenders ours-anchor-varlen --compile-layers --out $out/compiled.json ;;
+      run --rows 32768 65536 --contenders ours-anchor-varlen --compile-layers --out $out/compiled.json
+      run --rows 32768 65536 --contenders ours-anchor-varlen --compile-layers --kernels none \
+          --out $out/compiled-inductor.json ;;
     fp8-3b)  # the same on Llama-3.2-3B's decoder shape (vocabulary 32,000 as the 1B's) at 32K, where FP8 gains most
       run --rows 32768 --float8 none tensorwise rowwise --contenders ours-anchor-varlen hf-flex-liger \
           --shape '{"hidden_size": 3072, "intermediate_size": 8192, "layers": 28, "heads": 24, "kv_heads": 8}' \

@@ -293,3 +293,7 @@ def test_a_compiled_run_is_named_so():
         "ours-anchor-varlen:fa4+compiled"
     )
     assert bench.label({"name": "hf-flex-liger", "float8": "rowwise"}) == "hf-flex-liger+fp8:rowwise"
+    # compiled without Liger's kernels inside the layers (they break the compiled graph): named apart
+    inductor = {"name": "ours-anchor-varlen", "kernels": "none", "compile_layers": True}
+    assert bench.label(inductor) == "ours-anchor-varlen+kernels:none+compiled"
+    assert bench.label({"name": "ours-anchor-varlen", "kernels": "auto"}) == "ours-anchor-varlen"
