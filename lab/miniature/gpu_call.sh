@@ -101,11 +101,11 @@ stage() {  # copy into the machine what this call carries: the GGUF's pieces, th
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "$WHEELS"/*.whl || exit 1
     echo "installed the wheels of $WHEELS"
   fi
-  for d in "$CARRY"/kept/*/*/; do  # a mode kept from an earlier session (keep.py): its pieces, then its run
-    [ -d "$d" ] || continue
-    local mode
-    mode=$(basename "$(dirname "$d")")
-    mkdir -p "$PIECES/kept-$mode" && cp "$d"* "$PIECES/kept-$mode/" || exit 5
+  local kept mode
+  for kept in "$CARRY"/kept/*/; do  # a mode kept from an earlier session (keep.py): its pieces, then its run
+    [ -d "$kept" ] || continue
+    mode=$(basename "$kept")
+    mkdir -p "$PIECES/kept-$mode" && cp "$kept"*/* "$PIECES/kept-$mode/" || exit 5
     "$PYTHON" "$HERE/keep.py" restore --pieces "$PIECES/kept-$mode" --work "$WORK-$mode" || exit 5
   done
   if [ ! -f "$DATA/manifest.json" ] && [ -d "$MINIDATA" ]; then
