@@ -175,21 +175,26 @@ def collect(mode: str, folders: list[Path], carry: Path, per_call: int = CARRY_P
     if missing:
         raise UserError(f"pieces missing: {', '.join(missing)} (send the parts that hold them)")
     target = carry / "kept" / mode
-    shutil.rmtree(target, ignore_errors=True)
+    # built beside the target and put in its place at the end: the folders may be the carry's own (a
+    # later progress added to a mode collected before), and a failed check leaves the old carry whole
+    staging = target.with_name(target.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
     groups = [manifest["pieces"][i : i + per_call] for i in range(0, len(manifest["pieces"]), per_call)]
     for n, group in enumerate(groups, 1):
-        (target / str(n)).mkdir(parents=True)
+        (staging / str(n)).mkdir(parents=True)
         for name in group:
-            shutil.copy2(found[name], target / str(n) / name)
-    shutil.copy2(found["manifest.json"], target / "1" / "manifest.json")
-    every = [target / str(n) / name for n, group in enumerate(groups, 1) for name in group]
+            shutil.copy2(found[name], staging / str(n) / name)
+    shutil.copy2(found["manifest.json"], staging / "1" / "manifest.json")
+    every = [staging / str(n) / name for n, group in enumerate(groups, 1) for name in group]
     if file_sha256(*every) != manifest["sha256"]:
-        shutil.rmtree(target)
+        shutil.rmtree(staging)
         raise UserError("the pieces do not join to the manifest's sha256: fetch them again")
     extra = ""
     if PROGRESS in found:
-        shutil.copy2(found[PROGRESS], target / "1" / PROGRESS)
+        shutil.copy2(found[PROGRESS], staging / "1" / PROGRESS)
         extra = f" (with the evaluation's progress from {found[PROGRESS].parent})"
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
     return f"{len(every)} pieces checked, in {len(groups)} carries{extra}: {', '.join(str(target / str(n)) for n in range(1, len(groups) + 1))}"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,13 @@ def test_a_broken_or_missing_piece_is_refused_in_one_line(tmp_path):
     with pytest.raises(UserError, match="do not join to the manifest's sha256"):
         keep.collect("full", folders, tmp_path / "carry")
     assert not (tmp_path / "carry" / "kept" / "full").exists()
+    earlier = tmp_path / "carry" / "kept" / "full" / "1"  # a carry collected before stays as it was
+    earlier.mkdir(parents=True)
+    (earlier / "kept.tar.000").write_bytes(b"kept")
+    with pytest.raises(UserError, match="do not join to the manifest's sha256"):
+        keep.collect("full", folders, tmp_path / "carry")
+    assert (earlier / "kept.tar.000").read_bytes() == b"kept"
+    assert not (tmp_path / "carry" / "kept" / "full.tmp").exists()
     assert keep.main(["collect", "full", str(tmp_path / "nothing")]) == 2
     with pytest.raises(UserError, match="no exported model yet"):
         keep.build(tmp_path / "empty")
@@ -142,6 +150,16 @@ def test_an_evaluations_progress_after_the_keep_comes_back_with_the_kept_run(tmp
     assert said.endswith("; 2 more RULER groups from the progress sent after the keep"), said
     restored = tmp_path / "fresh" / "miniature-anchor" / "results" / "anchor" / "ruler" / keep.PARTIAL
     assert restored.read_bytes() == partial.read_bytes()
+    # a later session's progress added to the carry already collected: its own folders are the sources
+    with partial.open("a") as f:
+        f.write('{"task": "niah_single_2", "length": 8192, "records": []}\n')
+    keep.progress(work, tmp_path / "call-later")
+    own = sorted((tmp_path / "carry" / "kept" / "anchor").iterdir())
+    keep.collect("anchor", [*own, tmp_path / "call-later"], tmp_path / "carry", per_call=3)
+    assert sorted((tmp_path / "carry" / "kept" / "anchor").iterdir()) == own
+    later = tarfile.open(first / keep.PROGRESS).extractfile("results/anchor/ruler/" + keep.PARTIAL)
+    assert later is not None and later.read() == partial.read_bytes()
+    assert not (tmp_path / "carry" / "kept" / "anchor.tmp").exists()
     # a partial file that does not continue the kept one (another evaluation started over) is not taken
     partial.write_text('{"key": {"weights": "other"}}\n')
     keep.progress(work, tmp_path / "call-other")
