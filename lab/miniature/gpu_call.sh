@@ -69,9 +69,10 @@
 # into .carry/kept/MODE/1 ... n, 3 a call; in a later session each call carrying one of those folders
 # runs `stage`, which restores the run once every piece is there, and `one MODE [run.py arguments]`
 # then continues it: trained and exported, it evaluates (no GGUF or data needed). The evaluation goes
-# on after the keep: the session's last call `keep MODE progress` sends its finished groups
-# (progress.tar), and `keep.py collect MODE <the keep calls' files_at> <that call's files_at>` carries
-# them with the pieces, so the restored evaluation goes on from them.
+# on after the keep: once a run is kept (or restored), every `one`/`watch` call also brings back its
+# finished groups (progress.tar; `keep MODE progress` alone sends them too), and
+# `keep.py collect MODE <the keep calls' files_at, or .carry/kept/MODE/*> <the latest files_at with a
+# progress.tar>` carries them with the pieces, so the restored evaluation goes on from them.
 set -uo pipefail
 START=$SECONDS
 WORK=$(realpath -m "${WORK:-/tmp/miniature}")  # absolute: the run works in its copy of the code
@@ -129,6 +130,19 @@ setup() {  # setup WORK: stage, then check that the machine has everything WORK'
   [ -f "$DATA/manifest.json" ] || { echo "no data: carry $MINIDATA in this call or an earlier one"; exit 6; }
 }
 
+watched() {  # watched WORK background.sh-ARGS...: background.sh, then (a kept run) its RULER progress into $OUT
+  local work=$1 code
+  shift
+  bash "$HERE/../gpu/background.sh" "$@"
+  code=$?
+  # a kept run's evaluation: every call brings back its finished groups (keep.py progress), so a machine
+  # lost mid-evaluation costs only the groups since the last call
+  if { [ -d "$work.keep" ] || [ -f "$work/kept.json" ]; } && [ -n "$(find "$work/results" -name ruler.partial.jsonl 2>/dev/null)" ]; then
+    "$PYTHON" "$HERE/keep.py" progress --work "$work" --out "$OUT"
+  fi
+  exit "$code"
+}
+
 ASKED=""  # the run.py arguments this call asked for: a run already there with others is not taken for it
 start_run() {  # start_run WORK [run.py arguments]: start run.py in WORK, or watch the run already there
   local work=$1
@@ -149,12 +163,12 @@ start_run() {  # start_run WORK [run.py arguments]: start run.py in WORK, or wat
   fi
   if [ -f "$work/run.pid" ]; then
     echo "the run was started on this machine before: watching it"
-    exec bash "$HERE/../gpu/background.sh" watch "$work"
+    watched "$work" watch "$work"
   fi
   setup "$work" || exit
   mkdir -p "$work" && echo "$ASKED" > "$work/run.args"
   export WATCH=$((${WATCH:-570} - (SECONDS - START)))  # the call's watching includes the set-up
-  exec bash "$HERE/../gpu/background.sh" start "$work" -- \
+  watched "$work" start "$work" -- \
     python3 "$RUN_PY" --gguf "$GGUF" --data "$DATA" --work "$work" --cache "$CACHE" --out "$work/out" "$@"
 }
 
@@ -238,7 +252,7 @@ case "${1:-start}" in
   watch)
     [ -z "${2:-}" ] || WORK=$WORK-$2  # watch MODEL: the run of `one MODEL`
     [ -f "$WORK/run.pid" ] || { echo "no run on this machine (a bare machine?): stage and start again"; exit 4; }
-    exec bash "$HERE/../gpu/background.sh" watch "$WORK"
+    watched "$WORK" watch "$WORK"
     ;;
   *)
     echo "usage: gpu_call.sh stage | start [run.py arguments] | one MODEL [run.py arguments] | each MODEL... [-- run.py arguments] | watch [MODEL|tests] | tests [pytest arguments] | keep MODE PART|progress"; exit 2

@@ -13,9 +13,11 @@ evaluated in a later one by sending it out over a few calls and carrying it back
     exported, so it evaluates.
 
 An evaluation goes on after the keep, and the session may end before it does. Its progress comes out
-too: a last call ``gpu_call.sh keep MODE progress`` (``keep.py progress``) sends ``progress.tar``, the
-run's ``results/**/ruler.partial.jsonl`` as they stand; ``collect`` given that call's folder as well
-carries it with the first pieces, and ``restore`` puts it in place of the kept files it continues (a
+too: once a run is kept (or restored), every ``gpu_call.sh one``/``watch`` call of it also sends
+``progress.tar`` (``keep.py progress``: the run's ``results/**/ruler.partial.jsonl`` as they stand;
+``gpu_call.sh keep MODE progress`` sends it alone); ``collect`` given the latest such call's folder
+too (after the keep calls' folders, or the carry's own ``.carry/kept/MODE/*``) carries it with the
+first pieces, and ``restore`` puts it in place of the kept files it continues (a
 partial file only grows: one that does not start with the kept one's bytes is not taken), so the
 restored evaluation starts from the groups finished before the session ended.
 

@@ -192,4 +192,15 @@ def test_gpu_call_stage_restores_a_kept_mode_and_one_continues_it_without_the_gg
     assert sent.returncode == 0 and "sent part 0" in sent.stdout and (sent.out / "manifest.json").is_file()
     nothing = gpu_call(tmp_path, "keep", "anchor", "progress", watch=1)  # the stand-in evaluates nothing
     assert nothing.returncode == 2 and "no RULER evaluation under way" in nothing.stderr, nothing.stdout
+    assert not (run.out / keep.PROGRESS).exists()  # nothing under way: no progress with the call's files
+    # the restored run's evaluation under way: each call watching it brings its finished groups back
+    partial = tmp_path / "work-anchor" / "results" / "anchor" / "ruler" / keep.PARTIAL
+    partial.parent.mkdir(parents=True)
+    partial.write_text('{"key": {}}\n{"task": "niah_single_1", "length": 4096, "records": []}\n')
+    watched = gpu_call(tmp_path, "watch", "anchor", watch=1)
+    assert watched.returncode in (3, 10) and "1 finished (task, length) groups" in watched.stdout, watched.stdout
+    with tarfile.open(watched.out / keep.PROGRESS) as tar:
+        assert tar.getnames() == ["results/anchor/ruler/" + keep.PARTIAL]
+    tests = gpu_call(tmp_path, "watch", "tests", watch=1)  # not a kept run: nothing more
+    assert tests.returncode == 4 and not (tests.out / keep.PROGRESS).exists()
     subprocess.run(["pkill", "-f", str(tmp_path / "work-anchor")], check=False)
