@@ -242,7 +242,7 @@ case "${1:-start}" in
       "$PYTHON" -m pytest -q -s -p no:cacheprovider "$@"
     ;;
   keep)  # keep MODE K: part K (0, 1, ...) of MODE's exported model and run state into $OUT (keep.py);
-    # keep MODE progress: its RULER evaluation's finished groups as they stand, the session's last call
+    # keep MODE progress: its RULER evaluation's finished groups as they stand (`one`/`watch` send them too)
     [ -n "${2:-}" ] && [ -n "${3:-}" ] || { echo "usage: gpu_call.sh keep MODE PART|progress"; exit 2; }
     if [ "$3" = progress ]; then
       exec "$PYTHON" "$HERE/keep.py" progress --work "$WORK-$2" --out "$OUT"

@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script
 
 from anchor_lightning.errors import UserError  # noqa: E402
+from anchor_lightning.eval.ruler.partial import NAME as PARTIAL  # noqa: E402  (an evaluation's finished groups)
 from anchor_lightning.paths import file_sha256  # noqa: E402
 from lab import pieces as cut_pieces  # noqa: E402
 
@@ -58,7 +59,6 @@ CARRY_PER_CALL = 3  # 3 x 15 MiB beside a working tree of about 7 MB: within a c
 # run.args: gpu_call.sh's, to continue alike; run.log: background.sh's, to log on after it
 KEPT = ("state.json", "run.args", "run.log", "logs", "results", "exported")
 PROGRESS = "progress.tar"  # a later state of the kept run's RULER partial files (``progress``)
-PARTIAL = "ruler.partial.jsonl"  # anchor_lightning.eval.ruler.partial's file
 
 
 def to_bfloat16(folder: Path) -> None:
