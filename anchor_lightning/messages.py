@@ -15,6 +15,12 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
+def number(value: float) -> str:
+    """A setting's value as a user reads it: 2,236,068 and 10,000, not 2.23607e+06; 0.5 as 0.5."""
+    value = float(value)
+    return f"{value:,.0f}" if value.is_integer() else f"{value:,}"
+
+
 def _clock(seconds: float) -> str:
     seconds = int(max(0, seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

@@ -179,7 +179,7 @@ def test_output_to_a_file_gets_plain_progress_lines(tmp_path, capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     banner = next(line for line in lines if line.startswith("training "))
-    assert "mode anchor, backend sdpa, rows of 256 slots, 4 rows per step, 4 steps" in banner
+    assert "mode anchor, backend sdpa, rows of 256 slots, RoPE base 10,000, 4 rows per step, 4 steps" in banner
     steps = [line for line in lines if line.startswith("step ")]
     assert [line.split()[1] for line in steps] == ["2/4", "4/4"]
     assert all("loss " in line and "eta " in line for line in steps) and "tokens/s" in steps[-1]

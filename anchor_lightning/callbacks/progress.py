@@ -16,6 +16,8 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
 from anchor_lightning.loggers import is_logging_step
+from anchor_lightning.messages import number
+from anchor_lightning.model.build import rope_base
 from anchor_lightning.model.step_stats import ends_step
 
 # what the bar shows, from the logged metrics: (key, label, format)
@@ -87,14 +89,19 @@ class PlainProgress(L.Callback):
         rows = getattr(getattr(trainer, "datamodule", None), "train_sampler", None)
         rows_per_step = rows.rows_per_step if rows is not None else "?"
         resumed = f", resumed at step {trainer.global_step}" if trainer.global_step else ""
+        # the path the user gave (a .gguf file, not its cached conversion), and the RoPE base it trains with
+        given = dict(getattr(module, "hparams", None) or {}).get("pretrained") or getattr(module, "pretrained", None)
+        config = getattr(module, "hf_config", None)
+        base = rope_base(config) if config is not None else None
         self._print(
             trainer,
             (
-                f"training {getattr(module, 'pretrained', None) or 'a random init'} ({parameters / 1e6:.1f}M parameters): "
+                f"training {given or 'a random init'} ({parameters / 1e6:.1f}M parameters): "
                 f"mode {getattr(module, 'mode', '?')}, backend {getattr(module, 'backend', '?')}"
                 + (f" (kernel {kernel})" if kernel else "")
-                + f", rows of {getattr(module, 'seq_len', '?')} slots, {rows_per_step} rows per step, "
-                f"{trainer.max_steps} steps{resumed}"
+                + f", rows of {getattr(module, 'seq_len', '?')} slots"
+                + (f", RoPE base {number(base)}" if base is not None else "")
+                + f", {rows_per_step} rows per step, {trainer.max_steps} steps{resumed}"
             ),
         )
         self._print(trainer, f"  logs: {trainer.log_dir or 'none'}; checkpoints: {_checkpoint_dir(trainer) or 'none'}")

@@ -68,6 +68,12 @@ def sliding_window_of(config: PretrainedConfig) -> int | None:
     return int(window)
 
 
+def rope_base(config: PretrainedConfig) -> float | None:
+    """The RoPE base a config gives (``rope_parameters`` in transformers 5.x, else ``rope_theta``)."""
+    base = (getattr(config, "rope_parameters", None) or {}).get("rope_theta", getattr(config, "rope_theta", None))
+    return float(base) if base is not None else None
+
+
 def configure(
     config: PretrainedConfig,
     seq_len: int,

@@ -24,8 +24,8 @@ from anchor_lightning.data.batch import Batch
 from anchor_lightning.data.packing import check_mode_layout
 from anchor_lightning.errors import UserError, require_at_least
 from anchor_lightning.loggers import is_logging_step
-from anchor_lightning.messages import say
-from anchor_lightning.model.build import build_model, configure, load_config
+from anchor_lightning.messages import number, say
+from anchor_lightning.model.build import build_model, configure, load_config, rope_base
 from anchor_lightning.model.causal_lm import PackedCausalLM
 from anchor_lightning.model.checks import check_run_fits
 from anchor_lightning.model.flops import attention_width, matmul_parameters
@@ -133,7 +133,14 @@ class AnchorLM(L.LightningModule):
             )
         if rope_theta is not None and not rope_theta > 0:
             raise UserError(f"the RoPE base must be positive, got {rope_theta}", field="model.rope_theta")
-        self.hf_config = configure(load_config(self.pretrained, config), seq_len, rope_theta, rope_scaling)
+        loaded = load_config(self.pretrained, config)
+        own_base = rope_base(loaded) if self.pretrained is not None else None
+        self.hf_config = configure(loaded, seq_len, rope_theta, rope_scaling)
+        if own_base is not None and rope_theta is not None and float(rope_theta) != own_base:  # said, not silent
+            say(
+                f"model.rope_theta {number(rope_theta)} replaces the RoPE base {number(own_base)} of {pretrained} "
+                "(--model.rope_theta=null keeps the model's own)"
+            )
         self.speed = SpeedSettings(
             kernels,
             activation_checkpointing,

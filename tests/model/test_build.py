@@ -87,3 +87,26 @@ def test_a_config_beside_a_pretrained_model_is_said_not_used(tmp_path, capsys):
     AnchorLM(pretrained=str(tmp_path / "hf"), seq_len=64)
     AnchorLM(config=architecture, seq_len=64)
     assert "model.config" not in capsys.readouterr().out
+
+
+def test_a_recipe_base_that_replaces_a_pretrained_models_own_is_said(tmp_path, capsys):
+    """A recipe's model.rope_theta over a pretrained model's own base is applied and said, never silent;
+    the same base, or none, says nothing."""
+    from transformers import AutoModelForCausalLM
+
+    from anchor_lightning.model.build import rope_base
+    from anchor_lightning.model.module import AnchorLM
+
+    config = tiny_config("llama", vocab_size=258)
+    config.rope_parameters = {"rope_type": "default", "rope_theta": 100000.0}
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "hf")
+    module = AnchorLM(pretrained=str(tmp_path / "hf"), seq_len=64, rope_theta=2236068.0)
+    said = capsys.readouterr().out
+    assert (
+        f"model.rope_theta 2,236,068 replaces the RoPE base 100,000 of {tmp_path / 'hf'} "
+        "(--model.rope_theta=null keeps the model's own)"
+    ) in said, said
+    assert rope_base(module.hf_config) == 2236068.0
+    assert rope_base(AnchorLM(pretrained=str(tmp_path / "hf"), seq_len=64, rope_theta=1e5).hf_config) == 1e5
+    assert rope_base(AnchorLM(pretrained=str(tmp_path / "hf"), seq_len=64).hf_config) == 1e5
+    assert "rope_theta" not in capsys.readouterr().out
