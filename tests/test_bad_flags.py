@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from transformers import LlamaForCausalLM
 
 from anchor_lightning.commands import main
@@ -77,6 +78,17 @@ def cases(model: str, tmp: Path) -> list[tuple[list[str], str]]:
         ([*fit, "--trainer.accumulate_grad_batches=0"], "field 'trainer.accumulate_grad_batches': 0 is below 1"),
         ([*fit, "--model.float8=tensorwise"], "field 'model.float8': float8 needs a CUDA GPU with FP8 matmuls"),
         ([*fit, "--model.float8=blockwise"], "blockwise is not one of tensorwise, rowwise, null"),
+        ([*fit, "--trainer.devices=0"], "field 'trainer': `Trainer(devices='0')` value is not a valid input"),
+        *(
+            [
+                (
+                    [*fit, "--trainer.accelerator=gpu"],
+                    "field 'trainer.accelerator': 'gpu' asks for a GPU and this machine",
+                )
+            ]
+            if not (CUDAAccelerator.is_available() or MPSAccelerator.is_available())
+            else []
+        ),
         (["fit", "--config", str(tmp / "empty.yaml")], "empty.yaml: field '--config': empty, not a recipe"),
         (["fit", "--config", str(tmp / "list.yaml")], "list.yaml: field '--config': a YAML list, not a recipe"),
         (["evaluate", "--model", model, "--tokenizer", llama2_tokenizer(tmp)], "larger than the model's embedding"),

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import torch
 import yaml
+from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from anchor_lightning.attention.backends import default_layout
 from anchor_lightning.callbacks.preemption import SaveOnSignal, last_checkpoint_path
@@ -38,6 +40,18 @@ from anchor_lightning.paths import writable_directory
 def interactive_output() -> bool:
     """Whether standard output is a terminal (a live progress bar) rather than a file or a pipe."""
     return sys.stdout.isatty()
+
+
+def check_accelerator(accelerator: str) -> None:
+    """A GPU recipe on a machine without one stops here, before the model is built, with one line
+    (Lightning would say "No supported gpu backend found!" after it); availability is Lightning's own."""
+    wanted = {"gpu": (CUDAAccelerator, MPSAccelerator), "cuda": (CUDAAccelerator,), "mps": (MPSAccelerator,)}
+    if accelerator in wanted and not any(kind.is_available() for kind in wanted[accelerator]):
+        raise UserError(
+            f"{accelerator!r} asks for a GPU and this machine has none that torch can use; run it where one is, "
+            "or on the CPU with --trainer.accelerator=cpu --trainer.precision=32-true (slow: for a check only)",
+            field="trainer.accelerator",
+        )
 
 
 def resolve_layout(mode: str, backend: str, layout: str | None) -> str:
@@ -212,13 +226,17 @@ class AnchorCLI(LightningCLI):
             else:
                 config = {**config, "enable_progress_bar": False}
                 callbacks = [*callbacks, PlainProgress()]
-        return super()._instantiate_trainer(config, callbacks)
+        try:
+            return super()._instantiate_trainer(config, callbacks)
+        except MisconfigurationException as err:  # Lightning's word on the trainer settings, as one line
+            raise UserError(str(err).strip(), field="trainer") from None
 
     def before_instantiate_classes(self) -> None:
         """A pretrained checkpoint directory brings its tokenizer unless one is named; a global batch
         size sets gradient accumulation from the number of devices (and says so where that replaces
         another value)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        check_accelerator(str(config.trainer.accelerator))
         name_by_settings(config)
         if config.data.tokenizer is None and config.model.pretrained is not None:
             config.data.tokenizer = config.model.pretrained
