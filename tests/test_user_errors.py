@@ -328,6 +328,17 @@ def test_evaluate_and_diagnose_bad_models_are_one_line(capsys, tmp_path):
     assert "no such model directory" in one_error(capsys, ["evaluate", "--model", str(tmp_path / "none")])
     assert "no such model directory" in one_error(capsys, ["diagnose", "--model", str(tmp_path / "none")])
     assert "unrecognized arguments: --bogus" in one_error(capsys, ["diagnose", "--model", "x", "--bogus"])
+    # fit's checkpoints (a file, or a sharded directory) are not models: the line says how to make one
+    (tmp_path / "last.ckpt").write_bytes(b"a fit checkpoint")
+    (tmp_path / "sharded.ckpt").mkdir()
+    (tmp_path / "sharded.ckpt" / ".metadata").write_bytes(b"")
+    for verb in ("evaluate", "diagnose"):
+        for ckpt in ("last.ckpt", "sharded.ckpt"):
+            line = one_error(capsys, [verb, "--model", str(tmp_path / ckpt)])
+            assert "a training checkpoint, not a model: export it first (anchor-lightning export --ckpt_path" in line
+    assert "no such model directory" in one_error(capsys, ["evaluate", "--model", str(tmp_path / "typo.ckpt")])
+    (tmp_path / "x.txt").write_text("a text file")
+    assert "not a model directory or .gguf file" in one_error(capsys, ["evaluate", "--model", str(tmp_path / "x.txt")])
 
 
 def test_needles_that_do_not_fit_the_length_are_one_line(capsys, tmp_path):

@@ -31,6 +31,14 @@ def load_inference_model(
     from transformers import AutoModelForCausalLM
 
     path = Path(local_checkpoint(source, field="--model"))
+    if (path.suffix == ".ckpt" and path.exists()) or (
+        path / ".metadata"
+    ).is_file():  # fit's checkpoint: a file, or sharded (FSDP)
+        raise UserError(
+            f"a training checkpoint, not a model: export it first (anchor-lightning export --ckpt_path {source} "
+            "--out DIR; a sharded one consolidated before, README's 'Checkpoints, resuming, exporting') and give DIR",
+            file=source,
+        )
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError("not a Hugging Face checkpoint directory (no config.json) nor a .gguf file", file=source)
@@ -44,7 +52,7 @@ def load_inference_model(
         return model.to(device).eval(), path  # type: ignore[arg-type]  # transformers types .to() narrowly
     if not allow_random or not path.is_file():
         what = "model directory, .gguf file, config or recipe" if allow_random else "model directory or .gguf file"
-        raise UserError(f"no such {what}", file=source)
+        raise UserError(f"{'not a' if path.exists() else 'no such'} {what}", file=source)
     if path.suffix in (".yaml", ".yml"):
         try:
             recipe = yaml.safe_load(path.read_text())["model"]
