@@ -240,6 +240,11 @@ def test_a_directory_or_an_unsupported_file_as_data_is_one_line(capsys, tmp_path
     bzipped = tmp_path / "docs.jsonl.bz2"
     bzipped.write_bytes(b"BZh9")
     assert "unsupported format: bzip2-compressed" in one_error(capsys, fit_args(tmp_path, f"--data.train={bzipped}"))
+    text = tmp_path / "docs.txt"
+    text.write_text("a plain text file\n")
+    assert "unsupported format: plain text files are not read (JSONL" in one_error(
+        capsys, fit_args(tmp_path, f"--data.train={text}")
+    )
     parquet = tmp_path / "docs.parquet"
     parquet.write_bytes(b"PAR1")
     assert "not a readable Parquet file" in one_error(capsys, fit_args(tmp_path, f"--data.train={parquet}"))

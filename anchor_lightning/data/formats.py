@@ -31,6 +31,7 @@ UNSUPPORTED = {
     ".bz2": "bzip2-compressed",
     ".xz": "xz-compressed",
     ".csv": "CSV",
+    ".txt": "plain text",  # read as JSONL it would stop at its first line as "malformed JSON"
 }
 
 # one document as the readers yield it: its token ids and, with a tag field, its tag text
