@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -243,8 +243,8 @@ def run_ruler(args) -> dict:
         prefill_kernel=args.prefill_kernel,
     )
     check_prefill_kernel(settings.prefill_kernel, torch.device(args.device).type)
-    if args.lengths is not None:
-        settings.check()  # bad settings stop before the model loads
+    # bad settings stop before the model loads; lengths left to the model are checked once it has
+    (settings if args.lengths is not None else replace(settings, lengths=[4096])).check()
     began = time.perf_counter()
     model, path = load_inference_model(
         args.model, rope_theta=args.rope_theta, dtype=getattr(torch, args.dtype), device=args.device

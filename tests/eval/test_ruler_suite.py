@@ -379,6 +379,24 @@ def test_evaluate_suite_ruler_bad_input_is_one_line(tmp_path, capsys, argv, mess
     assert stop.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
 
 
+def test_evaluate_suite_ruler_bad_settings_stop_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    """Without --lengths (they come from the model), the other settings are still checked first."""
+    from anchor_lightning.commands import evaluate as evaluate_command
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the settings were checked")
+
+    monkeypatch.setattr(evaluate_command, "load_inference_model", no_loading)
+    for argv, message in [
+        (["--tasks", "bogus"], "unknown RULER task or set 'bogus'"),
+        (["--qa_data", "squad=/no/such.json"], "no such squad file"),
+    ]:
+        with pytest.raises(SystemExit) as stop:
+            main(["evaluate", "--suite", "ruler", "--model", str(tmp_path / "m"), *argv, "--out", str(tmp_path)])
+        err = capsys.readouterr().err.strip()
+        assert stop.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
+
+
 def test_callback_logs_ruler_scalars_and_the_mean_of_the_last_evaluations(tmp_path, monkeypatch):
     monkeypatch.setenv("ANCHOR_LIGHTNING_CACHE", str(tmp_path / "cache"))
     fragment = tmp_path / "ruler.yaml"
