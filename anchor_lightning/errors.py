@@ -22,6 +22,11 @@ class UserError(Exception):
         return ": ".join([*where, self.message])
 
 
+class RunWarning(UserWarning):
+    """Something the user of a run should know that does not stop it; the command line prints it as one
+    line, ``warning: ...``, without the source line Python's default format adds."""
+
+
 def require_at_least(*checks: tuple[str, float | None, float]) -> None:
     """Each ``(field, value, least)``: a value below its least stops with one line naming the field (None
     passes: the setting is off)."""

@@ -225,3 +225,17 @@ def test_the_outside_rule_sees_an_offender(tmp_path, monkeypatch):
         "anchor_lightning/eval/bad.py -> lab.miniature.ruler_report",
         "anchor_lightning/eval/bad.py -> scripts.summarize_run",
     ]
+
+
+def test_every_warning_the_package_raises_is_a_run_warning():
+    """A run's warnings print as one line (``warning: ...``, commands/__init__.py) only when they are
+    ``RunWarning``s: every ``warnings.warn`` of the package names that category."""
+    plain = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            called = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "warn"
+            if called and ast.unparse(node.func) == "warnings.warn":
+                category = [k.value for k in node.keywords if k.arg == "category"] + node.args[1:2]
+                if not category or ast.unparse(category[0]) != "RunWarning":
+                    plain.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert not plain, plain

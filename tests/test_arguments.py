@@ -10,6 +10,7 @@ import pytest
 from anchor_lightning.commands.arguments import lengths_to_run
 from anchor_lightning.commands.diagnose import default_lengths
 from anchor_lightning.commands.evaluate import ruler_lengths
+from anchor_lightning.errors import RunWarning
 
 
 def test_the_lengths_asked_for_or_the_verbs_default_for_the_trained_length():
@@ -24,5 +25,50 @@ def test_the_lengths_asked_for_or_the_verbs_default_for_the_trained_length():
 
 def test_lengths_past_the_trained_length_are_run_with_a_warning():
     config = SimpleNamespace(max_position_embeddings=8192)
-    with pytest.warns(UserWarning, match=r"lengths up to 32768 exceed the model's max_position_embeddings \(8192\)"):
+    with pytest.warns(RunWarning, match=r"lengths up to 32768 exceed the model's max_position_embeddings \(8192\)"):
         assert lengths_to_run(config, [16384, 32768], "cuda", ruler_lengths) == [16384, 32768]
+
+
+class _Stream:
+    def __init__(self, terminal: bool) -> None:
+        self.terminal = terminal
+
+    def isatty(self) -> bool:
+        return self.terminal
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_bars_on_a_terminal_and_plain_lines_in_a_log_file(monkeypatch, terminal):
+    """evaluate and diagnose draw bars where standard error is a terminal and print plain lines where it
+    is a file (as fit does); the Hugging Face loading bars are off in a log file unless the user's
+    environment says otherwise."""
+    import os
+    import sys
+
+    from anchor_lightning.commands import diagnose as diagnose_command
+    from anchor_lightning.commands import evaluate, quiet_imports
+
+    monkeypatch.setattr(sys, "stderr", _Stream(terminal))
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    for verb in (evaluate, diagnose_command):
+        assert verb.parser().parse_args(["--model", "m"]).no_progress is not terminal
+        assert verb.parser().parse_args(["--model", "m", "--no_progress"]).no_progress is True
+    quiet_imports()
+    assert os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == (None if terminal else "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")  # the user's own choice stays
+    quiet_imports()
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "0"
+
+
+def test_a_runs_own_warning_is_one_line_and_any_other_keeps_its_source():
+    from anchor_lightning.commands import _format_warning
+
+    assert _format_warning(RunWarning("lengths exceed"), RunWarning, "/x/evaluate.py", 3) == "warning: lengths exceed\n"
+    other = _format_warning(UserWarning("deprecated"), UserWarning, "/x/lib.py", 7, "call()")
+    assert other.startswith("/x/lib.py:7: UserWarning: deprecated") and "call()" in other

@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from anchor_lightning.commands import main
+from anchor_lightning.errors import RunWarning
 from tests.helpers import checkpoint_fragment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -299,7 +300,7 @@ def test_tokens_outside_every_source_span_are_counted(tmp_path):
         json.dumps({"input_ids": list(range(10, 30)), "source": [{"start": 2, "end": 8}, {"start": 10, "end": 15}]})
         + "\n"
     )
-    with pytest.warns(UserWarning, match="9 tokens on 1 lines lie outside every source span"):
+    with pytest.warns(RunWarning, match="9 tokens on 1 lines lie outside every source span"):
         documents = formats.read_token_documents(path)
     assert [len(d) for d in documents.token_ids] == [6, 5]
 

@@ -21,6 +21,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from anchor_lightning.errors import RunWarning
+
 VARLEN_KERNELS = ("auto", "fa3", "fa4", "fa2", "torch")
 VARLEN_KERNEL_ENV = "ANCHOR_VARLEN_KERNEL"
 
@@ -104,7 +106,11 @@ def _imports(module: str) -> bool:
     try:
         importlib.import_module(module)
     except Exception as error:  # a broken install: auto skips it, a named choice reports it
-        warnings.warn(f"{module} is installed but does not import ({type(error).__name__}: {error})", stacklevel=3)
+        warnings.warn(
+            f"{module} is installed but does not import ({type(error).__name__}: {error})",
+            category=RunWarning,
+            stacklevel=3,
+        )
         return False
     return True
 

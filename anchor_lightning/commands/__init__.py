@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
+import warnings
 
-from anchor_lightning.errors import UserError
+from anchor_lightning.errors import RunWarning, UserError
 
 # verb -> (module of this package, one line for --help); fit and validate share the LightningCLI
 VERBS = {
@@ -50,15 +52,30 @@ def quiet_imports() -> None:
     """Import-time lines of optional packages that say nothing about the user's run, before any verb
     imports transformers (which imports torchao when it is installed): torchao's note that its own C++
     extensions (MX formats, CUTLASS kernels; FP8 training does not use them) do not load for this torch
-    build, and torch's deprecation note on the pytree registrations torchao makes. Real warnings still show."""
+    build, and torch's deprecation note on the pytree registrations torchao makes. Real warnings still show.
+    Where standard error is not a terminal (a log file), the Hugging Face progress bars are off unless
+    ``HF_HUB_DISABLE_PROGRESS_BARS`` says otherwise."""
     logging.getLogger("torchao").setLevel(logging.ERROR)
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    if not sys.stderr.isatty():  # transformers' "Loading weights" bars, as carriage-return runs in a log file
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """A run's own warnings (:class:`RunWarning`) as one line; any other in Python's format, with its source."""
+    if issubclass(category, RunWarning):
+        return f"warning: {message}\n"
+    return _python_format(message, category, filename, lineno, line)
+
+
+_python_format = warnings.formatwarning
 
 
 def main(args: list[str] | None = None, run: bool = True):
     """Dispatch to a verb. ``run=False`` (tests, tools) parses and instantiates ``fit``'s classes only,
     with the arguments given without a verb."""
     quiet_imports()
+    warnings.formatwarning = _format_warning
     given = list(sys.argv[1:] if args is None else args)
     if not run:
         from anchor_lightning.commands.train import main as train

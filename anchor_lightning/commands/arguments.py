@@ -8,12 +8,13 @@ same name with dashes is accepted too (``--ppl-data`` for ``--ppl_data``). A par
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 from collections.abc import Callable
 
 import torch
 
-from anchor_lightning.errors import UserError
+from anchor_lightning.errors import RunWarning, UserError
 
 
 class VerbParser(argparse.ArgumentParser):
@@ -69,7 +70,12 @@ def add_run_arguments(parser: VerbParser, out: str, seed_help: str = "random see
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0, help=seed_help)
     parser.add_argument("--out", default=out, help="the directory the results go to")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar (log files)")
+    parser.add_argument(
+        "--no_progress",
+        action="store_true",
+        default=not sys.stderr.isatty(),  # a log file gets plain lines, as fit's progress does
+        help="plain progress lines instead of bars (the default where stderr is not a terminal: log files)",
+    )
 
 
 def add_corpus_arguments(parser: VerbParser) -> None:
@@ -100,6 +106,8 @@ def lengths_to_run(
     lengths = list(asked or default(trained, torch.device(device).type))
     if trained and max(lengths) > trained:
         warnings.warn(
-            f"lengths up to {max(lengths)} exceed the model's max_position_embeddings ({trained})", stacklevel=2
+            f"lengths up to {max(lengths)} exceed the model's max_position_embeddings ({trained})",
+            category=RunWarning,
+            stacklevel=2,
         )
     return lengths

@@ -31,7 +31,7 @@ from anchor_lightning.callbacks.progress import PlainProgress, StepProgressBar
 from anchor_lightning.callbacks.throughput import TokenThroughput
 from anchor_lightning.checkpoint.reader import read_checkpoint
 from anchor_lightning.data.datamodule import PackedDataModule
-from anchor_lightning.errors import UserError, require_at_least
+from anchor_lightning.errors import RunWarning, UserError, require_at_least
 from anchor_lightning.messages import say
 from anchor_lightning.model.module import AnchorLM
 from anchor_lightning.paths import writable_directory
@@ -150,7 +150,11 @@ class SaveRunConfig(SaveConfigCallback):
             return
         path = Path(trainer.log_dir) / self.config_filename
         if trainer.is_global_zero and path.is_file() and not path.read_text().startswith(SAVED_CONFIG_MARK):
-            warnings.warn(f"{path} exists and was not written by a run: the resolved config is not saved", stacklevel=1)
+            warnings.warn(
+                f"{path} exists and was not written by a run: the resolved config is not saved",
+                category=RunWarning,
+                stacklevel=1,
+            )
             return
         super().setup(trainer, pl_module, stage)
 

@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from anchor_lightning.errors import UserError
+from anchor_lightning.errors import RunWarning, UserError
 
 MAX_TOKEN_ID = 2**31 - 1  # rows store ids as int32
 TEXT_BATCH = 1000  # texts tokenized at once (the fast tokenizers spread a batch over all cores)
@@ -263,6 +263,7 @@ def iter_token_documents(
     if uncovered:
         warnings.warn(
             f"{path}: {uncovered} tokens on {uncovered_lines} lines lie outside every source span and are not trained on",
+            category=RunWarning,
             stacklevel=2,
         )
 

@@ -39,7 +39,7 @@ from anchor_lightning.data.packing import (
 from anchor_lightning.data.sources import DEFAULT_SOURCE, DocumentSource, open_source
 from anchor_lightning.data.token_store import TokenStore, store_key, write_store
 from anchor_lightning.data.tokenizer import Tokenizer, load_tokenizer, resolve_anchor_id
-from anchor_lightning.errors import UserError
+from anchor_lightning.errors import RunWarning, UserError
 from anchor_lightning.paths import exclusive, writable_directory
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,7 @@ def check_openings(store: TokenStore, spec: PackingSpec, tokenizer: Tokenizer, d
         )
     warnings.warn(
         f"{message} (if it is a BOS of the tokenizer the data was made with, the data does not match data.tokenizer)",
+        category=RunWarning,
         stacklevel=3,
     )
 

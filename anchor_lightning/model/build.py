@@ -17,7 +17,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from anchor_lightning.attention.backends import IMPLEMENTATION_NAMES
-from anchor_lightning.errors import UserError
+from anchor_lightning.errors import RunWarning, UserError
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ def configure(
         warnings.warn(
             f"rows of {seq_len} slots exceed max_position_embeddings={limit} with the model's own RoPE base and no "
             "scaling: positions beyond it were never seen in pre-training (set model.rope_theta or model.rope_scaling)",
+            category=RunWarning,
             stacklevel=2,
         )
     return config

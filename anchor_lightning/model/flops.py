@@ -14,7 +14,7 @@ import warnings
 
 from torch import nn
 
-from anchor_lightning.errors import UserError
+from anchor_lightning.errors import RunWarning, UserError
 
 PEAK_ENV = "ANCHOR_PEAK_TFLOPS"  # the one place a user gives the card's dense bf16 peak, in TFLOP/s
 # dense bf16 peaks by the vendor's datasheets, most specific name first (torch.cuda.get_device_name)
@@ -64,6 +64,8 @@ def peak_flops(device_name: str) -> float | None:
     if peak is None and device_name not in _warned:
         _warned.add(device_name)
         warnings.warn(
-            f"no dense bf16 peak known for {device_name!r}: set {PEAK_ENV} (TFLOP/s) to get MFU", stacklevel=2
+            f"no dense bf16 peak known for {device_name!r}: set {PEAK_ENV} (TFLOP/s) to get MFU",
+            category=RunWarning,
+            stacklevel=2,
         )
     return peak

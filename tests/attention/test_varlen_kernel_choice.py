@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from anchor_lightning.attention import varlen_kernels as backends
+from anchor_lightning.errors import RunWarning
 
 
 @pytest.fixture
@@ -135,7 +136,7 @@ def test_a_named_kernel_must_exist_and_be_installed(monkeypatch, installed):
 def test_an_install_that_does_not_import_is_skipped_with_a_warning(monkeypatch, installed):
     installed("flash_attn.cute", imports=False)  # e.g. flash-attn-4 without the CuTe DSL packages
     _capability(monkeypatch, 9)
-    with pytest.warns(UserWarning, match="flash_attn.cute is installed but does not import"):
+    with pytest.warns(RunWarning, match="flash_attn.cute is installed but does not import"):
         assert backends.choose_varlen_kernel() == "torch"
-    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="does not import"):
+    with pytest.warns(RunWarning), pytest.raises(RuntimeError, match="does not import"):
         backends.choose_varlen_kernel("fa4")

@@ -13,6 +13,7 @@ from anchor_lightning.data import formats, sources
 from anchor_lightning.data.datamodule import PackedDataModule
 from anchor_lightning.data.default_corpus import generate_documents
 from anchor_lightning.data.tokenizer import ByteTokenizer
+from anchor_lightning.errors import RunWarning
 from tests.conftest import SHARED_DATA, needs_shared
 
 
@@ -163,7 +164,7 @@ def test_documents_opening_with_a_token_neither_stripped_nor_f_warn_with_the_cou
         _pretokenized(tmp_path, 1), seq_len=64, layout="per_doc", val_fraction=0.0, cache_dir=str(tmp_path / "cache")
     )
     with pytest.warns(
-        UserWarning,
+        RunWarning,
         match=r"6 of 6 documents of pre-tokenized .* open with token id 1, which is neither the first token F \(256\)",
     ):
         data.setup("fit")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from anchor_lightning.attention.backends import prepare
-from anchor_lightning.errors import UserError
+from anchor_lightning.errors import RunWarning, UserError
 from anchor_lightning.model.build import build_model, configure, load_config
 from tests.conftest import FIRST, packed_batch, tiny_config
 
@@ -49,7 +49,7 @@ def test_rope_base_changes_the_frequencies():
 
 
 def test_rows_beyond_the_trained_length_warn_without_a_new_base_or_scaling():
-    with pytest.warns(UserWarning, match="exceed max_position_embeddings=64"):
+    with pytest.warns(RunWarning, match="exceed max_position_embeddings=64"):
         configure(tiny_config("llama", max_position_embeddings=64), 128)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from anchor_lightning.errors import UserError
+from anchor_lightning.errors import RunWarning, UserError
 from anchor_lightning.model import flops
 
 
@@ -27,7 +27,7 @@ def test_known_cards_get_their_own_datasheet_peak(name, peak, monkeypatch):
 
 def test_an_unknown_card_gets_no_mfu_and_says_so_once(monkeypatch):
     monkeypatch.delenv(flops.PEAK_ENV, raising=False)
-    with pytest.warns(UserWarning, match="ANCHOR_PEAK_TFLOPS"):
+    with pytest.warns(RunWarning, match="ANCHOR_PEAK_TFLOPS"):
         assert flops.peak_flops("Some Future GPU") is None
     with pytest.WarningsRecorder() as again:
         assert flops.peak_flops("Some Future GPU") is None
