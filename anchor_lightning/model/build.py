@@ -37,7 +37,11 @@ def load_config(pretrained: str | None, config: dict[str, Any] | str | None) -> 
             )
         return AutoConfig.from_pretrained(path)
     if config is None:
-        raise UserError("give either a checkpoint directory or a config", field="model.pretrained / model.config")
+        raise UserError(
+            "no model given: --model.pretrained=PATH (a Hugging Face checkpoint directory or a .gguf file), "
+            "or a model.config for a random init",
+            field="model.pretrained / model.config",
+        )
     if isinstance(config, str):
         path = Path(config)
         if not path.exists():

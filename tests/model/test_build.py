@@ -67,6 +67,13 @@ def test_a_sliding_window_shorter_than_the_row_is_refused():
     configure(config, 32)  # a window as long as the row changes nothing
 
 
+def test_no_model_at_all_names_both_ways_to_give_one():
+    with pytest.raises(
+        UserError, match=r"no model given: --model.pretrained=PATH .* or a model.config for a random init"
+    ):
+        load_config(None, None)
+
+
 def test_unsupported_architecture_is_refused():
     with pytest.raises(UserError, match="unsupported architecture 'gpt2'"):
         load_config(None, {"model_type": "gpt2"})
