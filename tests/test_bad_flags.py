@@ -78,6 +78,7 @@ def cases(model: str, tmp: Path) -> list[tuple[list[str], str]]:
         ([*fit, "--trainer.accumulate_grad_batches=0"], "field 'trainer.accumulate_grad_batches': 0 is below 1"),
         ([*fit, "--model.float8=tensorwise"], "field 'model.float8': float8 needs a CUDA GPU with FP8 matmuls"),
         ([*fit, "--model.float8=blockwise"], "blockwise is not one of tensorwise, rowwise, null"),
+        ([*fit, "--model.backend=flex"], "field 'model.backend': the flex backend trains only on CUDA"),
         ([*fit, "--trainer.devices=0"], "field 'trainer': `Trainer(devices='0')` value is not a valid input"),
         *(
             [

@@ -1,7 +1,7 @@
 """What ``fit`` refuses before it builds any weights: a precision this module cannot train in, data the
 model cannot embed (a larger tokenizer, a token id past the embedding, named by file and line), rows or
-heads that cannot be split over the sequence-parallel ranks, and data packed for another mode, layout
-or row length than the model expects."""
+heads that cannot be split over the sequence-parallel ranks, data packed for another mode, layout
+or row length than the model expects, and a backend that cannot train on the run's device."""
 
 from __future__ import annotations
 
@@ -49,4 +49,15 @@ def check_run_fits(trainer, config, packing: tuple[str, str, int]) -> None:
             f"data packs (mode={datamodule.mode}, layout={datamodule.layout}, seq_len={datamodule.seq_len}) but the "
             f"model expects (mode={mode}, layout={layout}, seq_len={seq_len})",
             field="data",
+        )
+
+
+def check_backend_trains_here(backend: str, stage: str, device_type: str) -> None:
+    """torch's ``flex_attention`` has no backward pass on the CPU: training with the flex backend there
+    stops before the model is built (validation, forward only, runs)."""
+    if backend == "flex" and stage == "fit" and device_type != "cuda":
+        raise UserError(
+            f"the flex backend trains only on CUDA (torch's flex_attention has no backward on {device_type}): "
+            "use backend sdpa here",
+            field="model.backend",
         )

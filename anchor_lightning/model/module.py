@@ -27,7 +27,7 @@ from anchor_lightning.loggers import is_logging_step
 from anchor_lightning.messages import number, say
 from anchor_lightning.model.build import build_model, configure, load_config, rope_base
 from anchor_lightning.model.causal_lm import PackedCausalLM
-from anchor_lightning.model.checks import check_run_fits
+from anchor_lightning.model.checks import check_backend_trains_here, check_run_fits
 from anchor_lightning.model.flops import attention_width, matmul_parameters
 from anchor_lightning.model.kernel_report import compute_precision
 from anchor_lightning.model.nonfinite import NonFiniteGuard, NonFiniteLoss
@@ -220,6 +220,7 @@ class AnchorLM(L.LightningModule):
         """Refuse a run that cannot work (before any weights are built): model/checks.py, and FP8 where
         the device has none."""
         check_run_fits(self.trainer, self.hf_config, (self.mode, self.layout, self.seq_len))
+        check_backend_trains_here(self.backend, stage, self.trainer.strategy.root_device.type)
         self.speed.check_float8(self.trainer.strategy.root_device.type)
 
     def hidden_states(self, batch: Batch) -> torch.Tensor:
