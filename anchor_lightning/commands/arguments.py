@@ -20,10 +20,11 @@ from anchor_lightning.errors import RunWarning, UserError
 class VerbParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line and whose flags take both spellings."""
 
-    def __init__(self, verb: str, description: str) -> None:
+    def __init__(self, verb: str, description: str, epilog: str | None = None) -> None:
         super().__init__(
             prog=f"anchor-lightning {verb}",
             description=description,
+            epilog=epilog,
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
 
@@ -38,6 +39,13 @@ class VerbParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise UserError(f"{message} (see anchor-lightning {self.prog.split()[-1]} --help)")
+
+
+# the verbs that read a fit command line besides their own options (inspect, prepare)
+FIT_OPTIONS = (
+    "Every other option is fit's, as a fit command line gives it: --config recipe.yaml [--config fragment.yaml], "
+    "--data.*, --model.*, --seq_len (anchor-lightning fit --help lists them)."
+)
 
 
 def at_least(minimum: float, kind: type = int, maximum: float | None = None):

@@ -14,17 +14,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from anchor_lightning.commands.arguments import VerbParser
+from anchor_lightning.commands.arguments import FIT_OPTIONS, VerbParser
 from anchor_lightning.commands.inspect import data_module
 
 
 def parser() -> VerbParser:
-    return VerbParser("prepare", __doc__.split("\n\n")[0].split(": ", 1)[1])
+    return VerbParser("prepare", __doc__.split("\n\n")[0].split(": ", 1)[1], FIT_OPTIONS)
 
 
 def run(argv: list[str]) -> dict:
     _, rest = parser().parse_known_args(argv)
-    data = data_module(rest)
+    data = data_module(rest, "prepare")
     start = time.perf_counter()
     data.prepare_data()
     seconds = time.perf_counter() - start

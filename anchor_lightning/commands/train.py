@@ -406,8 +406,9 @@ def check_named_checkpoint(args: list[str]) -> None:
             read_checkpoint(value)
 
 
-def main(args: list[str] | None = None, run: bool = True) -> AnchorCLI | None:
-    """``fit`` / ``validate`` (``run=False``: parse and instantiate only, for tests and tools)."""
+def main(args: list[str] | None = None, run: bool = True, verb: str = "fit") -> AnchorCLI | None:
+    """``fit`` / ``validate`` (``run=False``: parse and instantiate only, for tests and tools; ``verb``: the
+    command whose fit options these are, named in a bad option's line)."""
     given = with_shipped_configs(list(sys.argv[1:] if args is None else args))
     # The data module places its sampler after the last trained step itself (data/datamodule.py,
     # _resume_position); Lightning cannot see that and would warn on every mid-epoch resume.
@@ -430,4 +431,5 @@ def main(args: list[str] | None = None, run: bool = True) -> AnchorCLI | None:
             parser_kwargs={"exit_on_error": False},
         )
     except ArgumentError as err:
-        raise UserError(f"{config_error_line(str(err), given)} (see anchor-lightning fit --help)") from None
+        see = "fit --help" if verb == "fit" else f"{verb} --help for its own options, fit --help for the rest"
+        raise UserError(f"{config_error_line(str(err), given)} (see anchor-lightning {see})") from None
