@@ -233,7 +233,7 @@ class AnchorCLI(LightningCLI):
         try:
             return super()._instantiate_trainer(config, callbacks)
         except MisconfigurationException as err:  # Lightning's word on the trainer settings, as one line
-            raise UserError(str(err).strip(), field="trainer") from None
+            raise UserError(" ".join(str(err).split()), field="trainer") from None
 
     def before_instantiate_classes(self) -> None:
         """A pretrained checkpoint directory brings its tokenizer unless one is named; a global batch
