@@ -56,3 +56,48 @@ class Progress:
                 f"{self.what}: done, {documents:,} documents, {tokens:,} tokens in {_clock(elapsed)} "
                 f"({tokens / elapsed:,.0f} tokens/s)"
             )
+
+
+class Count:
+    """Progress through ``total`` units of work (needle trials, diagnostic passes): with ``bar``, tqdm's
+    bar (a terminal); without, plain lines for a log file, every ``every`` seconds the count, the rate
+    and the time left, and a closing line when the work took longer than one interval. Used as a
+    context manager or closed by hand."""
+
+    def __init__(self, total: int, what: str, unit: str, bar: bool, every: float = 30.0) -> None:
+        self.total, self.what, self.unit, self.every, self.done = total, what, unit, every, 0
+        self.start = self.last = time.perf_counter()
+        self.bar = None
+        if bar:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=what, unit=unit)
+
+    def update(self, count: int = 1) -> None:
+        self.done += count
+        if self.bar is not None:
+            self.bar.update(count)
+            return
+        now = time.perf_counter()
+        if now - self.last < self.every or self.done >= self.total:
+            return
+        self.last, elapsed = now, now - self.start
+        left = elapsed * (self.total - self.done) / self.done
+        say(
+            f"{self.what}: {self.done:,} of {self.total:,} {self.unit}s, {self.done / elapsed:,.2f}/s, "
+            f"{_clock(left)} left (elapsed {_clock(elapsed)})"
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            return
+        elapsed = time.perf_counter() - self.start
+        if elapsed >= self.every:
+            say(f"{self.what}: done, {self.done:,} {self.unit}s in {_clock(elapsed)}")
+
+    def __enter__(self) -> Count:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

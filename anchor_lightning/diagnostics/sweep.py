@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from anchor_lightning.diagnostics.rope_precision import measure
+from anchor_lightning.messages import Count
 
 PAPER_OFFSETS = (0, 2, 4, 6, 8, 10, 12, 14, 15, 17, 18, 20, 22, 50, 100, 200, 500, 1000, 2000)
 PER_TOKEN_SHOWN = 64  # key columns kept in the per-token output
@@ -48,7 +48,7 @@ def run_sweep(
     """All measurements, averaged over ``settings.sequences`` text windows per point."""
     offset_length = min(settings.offset_length, max(settings.lengths))
     jobs = len(settings.dtypes) * (len(settings.offsets) + 2 * len(settings.lengths))
-    bar = tqdm(total=jobs * settings.sequences, desc="RoPE deviation", disable=not progress, unit="pass")
+    bar = Count(jobs * settings.sequences, "RoPE deviation", "pass", bar=progress)
     results: dict = {"settings": asdict(settings), "first_token": first_token}
     offset_sweep = {"length": offset_length, "b": settings.b, "a": list(settings.offsets)}
     length_sweep = {"lengths": list(settings.lengths), "a": 0, "b": settings.b}

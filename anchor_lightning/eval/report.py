@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from anchor_lightning.eval.niah import Trial
 from anchor_lightning.eval.scoring import Scorer
 from anchor_lightning.eval.stats import wilson_interval
+from anchor_lightning.messages import Count
 from anchor_lightning.paths import write_figure
 
 
@@ -36,7 +36,7 @@ def run_trials(
     hits: list[bool] = []
     batch_scores = getattr(scorer, "batch_loglikelihoods", None)  # several prompts of one length at once
     batched = batch_scores is not None
-    with tqdm(total=len(trials), desc="needles", disable=not progress, unit="trial") as bar:
+    with Count(len(trials), "needles", "trial", bar=progress) as bar:
         start_index = 0
         while start_index < len(trials):
             first = trials[start_index]
