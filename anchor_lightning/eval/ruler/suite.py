@@ -43,6 +43,7 @@ from anchor_lightning.eval.ruler.tasks import (
     task_spec,
 )
 from anchor_lightning.eval.stats import mean_interval, paired_difference
+from anchor_lightning.messages import Count
 from anchor_lightning.paths import atomic_write, cache_dir, exclusive, write_figure
 
 SENTINEL = "\x00task\x00"
@@ -222,7 +223,7 @@ def _build_samples(todo: list, jobs: dict, out: dict, workers: int | None, progr
         return
     todo = sorted(todo, key=lambda pair: -pair[1])  # stable: task order within a length
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
-    bar = tqdm(total=len(todo), desc="RULER samples", unit="task x length", disable=not progress)
+    bar = Count(len(todo), "RULER samples", "group", bar=progress)  # a group: one task at one length
 
     def store(pair: tuple[str, int], made: list[dict]) -> None:
         atomic_write(jobs[pair][1], gzip.compress(json.dumps(made).encode()))
