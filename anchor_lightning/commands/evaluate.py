@@ -328,6 +328,9 @@ def _read_result(path: str) -> dict:
         ) from None
     if not isinstance(result, dict) or result.get("suite") != "ruler" or "samples" not in result:
         raise UserError("not a ruler.json written by evaluate --suite ruler", file=path, field="--compare")
+    from anchor_lightning.eval.ruler.suite import check_scores
+
+    check_scores(result, file=path)  # scores that do not follow from the predictions are never paired
     return result
 
 

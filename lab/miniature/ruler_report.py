@@ -9,7 +9,8 @@ RESULTS: run.py's ``WORK/results`` folders (or unpacked ``miniature-results.tar.
 ``MODEL/ruler*/ruler.json`` (or ``ruler.json.xz``) and, for trained modes, ``MODEL/train.json``; ``--result`` adds one
 ``ruler.json`` as MODEL's (e.g. the base model's, measured once in docs/ruler/); a model's results from
 several runs (a length each) are merged, and two runs that predicted a shared sample differently are
-refused (two models under one name). Each model's card is named under the table. The tables: RULER average by model and length with 95% intervals; per length,
+refused (two models under one name), and so is a file whose scores do not follow from its own
+predictions (``check_scores``). Each model's card is named under the table. The tables: RULER average by model and length with 95% intervals; per length,
 every task by model; the paired difference anchor minus each other model on the same samples, per
 length and pooled over the lengths beyond the base model's 8K, with its interval and sign test
 (``anchor_lightning.eval.ruler.suite.compare``'s rule); training cost per mode; the paper's numbers
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script
 
 from anchor_lightning.errors import UserError  # noqa: E402
-from anchor_lightning.eval.ruler.suite import check_same_samples, samples_that_differ  # noqa: E402
+from anchor_lightning.eval.ruler.suite import check_same_samples, check_scores, samples_that_differ  # noqa: E402
 from anchor_lightning.eval.stats import mean_t_interval, paired_difference  # noqa: E402
 from anchor_lightning.paths import atomic_write, write_figure  # noqa: E402
 
@@ -63,7 +64,9 @@ def gather(folders: list[Path], files: Sequence[tuple[str, Path]] = ()) -> Gathe
         (path.parent.parent.name, path) for folder in folders for path in sorted(folder.glob("*/ruler*/ruler.json*"))
     ]
     for model, path in pairs + list(files):
-        merge(found.ruler.setdefault(model, {}), read_json(path), f"{model} ({path})")
+        result = read_json(path)
+        check_scores(result, field=model, file=str(path))  # the tables follow from the predictions
+        merge(found.ruler.setdefault(model, {}), result, f"{model} ({path})")
         found.sources[model] = str(path)
     for folder in folders:
         for path in sorted(folder.glob("*/train.json")):

@@ -14,10 +14,25 @@ from pathlib import Path
 
 import pytest
 
+from anchor_lightning.eval.ruler.metrics import sample_score
+from anchor_lightning.eval.ruler.suite import RulerSettings, summarise
+from anchor_lightning.eval.ruler.tasks import task_spec
 from lab.miniature import ruler_report
 
 ROOT = Path(__file__).resolve().parents[2]
 RAW = ROOT / "docs" / "ruler"
+
+
+def rescored(data: dict) -> dict:
+    """A stand-in result made whole as evaluate writes one: each sample's score from its prediction by
+    RULER's metric, and the tables from the samples (``check_scores`` refuses anything else)."""
+    for sample in data["samples"]:
+        metric = task_spec(sample["task"], version=data["version"]).metric
+        sample["score"] = sample_score(sample["prediction"], sample["outputs"], metric)
+    settings = RulerSettings(**{k: v for k, v in data["settings"].items() if k in RulerSettings.__dataclass_fields__})
+    settings.lengths = sorted({int(n) for n in data["scores"]})
+    data["scores"] = summarise(data["samples"], settings)
+    return data
 
 
 def results(tmp_path: Path) -> Path:
@@ -31,11 +46,11 @@ def results(tmp_path: Path) -> Path:
         anchor = copy.deepcopy(data)
         for sample in anchor["samples"]:
             if sample["task"] == "niah_single_1" and sample["index"] < 10 and n == 16384:
-                sample["score"] = 1.0
+                sample["prediction"] = " ".join(sample["outputs"])  # right
             if sample["task"] == "niah_single_1" and sample["index"] < 3 and n == 4096:
-                sample["score"] = 0.0
+                sample["prediction"] = ""  # wrong
         (out / "anchor" / f"ruler-{n}").mkdir(parents=True)
-        (out / "anchor" / f"ruler-{n}" / "ruler.json").write_text(json.dumps(anchor))
+        (out / "anchor" / f"ruler-{n}" / "ruler.json").write_text(json.dumps(rescored(anchor)))
     return out
 
 
@@ -227,7 +242,7 @@ def test_results_of_other_samples_are_refused_in_one_line(tmp_path, capsys):
     path = folder / "anchor" / "ruler-8192" / "ruler.json"
     data = json.loads(path.read_text())
     data["samples"][0]["outputs"] = ["not the same needle"]
-    path.write_text(json.dumps(data))
+    path.write_text(json.dumps(rescored(data)))
     with pytest.raises(SystemExit):
         ruler_report.main([str(folder)])
     err = capsys.readouterr().err
@@ -242,7 +257,7 @@ def test_two_runs_filed_under_one_name_are_refused_and_a_repeat_is_not(tmp_path,
     path = again / "anchor" / "ruler-4096" / "ruler.json"
     data = json.loads(path.read_text())
     data["samples"][5]["prediction"] = "another model's words"
-    path.write_text(json.dumps(data))
+    path.write_text(json.dumps(rescored(data)))
     with pytest.raises(SystemExit):
         ruler_report.main([str(folder), str(again)])
     err = capsys.readouterr().err
@@ -321,3 +336,15 @@ def test_both_ruler_comparisons_have_their_documented_command():
         "docs/miniature/ruler-long-32k/tables.md",
         "docs/miniature/ruler-mix-32k/tables.md",
     }
+
+
+def test_a_result_whose_scores_do_not_follow_from_its_predictions_is_refused(tmp_path, capsys):
+    folder = results(tmp_path)
+    path = folder / "anchor" / "ruler-16384" / "ruler.json"
+    data = json.loads(path.read_text())
+    data["samples"][20]["score"] = 1.0 - data["samples"][20]["score"]  # a score set by hand
+    path.write_text(json.dumps(data))
+    with pytest.raises(SystemExit):
+        ruler_report.main([str(folder)])
+    err = capsys.readouterr().err
+    assert f"{path}: field 'anchor':" in err and "changed after evaluate wrote it" in err, err

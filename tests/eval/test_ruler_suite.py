@@ -303,6 +303,21 @@ def test_evaluate_suite_ruler_writes_results_and_compares_two(tmp_path, capsys, 
     )
     comparison = json.loads((tmp_path / "c" / "ruler_compare.json").read_text())
     assert comparison["samples"] == 6 and "2048" in comparison["lengths"]
+    # a result whose scores do not follow from its predictions is never paired: a sample's score, or a table
+    suite.check_scores(result)  # evaluate's own file passes
+    for change, message in [
+        (lambda r: r["samples"][0].update(score=1.0 - r["samples"][0]["score"]), "not what RULER's"),
+        (lambda r: r["scores"]["2048"]["average"].update(score=99.0), "its average at 2048 reads 99.0"),
+        (lambda r: r["scores"]["2048"]["tasks"]["fwe"].update(score=99.0), "its fwe at 2048 reads 99.0"),
+    ]:
+        edited = json.loads(json.dumps(result))
+        change(edited)
+        (tmp_path / "edited.json").write_text(json.dumps(edited))
+        capsys.readouterr()
+        with pytest.raises(SystemExit):
+            main(["evaluate", "--compare", str(tmp_path / "edited.json"), str(tmp_path / "b" / "ruler.json")])
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err and "changed after evaluate wrote it" in err, err
 
 
 def test_an_evaluation_stopped_midway_goes_on_where_it_stopped(tmp_path, capsys, monkeypatch):

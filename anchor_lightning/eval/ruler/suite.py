@@ -483,6 +483,37 @@ def samples_that_differ(a: list[dict], b: list[dict], fields: tuple[str, ...]) -
     ]
 
 
+def check_scores(result: dict, field: str = "--compare", file: str | None = None) -> None:
+    """Refuse a ``ruler.json`` whose scores do not follow from its own predictions: each sample's score
+    is RULER's metric of its prediction against its answers, and each length's table is
+    :func:`summarise` of those samples. A file edited by hand, or written by other code, is refused in
+    one line rather than paired or tabled."""
+    version = result.get("version", DEFAULT_VERSION)
+    for r in result["samples"]:
+        metric = task_spec(r["task"], version=version).metric
+        if abs(sample_score(r["prediction"], r["outputs"], metric) - r["score"]) > 1e-9:
+            raise UserError(
+                f"{r['task']} at {r['length']} #{r['index']} scores {r['score']}, not what RULER's {metric!r} "
+                "metric gives its prediction: the file was changed after evaluate wrote it",
+                file=file,
+                field=field,
+            )
+    settings = RulerSettings(**{k: v for k, v in result["settings"].items() if k in RulerSettings.__dataclass_fields__})
+    settings.lengths = sorted({int(n) for n in result["scores"]})
+    table = summarise(result["samples"], settings)
+    for length, row in result["scores"].items():
+        for what, theirs, ours in [("average", row["average"], table[length]["average"])] + [
+            (task, score, table[length]["tasks"].get(task, {})) for task, score in row["tasks"].items()
+        ]:
+            if abs(theirs["score"] - ours.get("score", float("nan"))) > 1e-3 or not ours:
+                raise UserError(
+                    f"its {what} at {length} reads {theirs['score']}, its samples give {ours.get('score')}: the "
+                    "file was changed after evaluate wrote it",
+                    file=file,
+                    field=field,
+                )
+
+
 def check_same_samples(a: list[dict], b: list[dict], field: str = "--compare") -> None:
     """Refuse to pair two results whose samples of one (task, length, index) are not the same sample:
     other answers or another length by RULER's own count (another seed, RULER version, tokenizer or
