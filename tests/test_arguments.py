@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -66,9 +67,18 @@ def test_progress_bars_on_a_terminal_and_plain_lines_in_a_log_file(monkeypatch, 
     assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "0"
 
 
-def test_a_runs_own_warning_is_one_line_and_any_other_keeps_its_source():
-    from anchor_lightning.commands import _format_warning
+def test_a_runs_own_warning_is_one_line_and_any_other_keeps_its_source(monkeypatch):
+    """Installed over Lightning's format (set when Lightning is imported), once however often it runs."""
+    import lightning.fabric.utilities.warnings  # noqa: F401
 
-    assert _format_warning(RunWarning("lengths exceed"), RunWarning, "/x/evaluate.py", 3) == "warning: lengths exceed\n"
-    other = _format_warning(UserWarning("deprecated"), UserWarning, "/x/lib.py", 7, "call()")
+    from anchor_lightning.commands import one_line_warnings
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
+    one_line_warnings()
+    installed = warnings.formatwarning
+    one_line_warnings()
+    assert warnings.formatwarning is installed  # not wrapped twice
+    ours = str(Path(__file__).resolve().parents[1] / "anchor_lightning" / "model" / "build.py")
+    assert installed(RunWarning("rows exceed"), RunWarning, ours, 3) == "warning: rows exceed\n"
+    other = installed(UserWarning("deprecated"), UserWarning, "/x/lib.py", 7, "call()")
     assert other.startswith("/x/lib.py:7: UserWarning: deprecated") and "call()" in other

@@ -61,21 +61,31 @@ def quiet_imports() -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
-def _format_warning(message, category, filename, lineno, line=None) -> str:
-    """A run's own warnings (:class:`RunWarning`) as one line; any other in Python's format, with its source."""
-    if issubclass(category, RunWarning):
-        return f"warning: {message}\n"
-    return _python_format(message, category, filename, lineno, line)
+def one_line_warnings() -> None:
+    """A run's own warnings (:class:`RunWarning`) print as one line, ``warning: ...``; any other keeps the
+    format in place, with its source. Lightning sets its own format when it is imported (and takes this
+    package's files, whose path holds "lightning", for its own), so it is imported first and ours wraps
+    it; installed once however often ``main`` runs."""
+    import lightning.fabric.utilities.warnings  # noqa: F401  (sets Lightning's format)
 
+    previous = warnings.formatwarning
+    if getattr(previous, "one_line_run_warnings", False):
+        return
 
-_python_format = warnings.formatwarning
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        if issubclass(category, RunWarning):
+            return f"warning: {message}\n"
+        return previous(message, category, filename, lineno, line)
+
+    format_warning.one_line_run_warnings = True  # type: ignore[attr-defined]
+    warnings.formatwarning = format_warning
 
 
 def main(args: list[str] | None = None, run: bool = True):
     """Dispatch to a verb. ``run=False`` (tests, tools) parses and instantiates ``fit``'s classes only,
     with the arguments given without a verb."""
     quiet_imports()
-    warnings.formatwarning = _format_warning
+    one_line_warnings()
     given = list(sys.argv[1:] if args is None else args)
     if not run:
         from anchor_lightning.commands.train import main as train

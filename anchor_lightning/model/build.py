@@ -83,8 +83,10 @@ def configure(
     seq_len: int,
     rope_theta: float | None = None,
     rope_scaling: dict[str, Any] | None = None,
+    fix: str = "set model.rope_theta or model.rope_scaling",
 ) -> PretrainedConfig:
-    """Apply the recipe's RoPE settings and check the model can train rows of ``seq_len`` slots."""
+    """Apply the recipe's RoPE settings and check the model can train rows of ``seq_len`` slots (``fix``:
+    what the warning for rows past the trained positions advises; the inference tools name their flag)."""
     check_architecture(config.model_type)
     config.use_cache = False
     rope = dict(getattr(config, "rope_parameters", None) or {})
@@ -106,7 +108,7 @@ def configure(
     if limit is not None and seq_len > limit and rope_theta is None and rope.get("rope_type", "default") == "default":
         warnings.warn(
             f"rows of {seq_len} slots exceed max_position_embeddings={limit} with the model's own RoPE base and no "
-            "scaling: positions beyond it were never seen in pre-training (set model.rope_theta or model.rope_scaling)",
+            f"scaling: positions beyond it were never seen in pre-training ({fix})",
             category=RunWarning,
             stacklevel=2,
         )

@@ -13,6 +13,8 @@ from anchor_lightning.checkpoint.gguf import local_checkpoint
 from anchor_lightning.errors import UserError, broken_model
 from anchor_lightning.model.build import configure, load_config
 
+FIX = "--rope_theta evaluates the model at another RoPE base"  # what configure's warning advises here
+
 
 def load_inference_model(
     source: str,
@@ -42,7 +44,7 @@ def load_inference_model(
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError("not a Hugging Face checkpoint directory (no config.json) nor a .gguf file", file=source)
-        config = configure(load_config(str(path), None), max_length or 0, rope_theta)
+        config = configure(load_config(str(path), None), max_length or 0, rope_theta, fix=FIX)
         config.use_cache = True
         try:
             model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, attn_implementation="sdpa")
@@ -59,10 +61,10 @@ def load_inference_model(
             fields = recipe["config"]
         except (yaml.YAMLError, KeyError, TypeError):
             raise UserError("a recipe needs model.config (the architecture) for a random init", file=source) from None
-        config = configure(load_config(None, fields), max_length or 0, rope_theta or recipe.get("rope_theta"))
+        config = configure(load_config(None, fields), max_length or 0, rope_theta or recipe.get("rope_theta"), fix=FIX)
     else:
         try:
-            config = configure(load_config(None, str(path)), max_length or 0, rope_theta)
+            config = configure(load_config(None, str(path)), max_length or 0, rope_theta, fix=FIX)
         except (OSError, ValueError) as err:
             raise UserError(
                 f"not a model: neither a checkpoint nor a config.json ({str(err).splitlines()[0]})", file=source

@@ -49,8 +49,10 @@ def test_rope_base_changes_the_frequencies():
 
 
 def test_rows_beyond_the_trained_length_warn_without_a_new_base_or_scaling():
-    with pytest.warns(RunWarning, match="exceed max_position_embeddings=64"):
+    with pytest.warns(RunWarning, match=r"exceed max_position_embeddings=64 .* \(set model.rope_theta or model"):
         configure(tiny_config("llama", max_position_embeddings=64), 128)
+    with pytest.warns(RunWarning, match=r"pre-training \(--rope_theta evaluates"):  # the inference tools' advice
+        configure(tiny_config("llama", max_position_embeddings=64), 128, fix="--rope_theta evaluates it elsewhere")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         configure(tiny_config("llama", max_position_embeddings=64), 128, rope_theta=5e6)
