@@ -92,6 +92,24 @@ def test_validate_subcommand_runs(tmp_path, capsys):
     assert "val/loss" in capsys.readouterr().out
 
 
+def test_validating_a_checkpoint_names_the_step_it_was_saved_at(tmp_path, capsys):
+    """validate does not restore the trainer's step (it stays 0): the line names the checkpoint's."""
+    fragment = tmp_path / "save.yaml"
+    fragment.write_text(
+        "trainer:\n  enable_checkpointing: true\n  callbacks:\n"
+        "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+        f"      init_args: {{dirpath: {tmp_path / 'ckpt'}, save_last: true}}\n"
+    )
+    common = ["--config", MICRO, f"--data.cache_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    main(["fit", *common, "--config", str(fragment), "--trainer.max_steps=3", "--trainer.val_check_interval=3"])
+    capsys.readouterr()
+    main(
+        ["validate", *common, "--trainer.enable_progress_bar=true", "--ckpt_path", str(tmp_path / "ckpt" / "last.ckpt")]
+    )
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("validation at step")]
+    assert lines and lines[0].startswith("validation at step 3: val/loss "), lines
+
+
 def test_global_batch_size_sets_accumulation(tmp_path):
     cli = main(
         ["--config", MICRO, "--data.global_batch_size=8", "--data.micro_batch_size=2", f"--data.cache_dir={tmp_path}"],

@@ -139,9 +139,12 @@ class PlainProgress(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or "val/loss" not in trainer.callback_metrics:
             return
+        step, loaded = trainer.global_step, getattr(pl_module, "checkpoint_step", None)
+        if trainer.state.fn == "validate" and loaded is not None:
+            step = int(loaded)  # validate keeps the trainer at step 0: the checkpoint's own
         self._print(
             trainer,
-            f"validation at step {trainer.global_step}: val/loss {float(trainer.callback_metrics['val/loss']):.4f}",
+            f"validation at step {step}: val/loss {float(trainer.callback_metrics['val/loss']):.4f}",
         )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -168,6 +168,7 @@ class AnchorLM(L.LightningModule):
         self.val_loss = ValidationLoss()  # model/val_loss.py
         self.stats = StepStats()  # what training counts; the callbacks read it (model/step_stats.py)
         self.nonfinite = NonFiniteGuard(on_nonfinite)  # model/nonfinite.py
+        self.checkpoint_step: int | None = None  # the step of the checkpoint loaded, if any
 
     # ------------------------------------------------------------------ model
     @property
@@ -352,6 +353,8 @@ class AnchorLM(L.LightningModule):
         check_state_version(checkpoint)
         check_same_run(checkpoint.get(IDENTITY_KEY), self.run_identity(), "model settings", "model")
         self.stats.restore(checkpoint.get(COUNTERS_KEY, {}))
+        # the step the weights were saved at: validate does not restore the trainer's step, which stays 0
+        self.checkpoint_step = checkpoint.get("global_step")
 
     def on_train_end(self) -> None:
         self.check_finite()
