@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from anchor_lightning.eval.ruler.metrics import sample_score
-from anchor_lightning.eval.ruler.suite import RulerSettings, summarise
+from anchor_lightning.eval.ruler.suite import settings_of, summarise
 from anchor_lightning.eval.ruler.tasks import task_spec
 from lab.miniature import ruler_report
 
@@ -29,9 +29,7 @@ def rescored(data: dict) -> dict:
     for sample in data["samples"]:
         metric = task_spec(sample["task"], version=data["version"]).metric
         sample["score"] = sample_score(sample["prediction"], sample["outputs"], metric)
-    settings = RulerSettings(**{k: v for k, v in data["settings"].items() if k in RulerSettings.__dataclass_fields__})
-    settings.lengths = sorted({int(n) for n in data["scores"]})
-    data["scores"] = summarise(data["samples"], settings)
+    data["scores"] = summarise(data["samples"], settings_of(data))
     return data
 
 

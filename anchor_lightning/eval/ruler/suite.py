@@ -483,6 +483,12 @@ def samples_that_differ(a: list[dict], b: list[dict], fields: tuple[str, ...]) -
     ]
 
 
+def settings_of(result: dict) -> RulerSettings:
+    """The settings a ``ruler.json`` was evaluated with, its lengths those its score table holds."""
+    given = {k: v for k, v in result["settings"].items() if k in RulerSettings.__dataclass_fields__}
+    return RulerSettings(**{**given, "lengths": sorted({int(n) for n in result["scores"]})})
+
+
 def check_scores(result: dict, field: str = "--compare", file: str | None = None) -> None:
     """Refuse a ``ruler.json`` whose scores do not follow from its own predictions: each sample's score
     is RULER's metric of its prediction against its answers, and each length's table is
@@ -498,9 +504,7 @@ def check_scores(result: dict, field: str = "--compare", file: str | None = None
                 file=file,
                 field=field,
             )
-    settings = RulerSettings(**{k: v for k, v in result["settings"].items() if k in RulerSettings.__dataclass_fields__})
-    settings.lengths = sorted({int(n) for n in result["scores"]})
-    table = summarise(result["samples"], settings)
+    table = summarise(result["samples"], settings_of(result))
     for length, row in result["scores"].items():
         for what, theirs, ours in [("average", row["average"], table[length]["average"])] + [
             (task, score, table[length]["tasks"].get(task, {})) for task, score in row["tasks"].items()
